@@ -1,0 +1,1 @@
+"""Compression operators: models, data, prune, quantize, distill, fine-tune, measure, export."""
