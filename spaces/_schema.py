@@ -155,6 +155,13 @@ def _convert(tp: Any, value: Any, path: str, errors: list[FieldError]) -> Any:
     return value
 
 
+def _prefix(base: str, sub: str) -> str:
+    """Prefix an already-rendered field path ``sub`` with ``base``."""
+    if not base:
+        return sub
+    return base + sub if sub.startswith("[") else f"{base}.{sub}"
+
+
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
@@ -185,7 +192,7 @@ def _from_mapping(cls: type[T], data: Any, path: str, errors: list[FieldError]) 
         obj = cls(**kwargs)
     except SchemaError as exc:
         for e in exc.errors:
-            errors.append(dataclasses.replace(e, path=join_path(path, e.path) if path else e.path))
+            errors.append(dataclasses.replace(e, path=_prefix(path, e.path)))
         return None
     except TypeError:
         return None
