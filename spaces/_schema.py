@@ -52,7 +52,7 @@ class SchemaError(ValueError):
 
 
 def _show(value: Any) -> str:
-    if isinstance(value, str):
+    if isinstance(value, (str, bool)) or value is None:
         return json.dumps(value)
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
