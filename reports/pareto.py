@@ -1,0 +1,264 @@
+"""Pareto analysis: non-dominated filtering, non-dominated sorting, exact hypervolume, knee point.
+
+All functions take ``points`` as an ``(n, d)`` array (or nested list) of objective values in
+their natural units and ``directions`` as a list of ``"maximize"``/``"minimize"``, one per
+column. Internally everything is turned into minimisation by negating maximised columns.
+
+Dominance
+    ``a`` dominates ``b`` when ``a`` is no worse in every objective and strictly better in at
+    least one. Duplicate points do not dominate each other, so *all* copies of a non-dominated
+    point are reported as non-dominated (a cached trial that repeats a Pareto policy stays on the
+    front). Filtering to feasible, complete trials is the caller's job.
+
+Hypervolume
+    The volume of objective space dominated by the front and bounded by a *reference point*
+    (the "worst acceptable" corner). Exact for any dimension by recursive slicing (HSO); with
+    the handful of Pareto points a search produces this is instant for 2-D and 3-D. Points that
+    are not strictly better than the reference in every objective contribute nothing.
+
+Default reference point (:func:`default_reference`)
+    Chosen from the *original model's* metrics (``RunInfo.reference``) so that runs of the same
+    model are comparable and the reference never depends on what a search happened to find:
+
+    - ``accuracy`` / ``top5`` (maximise, percent): ``0``. A point counts with its full accuracy;
+      a front that loses accuracy is penalised proportionally, never cut off to zero.
+    - ``accuracy_drop`` (minimise, points): the reference accuracy (i.e. accuracy 0).
+    - absolute costs ``flops``, ``params``, ``size``, ``bops`` (minimise): ``1.1 x`` the original
+      model's value, so the uncompressed model itself still contributes a thin slab.
+    - ratio costs ``flops_ratio``, ``latency``, ``latency_ratio`` (minimise; 1.0 = original):
+      ``1.1``.
+
+    A run may fix its own point in ``RunInfo.hv_reference``; that wins over the default.
+
+Normalised hypervolume (:func:`hypervolume_fraction`)
+    Raw hypervolume has awkward units (percent x MACs). Reports therefore show the fraction of
+    the box between the reference point and the *ideal point* (accuracy 100, accuracy drop 0,
+    cost 0) that the front dominates: ``0`` = nothing better than the reference, ``1`` = a
+    perfect, free model. Fractions are comparable across runs that share a reference point.
+
+Knee point (:func:`knee_point`)
+    The non-dominated point closest (Euclidean) to the utopia point after min-max normalising
+    every objective over the non-dominated set: the best balanced trade-off. Ties go to the
+    lowest index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+DIRECTIONS = ("maximize", "minimize")
+
+#: metrics whose default reference / ideal is defined by :func:`default_reference`
+PERCENT_METRICS = ("accuracy", "top5")
+DROP_METRICS = ("accuracy_drop",)
+ABSOLUTE_COSTS = ("flops", "params", "size", "bops")
+RATIO_COSTS = ("flops_ratio", "latency", "latency_ratio")
+COST_MARGIN = 1.1
+
+
+class ParetoError(ValueError):
+    """Bad input to a Pareto function (shape, direction, reference point)."""
+
+
+def _as_min(points: np.ndarray | Sequence[Sequence[float]], directions: Sequence[str]) -> np.ndarray:
+    """Return an ``(n, d)`` float array in which every column is to be minimised."""
+    arr = np.asarray(points, dtype=float)
+    if arr.ndim == 1 and arr.size == 0:
+        arr = arr.reshape(0, len(directions))
+    if arr.ndim != 2:
+        raise ParetoError(f"points must be a 2-D array (n points x d objectives); got shape {arr.shape}")
+    if arr.shape[1] != len(directions):
+        raise ParetoError(f"points have {arr.shape[1]} objectives but {len(directions)} directions were given "
+                          f"({list(directions)})")
+    bad = [d for d in directions if d not in DIRECTIONS]
+    if bad:
+        raise ParetoError(f"directions = {bad}: allowed {list(DIRECTIONS)}")
+    if np.isnan(arr).any():
+        raise ParetoError("points contain NaN; drop trials without the objective metrics first")
+    sign = np.array([-1.0 if d == "maximize" else 1.0 for d in directions])
+    return arr * sign
+
+
+def _ref_min(reference: Sequence[float], directions: Sequence[str]) -> np.ndarray:
+    ref = np.asarray(reference, dtype=float).reshape(-1)
+    if ref.shape[0] != len(directions):
+        raise ParetoError(f"reference point has {ref.shape[0]} values but there are {len(directions)} objectives")
+    if np.isnan(ref).any():
+        raise ParetoError(f"reference point contains NaN: {ref.tolist()}")
+    sign = np.array([-1.0 if d == "maximize" else 1.0 for d in directions])
+    return ref * sign
+
+
+def _nd_mask_min(pts: np.ndarray) -> np.ndarray:
+    n = pts.shape[0]
+    mask = np.ones(n, dtype=bool)
+    for i in range(n):
+        no_worse = np.all(pts <= pts[i], axis=1)
+        better = np.any(pts < pts[i], axis=1)
+        if np.any(no_worse & better):
+            mask[i] = False
+    return mask
+
+
+def non_dominated(points: np.ndarray | Sequence[Sequence[float]], directions: Sequence[str]) -> np.ndarray:
+    """Boolean mask: True for every point that no other point dominates (duplicates all kept)."""
+    return _nd_mask_min(_as_min(points, directions))
+
+
+def nondominated_sort(points: np.ndarray | Sequence[Sequence[float]], directions: Sequence[str]) -> np.ndarray:
+    """Front rank of every point: 0 = non-dominated, 1 = non-dominated once front 0 is removed, ..."""
+    pts = _as_min(points, directions)
+    rank = np.full(pts.shape[0], -1, dtype=int)
+    remaining = np.arange(pts.shape[0])
+    level = 0
+    while remaining.size:
+        mask = _nd_mask_min(pts[remaining])
+        rank[remaining[mask]] = level
+        remaining = remaining[~mask]
+        level += 1
+    return rank
+
+
+def _hv2(pts: np.ndarray, ref: np.ndarray) -> float:
+    """Exact 2-D hypervolume of minimisation points that are all strictly better than ``ref``."""
+    order = np.lexsort((pts[:, 1], pts[:, 0]))
+    volume = 0.0
+    best_y = ref[1]
+    for x, y in pts[order]:
+        if y < best_y:
+            volume += (ref[0] - x) * (best_y - y)
+            best_y = y
+    return float(volume)
+
+
+def _hv(pts: np.ndarray, ref: np.ndarray) -> float:
+    if pts.shape[0] == 0:
+        return 0.0
+    d = pts.shape[1]
+    if d == 1:
+        return float(ref[0] - pts[:, 0].min())
+    if d == 2:
+        return _hv2(pts, ref)
+    # slice along the last objective: between consecutive values the dominated region is the
+    # (d-1)-D hypervolume of every point at or below the slice
+    pts = pts[np.argsort(pts[:, -1], kind="stable")]
+    volume = 0.0
+    zs = np.append(pts[:, -1], ref[-1])
+    for i in range(pts.shape[0]):
+        depth = zs[i + 1] - zs[i]
+        if depth <= 0:
+            continue
+        active = pts[: i + 1, :-1]
+        active = active[_nd_mask_min(active)]
+        volume += depth * _hv(active, ref[:-1])
+    return float(volume)
+
+
+def hypervolume(points: np.ndarray | Sequence[Sequence[float]], directions: Sequence[str],
+                reference: Sequence[float]) -> float:
+    """Exact hypervolume dominated by ``points`` and bounded by ``reference`` (natural units).
+
+    Points not strictly better than the reference in every objective are ignored. Returns 0.0
+    for an empty front.
+    """
+    pts = _as_min(points, directions)
+    ref = _ref_min(reference, directions)
+    pts = pts[np.all(pts < ref, axis=1)]
+    if pts.shape[0] == 0:
+        return 0.0
+    pts = np.unique(pts[_nd_mask_min(pts)], axis=0)
+    return _hv(pts, ref)
+
+
+def hypervolume_fraction(points: np.ndarray | Sequence[Sequence[float]], directions: Sequence[str],
+                         reference: Sequence[float], ideal: Sequence[float]) -> float:
+    """Hypervolume divided by the volume of the box between ``reference`` and ``ideal`` (0..1)."""
+    ref = _ref_min(reference, directions)
+    best = _ref_min(ideal, directions)
+    sides = ref - best
+    if np.any(sides <= 0):
+        raise ParetoError(f"ideal point {list(ideal)} must be strictly better than reference {list(reference)} "
+                          "in every objective")
+    return hypervolume(points, directions, reference) / float(np.prod(sides))
+
+
+def hypervolume_curve(points: np.ndarray | Sequence[Sequence[float]], directions: Sequence[str],
+                      reference: Sequence[float], valid: Sequence[bool] | None = None) -> np.ndarray:
+    """Hypervolume of the first ``k`` points for k = 1..n (search progress), skipping ``~valid`` points."""
+    pts = _as_min(points, directions) if len(points) else np.zeros((0, len(directions)))
+    ref = _ref_min(reference, directions)
+    ok = np.ones(pts.shape[0], dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
+    out = np.zeros(pts.shape[0])
+    front = np.zeros((0, len(directions)))
+    value = 0.0
+    for i in range(pts.shape[0]):
+        if ok[i] and np.all(pts[i] < ref):
+            cand = np.vstack([front, pts[i]])
+            mask = _nd_mask_min(cand)
+            if mask[-1]:  # the new point adds volume only if it is non-dominated
+                front = np.unique(cand[mask], axis=0)
+                value = _hv(front, ref)
+        out[i] = value
+    return out
+
+
+def knee_point(points: np.ndarray | Sequence[Sequence[float]], directions: Sequence[str]) -> int:
+    """Index (into ``points``) of the non-dominated point closest to the normalised utopia point."""
+    pts = _as_min(points, directions)
+    if pts.shape[0] == 0:
+        raise ParetoError("knee_point of an empty set of points")
+    idx = np.flatnonzero(_nd_mask_min(pts))
+    front = pts[idx]
+    lo, hi = front.min(axis=0), front.max(axis=0)
+    span = np.where(hi > lo, hi - lo, 1.0)
+    dist = np.linalg.norm((front - lo) / span, axis=1)
+    return int(idx[int(np.argmin(dist))])
+
+
+def _metric_reference(metric: str, reference_metrics: Mapping[str, Any]) -> float:
+    if metric in PERCENT_METRICS:
+        return 0.0
+    if metric in RATIO_COSTS:
+        return COST_MARGIN
+    if metric in DROP_METRICS:
+        acc = reference_metrics.get("accuracy")
+        if acc is None:
+            raise ParetoError("default hypervolume reference for 'accuracy_drop' needs the original model's "
+                              "'accuracy' in the run's reference metrics")
+        return float(acc)
+    if metric in ABSOLUTE_COSTS:
+        value = reference_metrics.get(metric)
+        if value is None:
+            raise ParetoError(f"default hypervolume reference for {metric!r} needs the original model's "
+                              f"{metric!r} in the run's reference metrics (have {sorted(reference_metrics)})")
+        return COST_MARGIN * float(value)
+    raise ParetoError(f"no default hypervolume reference for metric {metric!r}; known: "
+                      f"{list(PERCENT_METRICS + DROP_METRICS + ABSOLUTE_COSTS + RATIO_COSTS)}; "
+                      "set RunInfo.hv_reference")
+
+
+def default_reference(reference_metrics: Mapping[str, Any], objectives: Sequence[tuple[str, str]],
+                      override: Mapping[str, float] | None = None) -> list[float]:
+    """Reference point for ``objectives`` ([(metric, direction), ...]); see the module docstring.
+
+    ``override`` (e.g. ``RunInfo.hv_reference``) replaces the default for the metrics it names.
+    """
+    override = override or {}
+    return [float(override[m]) if m in override else _metric_reference(m, reference_metrics)
+            for m, _ in objectives]
+
+
+def ideal_point(objectives: Sequence[tuple[str, str]]) -> list[float]:
+    """The best value each objective could take: accuracy 100, accuracy drop 0, cost 0."""
+    out = []
+    for metric, direction in objectives:
+        if metric in PERCENT_METRICS:
+            out.append(100.0)
+        elif direction == "minimize":
+            out.append(0.0)
+        else:
+            raise ParetoError(f"no ideal value known for maximised metric {metric!r}")
+    return out
