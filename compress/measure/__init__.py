@@ -1,0 +1,13 @@
+"""Measurement: accuracy, FLOPs/params, mixed-precision costs (BOPs, size) and latency.
+
+>>> from compress.measure import count_flops, count_params, evaluate
+>>> count_flops(get_model("resnet20"), 32)  # 41.2 M (fvcore: one MAC = one FLOP)
+"""
+
+from compress.measure._accuracy import evaluate
+from compress.measure._bits import count_bops, layer_costs, model_size_bytes
+from compress.measure._flops import count_flops, count_params, layer_macs
+
+__all__ = [
+    "count_bops", "count_flops", "count_params", "evaluate", "layer_costs", "layer_macs", "model_size_bytes",
+]
