@@ -1,0 +1,15 @@
+"""Structured channel pruning of ResNets: channels are physically removed.
+
+>>> groups = list_groups(model)                       # block groups and stage groups, by name
+>>> pruned, kept = prune(model, PruneSpec(ratios={"layer2.0.conv1": 0.5}), input_size=32)
+>>> same = rebuild(fresh_model, kept)                 # replays the recorded kept indices
+
+Option-A (zero-padding) shortcuts are first converted to exactly equivalent fixed 1x1 convs
+(:func:`convert_option_a`) so coupled channels stay aligned through the residual additions.
+"""
+
+from compress.prune._groups import PruneGroup
+from compress.prune._option_a import convert_option_a, has_option_a
+from compress.prune._prune import KEPT_ATTR, list_groups, prune, rebuild
+
+__all__ = ["KEPT_ATTR", "PruneGroup", "convert_option_a", "has_option_a", "list_groups", "prune", "rebuild"]
