@@ -1,0 +1,84 @@
+"""A machine-wide lock so that concurrent trials never time models at the same moment.
+
+The lock file is ``$AUTOCOMPRESS_LATENCY_LOCK`` or ``<tempdir>/autocompress-latency.lock``.
+It is re-entrant within a process (``compare_latency`` holds it while calling helpers that
+would take it again); between processes it is an exclusive ``fcntl.flock``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+ENV = "AUTOCOMPRESS_LATENCY_LOCK"
+
+_guard = threading.RLock()
+_depth = 0
+_fd: int | None = None
+
+
+def lock_path() -> Path:
+    """Where the lock file lives (env ``AUTOCOMPRESS_LATENCY_LOCK`` overrides the default)."""
+    return Path(os.environ.get(ENV) or Path(tempfile.gettempdir()) / "autocompress-latency.lock")
+
+
+@contextlib.contextmanager
+def latency_lock(timeout_s: float | None = None) -> Iterator[float]:
+    """Hold the machine-wide latency lock; yields the seconds spent waiting for it.
+
+    ``timeout_s=None`` waits as long as needed; otherwise raises :class:`TimeoutError`.
+    """
+    global _depth, _fd
+    with _guard:
+        waited = 0.0
+        if _depth == 0:
+            path = lock_path()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            start = time.monotonic()
+            try:
+                _acquire(fd, path, timeout_s)
+            except BaseException:
+                os.close(fd)
+                raise
+            waited = time.monotonic() - start
+            _fd = fd
+        _depth += 1
+        try:
+            yield waited
+        finally:
+            _depth -= 1
+            if _depth == 0 and _fd is not None:
+                fcntl.flock(_fd, fcntl.LOCK_UN)
+                os.close(_fd)
+                _fd = None
+
+
+def _acquire(fd: int, path: Path, timeout_s: float | None) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    except BlockingIOError:
+        pass
+    log.info("waiting for the latency lock %s (another measurement is running)", path)
+    if timeout_s is None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"latency lock {path} still held after {timeout_s:g} s") from None
+            time.sleep(0.05)

@@ -1,0 +1,188 @@
+"""Runners: one timed forward pass of a torch module or an ONNX Runtime session.
+
+A runner hides the backend from the timing loops in :mod:`._latency`: ``run_ms()`` executes
+one forward pass on the fixed example input and returns its wall time in milliseconds
+(CUDA events on a GPU). ``threads()`` is a context that applies the thread count (torch's
+is process-wide, so it is set for the timed block and restored afterwards).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("torch", "onnxruntime")
+
+
+class Runner:
+    """Base class; subclasses implement :meth:`run_ms`."""
+
+    backend: str = ""
+    device: str = "cpu"
+    batch: int = 1
+    num_threads: int = 1
+
+    def run_ms(self) -> float:
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def threads(self) -> Iterator[None]:
+        yield
+
+    def close(self) -> None:
+        """Release temporary resources."""
+
+
+class TorchRunner(Runner):
+    """Eager/FX torch module on CPU (``perf_counter``) or CUDA (events + synchronize)."""
+
+    backend = "torch"
+
+    def __init__(self, model: nn.Module, example: torch.Tensor, *, device: str = "cpu", threads: int | None = None):
+        dev = torch.device(device)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("device='cuda' requested but torch.cuda.is_available() is False")
+        if dev.type not in ("cpu", "cuda"):
+            raise ValueError(f"device = {device!r}: allowed 'cpu', 'cuda' or 'cuda:N'")
+        tensors = list(model.parameters()) + list(model.buffers())
+        on_device = all(t.device == dev for t in tensors) if tensors else dev.type == "cpu"
+        # never move the caller's model: copy when it lives elsewhere
+        self.model = model if on_device else copy.deepcopy(model).to(dev)
+        self.model.eval()
+        self.example = example.to(dev)
+        self.device = str(dev)
+        self.batch = int(example.shape[0])
+        self.num_threads = int(threads) if threads else torch.get_num_threads()
+        self._cuda = dev.type == "cuda"
+        if self._cuda:
+            self._start = torch.cuda.Event(enable_timing=True)
+            self._end = torch.cuda.Event(enable_timing=True)
+
+    @contextlib.contextmanager
+    def threads(self) -> Iterator[None]:
+        prev = torch.get_num_threads()
+        if prev != self.num_threads:
+            torch.set_num_threads(self.num_threads)
+        try:
+            yield
+        finally:
+            if torch.get_num_threads() != prev:
+                torch.set_num_threads(prev)
+
+    def run_ms(self) -> float:
+        with torch.inference_mode():
+            if self._cuda:
+                self._start.record()
+                self.model(self.example)
+                self._end.record()
+                torch.cuda.synchronize()
+                return float(self._start.elapsed_time(self._end))
+            t0 = time.perf_counter()
+            self.model(self.example)
+            return (time.perf_counter() - t0) * 1e3
+
+
+def session_options(threads: int) -> Any:
+    """ONNX Runtime options for timing: fixed thread pools, no busy-waiting between runs."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    so.log_severity_level = 3
+    return so
+
+
+def export_temp_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> Path:
+    """Export ``model`` with a dynamic batch axis (TorchScript exporter; dynamo as fallback)."""
+    model = copy.deepcopy(model).cpu().eval()
+    x = example.detach().cpu()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(model, (x,), str(path), dynamo=False, input_names=["input"],
+                              output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+        except Exception as exc:  # noqa: BLE001 - fall back to the dynamo exporter
+            log.debug("TorchScript ONNX export failed (%s); trying dynamo", exc)
+            torch.onnx.export(model, (x,), str(path), dynamo=True, input_names=["input"],
+                              output_names=["logits"], dynamic_shapes=({0: torch.export.Dim("batch")},))
+    return path
+
+
+class OrtRunner(Runner):
+    """An ONNX Runtime session: given, loaded from a path, or exported from a module."""
+
+    backend = "onnxruntime"
+
+    def __init__(self, obj: Any, example: torch.Tensor, *, device: str = "cpu", threads: int | None = None):
+        import onnxruntime as ort
+
+        if torch.device(device).type != "cpu":
+            raise ValueError(f"device = {device!r}: the onnxruntime backend here times CPU only; "
+                             "use backend='torch' for CUDA")
+        self.device = "cpu"
+        self.batch = int(example.shape[0])
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        if isinstance(obj, ort.InferenceSession):
+            self.session = obj
+            n = obj.get_session_options().intra_op_num_threads
+            self.num_threads = int(n) if n else 0
+        else:
+            self.num_threads = int(threads) if threads else torch.get_num_threads()
+            if isinstance(obj, nn.Module):
+                self._tmp = tempfile.TemporaryDirectory(prefix="autocompress-latency-")
+                path = export_temp_onnx(obj, example, Path(self._tmp.name) / "model.onnx")
+            elif isinstance(obj, (str, Path)):
+                path = Path(obj)
+                if not path.is_file():
+                    raise FileNotFoundError(f"{path}: ONNX model not found")
+            else:
+                raise TypeError(f"cannot time a {type(obj).__name__}: allowed nn.Module, "
+                                "onnxruntime.InferenceSession or a path to an .onnx file")
+            self.session = ort.InferenceSession(str(path), session_options(self.num_threads),
+                                                providers=["CPUExecutionProvider"])
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise ValueError(f"ONNX model has {len(inputs)} inputs; the latency runner feeds exactly one")
+        self._feed = {inputs[0].name: example.detach().cpu().float().numpy()}
+
+    def run_ms(self) -> float:
+        t0 = time.perf_counter()
+        self.session.run(None, self._feed)
+        return (time.perf_counter() - t0) * 1e3
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+
+def make_runner(obj: Any, example: torch.Tensor, *, backend: str = "torch", device: str = "cpu",
+                threads: int | None = None) -> Runner:
+    """A runner for ``obj``. Sessions and ``.onnx`` paths always use ONNX Runtime;
+    modules use ``backend`` (``"onnxruntime"`` exports them to a temporary ONNX file)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend = {backend!r}: allowed {', '.join(BACKENDS)}")
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads = {threads}: must be >= 1 or None (torch's current setting)")
+    if isinstance(obj, Runner):
+        return obj
+    if isinstance(obj, nn.Module) and backend == "torch":
+        return TorchRunner(obj, example, device=device, threads=threads)
+    return OrtRunner(obj, example, device=device, threads=threads)
