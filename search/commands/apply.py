@@ -1,9 +1,271 @@
-"""`autocompress apply` (being written; see the issue tracker)."""
+"""`autocompress apply RECIPE.yaml --checkpoint CKPT --dataset D --out DIR`: compress one model.
+
+Writes to DIR:
+
+* ``policy.yaml`` + ``model.pt``: the compressed model (``compress.artifact``; reload with
+  ``load_compressed``), the policy carrying the exact kept channel indices;
+* ``model.onnx``: the deploy model (INT8 when quantized for x86), verified on a val batch;
+* ``metrics.json``: accuracy before/after on val and test, FLOPs, params, size, BOPs,
+  latency ratio vs. the original (interleaved, with CI), precision per layer, notes, timings;
+* ``summary.txt``: a short human table (also printed), ``apply.log``: the log of the run.
+"""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
 
-def register(sub):
-    p = sub.add_parser("apply", help="(not yet available)")
-    p.set_defaults(func=lambda args: (_ for _ in ()).throw(NotImplementedError("autocompress apply")))
+import torch
+from torch import nn
+
+log = logging.getLogger("autocompress.apply")
+
+
+def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "apply", help="apply a recipe (policy) to a trained model: prune, quantize, distil, fine-tune, export",
+        description="Apply a compression recipe to a trained model and write the compressed model, "
+                    "its ONNX export, metrics.json and a summary to --out.")
+    p.add_argument("recipe", help="recipe / policy file (YAML or JSON), e.g. spaces/recipes/resnet20-prune30-kd.yaml")
+    p.add_argument("--checkpoint", required=True,
+                   help="trained weights of the uncompressed model (a state_dict file, or a directory with model.pt)")
+    p.add_argument("--dataset", required=True, help="dataset name (see `autocompress datasets`)")
+    p.add_argument("--data-dir", default=None, help="dataset root (where the dataset needs one)")
+    p.add_argument("--normalization", default=None,
+                   help="input normalization to use (default: the dataset's; the shared CIFAR weights use imagenet)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--no-finetune", action="store_true", help="skip fine-tuning (prune/quantize/convert only)")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--epochs", type=float, default=None, help="override the recipe's fine-tune epochs")
+    budget.add_argument("--steps", type=int, default=None, help="override the recipe's fine-tune steps")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="device for fine-tuning")
+    p.add_argument("--latency-batch", type=int, default=1, help="batch size for the latency comparison")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads for the latency comparison")
+    p.add_argument("--no-latency", action="store_true", help="skip the latency comparison")
+    p.add_argument("--eval-limit", type=int, default=None,
+                   help="evaluate on at most this many images per split (default: all)")
+    p.add_argument("--seed", type=int, default=None, help="override the recipe's fine-tune seed")
+    p.set_defaults(func=run)
     return p
+
+
+def _register_errors() -> None:
+    from search._errors import register_user_error
+
+    try:
+        from compress.train import DivergenceError
+
+        register_user_error(DivergenceError)
+    except ImportError:  # pragma: no cover - compress.train always ships with apply
+        pass
+    try:
+        from compress.data import DatasetError
+
+        register_user_error(DatasetError)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def _policy(args: argparse.Namespace):
+    from spaces.policy import Policy
+
+    policy = Policy.load(args.recipe)
+    ft = policy.finetune
+    if args.epochs is not None:
+        ft = dataclasses.replace(ft, epochs=args.epochs, steps=None)
+    if args.steps is not None:
+        ft = dataclasses.replace(ft, steps=args.steps)
+    if args.seed is not None:
+        ft = dataclasses.replace(ft, seed=args.seed)
+    return policy.replace(finetune=ft)
+
+
+def _checkpoint_path(arg: str) -> Path:
+    p = Path(arg)
+    if p.is_dir():
+        candidate = p / "model.pt"
+        if not candidate.is_file():
+            raise FileNotFoundError(f"--checkpoint {p}: a directory without model.pt")
+        return candidate
+    if not p.is_file():
+        raise FileNotFoundError(f"--checkpoint {p}: no such file")
+    return p
+
+
+def _file_logger(out: Path) -> logging.Handler:
+    handler = logging.FileHandler(out / "apply.log", mode="w")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
+    logging.getLogger().addHandler(handler)
+    return handler
+
+
+def run(args: argparse.Namespace) -> int:
+    _register_errors()
+    from search.cli import CLIError
+
+    if args.latency_batch < 1 or args.threads < 1:
+        raise CLIError(f"--latency-batch {args.latency_batch} / --threads {args.threads}: must be >= 1")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise CLIError("--device cuda: no CUDA device is available; use --device cpu")
+    policy = _policy(args)
+    ckpt = _checkpoint_path(args.checkpoint)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    handler = _file_logger(out)
+    try:
+        metrics, summary = _run(args, policy, ckpt, out)
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")
+    (out / "summary.txt").write_text(summary + "\n")
+    print(summary)
+    log.info("wrote %s", ", ".join(sorted(p.name for p in out.iterdir())))
+    return 0
+
+
+def _run(args: argparse.Namespace, policy, ckpt: Path, out: Path) -> tuple[dict[str, Any], str]:
+    from compress.apply import apply
+    from compress.artifact import save_compressed
+    from compress.data import get_dataset
+    from compress.export import export_onnx
+    from compress.models import build_model, load_checkpoint
+    from search.cli import CLIError
+
+    t_start = time.perf_counter()
+    model = load_checkpoint(build_model(policy.model), ckpt).eval()
+    data = get_dataset(args.dataset, args.data_dir, normalization=args.normalization,
+                       input_size=policy.model.input_size, seed=policy.finetune.seed)
+    if data.num_classes != policy.model.num_classes:
+        raise CLIError(f"{args.recipe}: model.num_classes = {policy.model.num_classes}, but dataset "
+                       f"{args.dataset!r} has {data.num_classes} classes")
+    log.info("apply %s to %s (%s) on %s", args.recipe, policy.model.name, ckpt, args.dataset)
+
+    before = _accuracy(model, data, args.eval_limit, "original")
+    result = apply(policy, model, data=data, finetune=not args.no_finetune, device=args.device, progress=True)
+    after = _accuracy(result.deploy, data, args.eval_limit, "deploy")
+
+    t0 = time.perf_counter()
+    save_compressed(out, result.policy, result.model)
+    example = next(iter(data.loader("val", args.latency_batch, shuffle=False)))[0]
+    onnx_report = export_onnx(result.deploy, out / "model.onnx", example[:1],
+                              verify_loader=data.loader("val", 32, shuffle=False, limit=32))
+    export_s = time.perf_counter() - t0
+
+    costs = _costs(model, result, policy.model.input_size)
+    latency = None if args.no_latency else _latency(result.deploy, model, example, args.threads)
+    metrics: dict[str, Any] = {
+        "recipe": str(args.recipe), "checkpoint": str(ckpt), "dataset": args.dataset,
+        "policy_hash": result.policy.hash(), "summary": result.policy.summary(),
+        "accuracy": {"before": before, "after": after,
+                     "drop_val_top1": _drop(before, after, "val"), "drop_test_top1": _drop(before, after, "test")},
+        **costs,
+        "latency": latency,
+        "precision": result.precision,
+        "notes": result.notes,
+        "train": _plain(result.train_result),
+        "onnx": _plain(onnx_report),
+        "timings": {**result.timings, "export": round(export_s, 3),
+                    "total": round(time.perf_counter() - t_start, 3)},
+    }
+    return metrics, _summary(metrics)
+
+
+def _accuracy(model: nn.Module, data, limit: int | None, what: str) -> dict[str, dict]:
+    from compress.measure import evaluate
+
+    res = {}
+    for split in ("val", "test"):
+        loader = data.loader(split, 256, shuffle=False, limit=limit)
+        res[split] = evaluate(model, loader, progress=False)
+        log.info("%s %s top1 %.2f%%", what, split, res[split]["top1"])
+    return res
+
+
+def _drop(before: dict, after: dict, split: str) -> float:
+    return round(before[split]["top1"] - after[split]["top1"], 3)
+
+
+def _costs(original: nn.Module, result, input_size: int) -> dict[str, Any]:
+    """FLOPs/params/size/BOPs before and after, counted on float structures (fvcore cannot
+    trace converted int8 models): the pruned float structure is rebuilt from the kept indices."""
+    from compress.measure import count_bops, count_flops, count_params, model_size_bytes
+    from compress.prune import convert_option_a, rebuild
+    from spaces.policy import QuantSpec
+
+    policy = result.policy
+    structure = rebuild(convert_option_a(original), policy.prune.kept) if policy.prune.kept else original
+    fp32 = QuantSpec()
+    b = {"flops": count_flops(original, input_size), "params": count_params(original),
+         "size": model_size_bytes(original, fp32), "bops": count_bops(original, input_size, fp32)}
+    a = {"flops": count_flops(structure, input_size), "params": count_params(structure),
+         "size": model_size_bytes(structure, policy.quant), "bops": count_bops(structure, input_size, policy.quant)}
+    ratios = {k: round(a[k] / b[k], 4) if b[k] else None for k in b}
+    return {"before": b, "after": a, "ratios": ratios}
+
+
+def _latency(deploy: nn.Module, original: nn.Module, example: torch.Tensor, threads: int) -> dict[str, Any]:
+    from compress.measure import compare_latency
+
+    r = compare_latency(deploy, original, example, threads=threads)
+    return {"ratio": r.ratio, "ci_low": r.ci_low, "ci_high": r.ci_high,
+            "speedup": round(1.0 / r.ratio, 3) if r.ratio else None, "busy": r.busy,
+            "batch": int(example.shape[0]), "threads": threads, "backend": "torch",
+            "compressed_ms": getattr(r.a, "median_ms", None), "original_ms": getattr(r.b, "median_ms", None)}
+
+
+def _plain(obj: Any) -> Any:
+    if obj is None:
+        return None
+    if dataclasses.is_dataclass(obj):
+        return {k: v for k, v in dataclasses.asdict(obj).items() if _jsonable(v)}
+    return obj if _jsonable(obj) else str(obj)
+
+
+def _jsonable(v: Any) -> bool:
+    try:
+        json.dumps(v)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def _fmt_int(n: float) -> str:
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.2f}{unit}"
+    return f"{n:.0f}"
+
+
+def _summary(m: dict[str, Any]) -> str:
+    acc_b, acc_a = m["accuracy"]["before"], m["accuracy"]["after"]
+    rows = [("", "original", "compressed", "ratio")]
+    for split in ("val", "test"):
+        rows.append((f"{split} top1 %", f"{acc_b[split]['top1']:.2f}", f"{acc_a[split]['top1']:.2f}",
+                     f"{acc_a[split]['top1'] - acc_b[split]['top1']:+.2f} pt"))
+    for key in ("flops", "params", "bops"):
+        rows.append((key, _fmt_int(m["before"][key]), _fmt_int(m["after"][key]), f"{m['ratios'][key]:.3f}"))
+    rows.append(("size", f"{m['before']['size'] / 1024:.1f} KiB", f"{m['after']['size'] / 1024:.1f} KiB",
+                 f"{m['ratios']['size']:.3f}"))
+    lat = m.get("latency")
+    if lat:
+        rows.append((f"latency b{lat['batch']}", f"{lat['original_ms']:.2f} ms" if lat["original_ms"] else "",
+                     f"{lat['compressed_ms']:.2f} ms" if lat["compressed_ms"] else "",
+                     f"{lat['ratio']:.3f} [{lat['ci_low']:.3f}, {lat['ci_high']:.3f}]"
+                     + (" (busy)" if lat["busy"] else "")))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = [m["summary"], ""]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    precisions: dict[str, int] = {}
+    for p in m["precision"].values():
+        precisions[p] = precisions.get(p, 0) + 1
+    if precisions:
+        lines.append("precision: " + ", ".join(f"{k} x{v}" for k, v in sorted(precisions.items())))
+    lines += [f"note: {n}" for n in m["notes"]]
+    lines.append("timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in m["timings"].items()))
+    return "\n".join(lines)

@@ -1,0 +1,236 @@
+"""Apply a Policy to a model: validate -> prune -> BN recalibration -> QAT prep -> fine-tune
+(with distillation) -> convert for the target. One order, in one place, no I/O.
+
+>>> out = apply(Policy.load("spaces/recipes/resnet20-prune30-kd.yaml"), model, data=bundle)
+>>> out.policy.prune.kept     # exact kept channel indices per group (for a lossless reload)
+>>> out.deploy                # INT8 (x86) or float model for latency / export
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from spaces._schema import FieldError
+from spaces.policy import Policy, PolicyError
+
+log = logging.getLogger(__name__)
+
+#: calibration defaults: batches of this size from the bundle's ``calib`` split
+CALIB_BATCH_SIZE = 64
+
+
+@dataclass
+class Compressed:
+    """The result of :func:`apply`.
+
+    ``model`` is the trainable model (float, or fake-quantized for QAT) that
+    ``compress.artifact.save_compressed`` stores; ``deploy`` is the converted model used for
+    latency and export (INT8 for x86 quantization, float otherwise).
+    """
+
+    policy: Policy
+    model: nn.Module
+    deploy: nn.Module
+    precision: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    train_result: Any = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def model_name_of(model: nn.Module) -> str | None:
+    """Registry name of a model built by ``compress.models`` (``resnet20``, ``resnet18``...), else None."""
+    from compress.models import CifarResNet, ImageNetResNet
+
+    if isinstance(model, (CifarResNet, ImageNetResNet)):
+        return f"resnet{model.depth}"
+    return getattr(model, "autocompress_name", None)
+
+
+def num_classes_of(model: nn.Module) -> int | None:
+    """Number of outputs of the classifier (last Linear layer), or None."""
+    last = None
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            last = m
+    return last.out_features if last is not None else None
+
+
+def validate(policy: Policy, model: nn.Module) -> None:
+    """Raise :class:`PolicyError` naming every field of ``policy`` that does not fit ``model``.
+
+    Checks the model name and class count, prune group names and ratios, quantizable layer
+    names, distillation feature layers, and the backend's supported bit-widths.
+    """
+    from compress.models import quantizable_layers
+    from compress.prune import list_groups
+
+    errors: list[FieldError] = []
+    n = num_classes_of(model)
+    if n is not None and n != policy.model.num_classes:
+        errors.append(FieldError("model.num_classes", policy.model.num_classes,
+                                 f"the model has {n} output classes"))
+    try:
+        groups = {g.name: g.channels for g in list_groups(model)}
+        policy.check_against(groups, quantizable_layers(model), model_name=model_name_of(model))
+    except PolicyError as exc:
+        errors.extend(exc.errors)
+    errors.extend(_backend_errors(policy, model))
+    if errors:
+        raise PolicyError(errors)
+
+
+def _backend_errors(policy: Policy, model: nn.Module) -> list[FieldError]:
+    """Bit-widths the target backend cannot honour (delegated to compress.quantize)."""
+    if not policy.quant.active:
+        return []
+    from compress import quantize
+
+    check = getattr(quantize, "check_backend", None)
+    if check is None:
+        return []
+    try:
+        check(policy.quant, model)
+    except PolicyError as exc:
+        return list(exc.errors)
+    return []
+
+
+@contextmanager
+def _phase(timings: dict[str, float], name: str) -> Iterator[None]:
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = round(timings.get(name, 0.0) + time.perf_counter() - t0, 3)
+
+
+def apply(policy: Policy, model: nn.Module, *, data: Any = None, teacher: nn.Module | None = None,
+          finetune: bool = True, device: str = "cpu", progress: bool = True,
+          calib_batches: int = 8, bn_recal_batches: int = 20) -> Compressed:
+    """Compress ``model`` as ``policy`` says; ``model`` itself is never modified.
+
+    Order: validate -> prune (``kept`` recorded into the returned policy; a policy that already
+    has ``kept`` is replayed exactly) -> BN recalibration on calib batches (when pruned) ->
+    fake-quantize (QAT) when quantization is active -> fine-tune with ``policy.finetune``
+    (distillation from ``teacher``, default the uncompressed input, when ``policy.distill`` is
+    active; skipped with ``finetune=False``) -> convert for ``policy.quant.backend``.
+
+    Args:
+        data: a ``compress.data.DataBundle``; needed for fine-tuning, calibration (quantization,
+            BN recalibration) and Taylor pruning.
+        teacher: overrides the teacher built from ``policy.distill``.
+        calib_batches / bn_recal_batches: batches of the ``calib`` split for quantization
+            calibration / BN recalibration.
+    """
+    from compress.prune import prune
+    from compress.quantize import convert, fake_quantize
+
+    original = model
+    validate(policy, original)
+    _check_data_needs(policy, data, finetune)
+    timings: dict[str, float] = {}
+    notes: list[str] = []
+    input_size = policy.model.input_size
+    work = copy.deepcopy(original).cpu()
+
+    # 1. prune -------------------------------------------------------------------------------
+    if policy.prune.active:
+        with _phase(timings, "prune"):
+            if policy.prune.kept:
+                notes.append("pruning replayed from the recorded kept indices")
+            taylor = policy.prune.criterion == "taylor" and not policy.prune.kept
+            work, kept = prune(work, policy.prune, input_size=input_size,
+                               data=_batches(data, "calib", calib_batches) if taylor else None)
+            policy = policy.replace(prune=dataclasses.replace(
+                policy.prune, kept={k: tuple(int(i) for i in v) for k, v in kept.items()}))
+        # 2. BN recalibration: cheap recovery of the statistics the removed channels disturbed
+        if data is not None and bn_recal_batches > 0:
+            from compress.train import bn_recalibrate
+
+            with _phase(timings, "recalibrate"):
+                bn_recalibrate(work, _batches(data, "calib", bn_recal_batches), device=device)
+
+    # 3. QAT preparation ---------------------------------------------------------------------
+    if policy.quant.active:
+        with _phase(timings, "quantize"):
+            work = fake_quantize(work, policy.quant, _batches(data, "calib", calib_batches))
+
+    # 4. fine-tune (KD) ---------------------------------------------------------------------------
+    train_result = None
+    if finetune:
+        with _phase(timings, "finetune"):
+            train_result = _finetune(policy, original, work, data, teacher, device, progress)
+    work = work.cpu().eval()
+
+    # 5. convert for the target ------------------------------------------------------------------
+    with _phase(timings, "convert"):
+        example = next(iter(_batches(data, "calib", 1)))[0][:1] if data is not None else \
+            torch.randn(1, 3, input_size, input_size)
+        calib = _batches(data, "calib", calib_batches) if data is not None else None
+        result = convert(work, policy.quant, calib, example)
+    if result.note:
+        notes.append(result.note)
+    return Compressed(policy=policy, model=work, deploy=result.model, precision=dict(result.precision),
+                      notes=notes, train_result=train_result, timings=timings)
+
+
+def _check_data_needs(policy: Policy, data: Any, finetune: bool) -> None:
+    if data is not None:
+        return
+    needs = []
+    if finetune:
+        needs.append("fine-tuning (pass finetune=False to skip it)")
+    if policy.quant.active:
+        needs.append("quantization calibration")
+    if policy.prune.active and policy.prune.criterion == "taylor" and not policy.prune.kept:
+        needs.append("Taylor pruning")
+    if needs:
+        raise ValueError("apply: data=None, but " + " and ".join(needs) + " need a DataBundle")
+
+
+def _batches(data: Any, split: str, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The first ``n`` batches of a split (deterministic), materialised so they can be reused."""
+    if data is None:
+        return []
+    out = []
+    for i, batch in enumerate(data.loader(split, CALIB_BATCH_SIZE, shuffle=False)):
+        if i >= n:
+            break
+        out.append(batch)
+    return out
+
+
+def _finetune(policy: Policy, original: nn.Module, work: nn.Module, data: Any, teacher: nn.Module | None,
+              device: str, progress: bool):
+    from compress.train import fit
+
+    spec = policy.finetune
+    loader = data.loader("train", spec.batch_size, shuffle=True, seed=spec.seed)
+    kd = None
+    if policy.distill.active:
+        from compress.distill import DistillLoss, build_teacher, freeze
+
+        t = freeze(copy.deepcopy(teacher)) if teacher is not None else \
+            build_teacher(policy.distill, original, policy.model.num_classes)
+        t.to(device)
+        work.to(device)
+        kd = DistillLoss(t, work, policy.distill, label_smoothing=spec.label_smoothing,
+                         input_size=policy.model.input_size)
+    try:
+        return fit(work, loader, spec, device=device, extra_loss=kd, progress=progress, desc="finetune")
+    finally:
+        if kd is not None:
+            kd.close()
+
+
+__all__ = ["Compressed", "apply", "model_name_of", "num_classes_of", "validate"]
