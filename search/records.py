@@ -111,6 +111,10 @@ class RunInfo:
     wall_time_s: float | None = None
     versions: dict[str, str] = field(default_factory=dict)
     git_sha: str | None = None
+    # optional, for reports: network order of prune groups and quantizable layers
+    # (compress.prune.list_groups names, compress.models.quantizable_layers)
+    groups: list[str] = field(default_factory=list)
+    layers: list[str] = field(default_factory=list)
     schema: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
