@@ -64,13 +64,15 @@ class Range:
     step: float | None = None
     log: bool = False
 
-    def __post_init__(self) -> None:
+    def errors(self, path: str) -> list[FieldError]:
+        """Problems with this range, reported under ``path`` by the section that holds it."""
         errors: list[FieldError] = []
-        _check(errors, self.low <= self.high, "high", self.high, f"must be >= low ({self.low})")
-        _check(errors, self.step is None or self.step > 0, "step", self.step, "must be > 0 or null")
-        _check(errors, not (self.log and self.step is not None), "log", self.log, "log and step cannot be combined")
-        _check(errors, not self.log or self.low > 0, "low", self.low, "must be > 0 with log: true")
-        _raise(errors)
+        _check(errors, self.low <= self.high, join_path(path, "high"), self.high, f"must be >= low ({self.low})")
+        _check(errors, self.step is None or self.step > 0, join_path(path, "step"), self.step, "must be > 0 or null")
+        _check(errors, not (self.log and self.step is not None), join_path(path, "log"), self.log,
+               "log and step cannot be combined")
+        _check(errors, not self.log or self.low > 0, join_path(path, "low"), self.low, "must be > 0 with log: true")
+        return errors
 
     def snap(self, value: float) -> float:
         """Nearest value inside the range (and on the grid when ``step`` is set)."""
@@ -83,6 +85,11 @@ class Range:
 
 
 FloatOrRange = float | Range
+
+
+def _range_errors(errors: list[FieldError], path: str, v: FloatOrRange) -> None:
+    if isinstance(v, Range):
+        errors.extend(v.errors(path))
 
 
 def _range_bounds(v: FloatOrRange) -> tuple[float, float]:
@@ -163,6 +170,7 @@ class SpacePrune:
 
     def __post_init__(self) -> None:
         errors: list[FieldError] = []
+        _range_errors(errors, "ratio", self.ratio)
         lo, hi = _range_bounds(self.ratio)
         _check(errors, 0.0 <= lo and hi < 1.0, "ratio", to_dict(self.ratio), "allowed 0 <= ratio < 1")
         _check(errors, self.round_to >= 1, "round_to", self.round_to, "must be an integer >= 1")
@@ -225,6 +233,8 @@ class SpaceDistill:
 
     def __post_init__(self) -> None:
         errors: list[FieldError] = []
+        for key in ("alpha", "temperature", "feature_weight"):
+            _range_errors(errors, key, getattr(self, key))
         lo, hi = _range_bounds(self.alpha)
         _check(errors, 0.0 <= lo and hi <= 1.0, "alpha", to_dict(self.alpha), "allowed 0 <= alpha <= 1")
         lo, hi = _range_bounds(self.temperature)
@@ -333,8 +343,6 @@ class SearchSpace:
                 parse_constraint(text)
             except ValueError as exc:
                 errors.append(FieldError(join_path("constraints", i), text, str(exc)))
-        if self.search.sampler == "gp" and len(self.objectives) > 1:
-            pass  # optuna's GPSampler supports multi-objective since 4.2
         _raise(errors)
 
     # ----- derived views ---------------------------------------------------------------
