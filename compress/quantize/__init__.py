@@ -1,0 +1,21 @@
+"""Mixed-precision quantization: simulated (fake-quant, QAT) and real (INT8 FX / fp16).
+
+>>> bits = resolve_bits(model, policy.quant)              # {layer: LayerBits}
+>>> qat = fake_quantize(model, policy.quant, calib_loader)  # STE, trainable with compress.train.fit
+>>> deployed = convert(qat, policy.quant, calib_loader, example)  # DeployResult(model, precision, notes)
+
+Backend rules are documented in :mod:`compress.quantize._bits` (:func:`check_bits`).
+"""
+
+from compress.quantize._bits import check_bits, describe, is_int, resolve_bits
+from compress.quantize._convert import DeployResult, convert
+from compress.quantize._fake import (
+    FAKE_QUANT_TYPES, FakeQuantConv2d, FakeQuantLinear, calibrate, fake_quantize, strip_fake_quant,
+)
+from compress.quantize._quantizer import act_qparams, fake_quant_act, fake_quant_weight, weight_scale
+
+__all__ = [
+    "FAKE_QUANT_TYPES", "DeployResult", "FakeQuantConv2d", "FakeQuantLinear", "act_qparams", "calibrate",
+    "check_bits", "convert", "describe", "fake_quant_act", "fake_quant_weight", "fake_quantize", "is_int",
+    "resolve_bits", "strip_fake_quant", "weight_scale",
+]

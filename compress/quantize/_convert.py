@@ -1,0 +1,211 @@
+"""Real (deployable) quantization: INT8 FX models for x86, fp16/bf16 layers for CUDA.
+
+``x86``: FX graph mode post-training quantization (``prepare_fx``/``convert_fx``, x86 engine)
+with a per-layer ``QConfigMapping``: integer layers get INT8 kernels, float layers (16/32) get
+``None`` and stay fp32, with quantize/dequantize inserted at the boundaries. Conv-BN-ReLU is
+fused. Weights below 8 bits are first rounded to their ``w``-bit per-channel grid (the same
+quantizer as :func:`fake_quantize`) and the INT8 weight observer uses the narrow range
+``[-(2^(w-1)-1), 2^(w-1)-1]``, so the INT8 kernel holds exactly the ``w``-bit values (BN folding
+rescales each channel and keeps the grid). Activations always run at 8 bits. The fixed 1x1
+option-A shortcut convs (``autocompress_fixed``, 0/1 weights) quantize exactly with scale 1.
+
+``cuda``: 16-bit layers are cast to fp16 (``half_dtype``) with their input cast in and the
+output cast back by hooks, 32-bit layers stay fp32, integer layers stay fake-quantized in fp32
+(PyTorch offers no general INT8 convolution kernel on CUDA; their precision says so).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from compress.quantize._bits import check_bits, describe, is_int, resolve_bits
+from compress.quantize._fake import _batches, _set_module, _strip_inplace, calibrate, fake_quantize
+from compress.quantize._quantizer import WeightMethod, weight_qmax, weight_scale
+from spaces.policy import BACKENDS, QuantSpec
+
+log = logging.getLogger(__name__)
+
+TARGETS = BACKENDS
+
+
+@dataclass
+class DeployResult:
+    """A deployable model, the precision each layer actually runs at, and caveats."""
+
+    model: nn.Module
+    precision: dict[str, str]
+    notes: list[str] = field(default_factory=list)
+    target: str = "none"
+
+    @property
+    def quantized_layers(self) -> list[str]:
+        return [n for n, p in self.precision.items() if p.startswith("int8")]
+
+
+def _is_quantized_module(mod: nn.Module) -> bool:
+    path = type(mod).__module__
+    return path.startswith(("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized"))
+
+
+def _fixed_layers(model: nn.Module) -> list[str]:
+    return [n for n, m in model.named_modules()
+            if isinstance(m, nn.Conv2d) and getattr(m, "autocompress_fixed", False)]
+
+
+def _x86_qconfigs(bits_of: dict, fixed: list[str]):
+    from torch.ao.quantization import QConfig, get_default_qconfig_mapping
+    from torch.ao.quantization.observer import MinMaxObserver, PerChannelMinMaxObserver
+
+    mapping = get_default_qconfig_mapping("x86")
+    act = mapping.global_qconfig.activation
+    for name, bits in bits_of.items():
+        if not is_int(bits.w):
+            mapping.set_module_name(name, None)
+            continue
+        q = weight_qmax(bits.w)
+        weight = PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric,
+                                                    quant_min=-q, quant_max=q)
+        mapping.set_module_name(name, QConfig(activation=act, weight=weight))
+    exact = MinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric, quant_min=-1, quant_max=1)
+    for name in fixed:
+        mapping.set_module_name(name, QConfig(activation=act, weight=exact))
+    return mapping
+
+
+def _convert_x86(model: nn.Module, quant: QuantSpec, calib_loader: Iterable, example: torch.Tensor,
+                 calib_batches: int, weight_method: WeightMethod) -> DeployResult:
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    bits_of = resolve_bits(model, quant)
+    notes: list[str] = []
+    int_layers = [n for n, b in bits_of.items() if is_int(b.w)]
+    if not int_layers:
+        notes.append("no layer below 16 bits: the float model is returned")
+        return DeployResult(model, {n: "fp32" for n in bits_of}, notes, "x86")
+    fixed = [n for n in _fixed_layers(model)]
+    with torch.no_grad():
+        for name in int_layers:
+            w = model.get_submodule(name).weight
+            b = bits_of[name].w
+            scale = weight_scale(w, b, weight_method)
+            q = weight_qmax(b)
+            shape = (-1,) + (1,) * (w.dim() - 1)
+            w.copy_(torch.clamp(torch.round(w / scale.view(shape)), -q, q) * scale.view(shape))
+    torch.backends.quantized.engine = "x86"
+    mapping = _x86_qconfigs(bits_of, fixed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prepared = prepare_fx(model, mapping, example_inputs=(example,))
+        seen = 0
+        with torch.no_grad():
+            for x in _batches(calib_loader, calib_batches):
+                prepared(x)
+                seen += 1
+        if seen == 0:
+            raise ValueError("calibration loader yielded no batches")
+        converted = convert_fx(prepared)
+    precision: dict[str, str] = {}
+    sub8_w = sub8_a = False
+    for name, bits in bits_of.items():
+        mod = converted.get_submodule(name)
+        if not _is_quantized_module(mod):
+            precision[name] = "fp32"
+            if is_int(bits.w):
+                notes.append(f"{name}: asked for {describe(bits)} but FX left it float")
+            continue
+        text = "int8"
+        extra = []
+        if bits.w < 8:
+            extra.append(f"w{bits.w} on its grid inside int8 weights: counted in size/BOPs only")
+            sub8_w = True
+        if bits.a < 8:
+            extra.append(f"a{bits.a} simulated, runs a8")
+            sub8_a = True
+        precision[name] = f"{text} ({'; '.join(extra)})" if extra else text
+    for name in fixed:
+        mod = converted.get_submodule(name)
+        precision[name] = "int8 (fixed 0/1 shortcut, exact)" if _is_quantized_module(mod) else "fp32"
+    if sub8_w:
+        notes.append("weights below 8 bits run in INT8 kernels (no sub-8-bit CPU kernels); their values lie "
+                     "on the w-bit grid, so accuracy matches the simulation; speed is INT8 speed")
+    if sub8_a:
+        notes.append("activations below 8 bits are simulation only: they run at 8 bits on x86")
+    if any(b.w == 16 or b.a == 16 for b in bits_of.values() if not is_int(b.w)):
+        notes.append("16-bit layers run in fp32 on x86 (no fp16 CPU kernels)")
+    notes.append(f"calibrated on {seen} batches (HistogramObserver activations, per-channel weights)")
+    return DeployResult(converted, precision, notes, "x86")
+
+
+def _cast_in(module: nn.Module, args: tuple) -> tuple:
+    dtype = module.weight.dtype
+    return tuple(a.to(dtype) if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
+
+
+def _cast_out(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+    return output.float()
+
+
+def _convert_cuda(model: nn.Module, quant: QuantSpec, calib_loader: Iterable | None, calib_batches: int,
+                  half_dtype: torch.dtype, weight_method: WeightMethod) -> DeployResult:
+    bits_of = resolve_bits(model, quant)
+    int_layers = {n: b for n, b in bits_of.items() if not b.is_float}
+    notes: list[str] = []
+    if int_layers:
+        sim_quant = QuantSpec(backend="x86", default=quant.default,
+                              layers={n: b for n, b in quant.layers.items()})
+        # fake-quantize only integer layers (backend x86 so 16-bit layers are not rounded here)
+        model = fake_quantize(model, sim_quant, calib_loader, calib_batches=calib_batches,
+                              weight_method=weight_method)
+        notes.append("layers below 16 bits run fake-quantized in fp32: PyTorch has no general INT8 "
+                     "convolution kernel on CUDA")
+    short = {torch.float16: "fp16", torch.bfloat16: "bf16"}[half_dtype]
+    precision: dict[str, str] = {}
+    for name, bits in bits_of.items():
+        if name in int_layers:
+            precision[name] = f"fp32 ({describe(bits)} simulated by fake-quant)"
+        elif 16 in (bits.w, bits.a):
+            mod = model.get_submodule(name)
+            mod.to(half_dtype)
+            mod.register_forward_pre_hook(_cast_in)
+            mod.register_forward_hook(_cast_out)
+            precision[name] = short
+        else:
+            precision[name] = "fp32"
+    for name in _fixed_layers(model):
+        precision[name] = "fp32"
+    return DeployResult(model, precision, notes, "cuda")
+
+
+def convert(model: nn.Module, quant: QuantSpec, calib_loader: Iterable | None, example: torch.Tensor, *,
+            target: str | None = None, calib_batches: int = 8, half_dtype: torch.dtype = torch.float16,
+            weight_method: WeightMethod = "mse") -> DeployResult:
+    """Deployable model for ``target`` (default ``quant.backend``); ``model`` is not modified.
+
+    Fake-quant layers in ``model`` (after QAT) are first turned back into float layers.
+    ``x86`` needs ``calib_loader`` (``(inputs, targets)`` batches) and ``example`` (an input
+    batch used to trace); ``cuda`` needs ``calib_loader`` only when some layer is below 16
+    bits; ``none`` returns the float model. Raises :class:`PolicyError` for bits the target
+    cannot run (:func:`check_bits`). ``precision`` says what each layer really runs at.
+    """
+    target = quant.backend if target is None else target
+    check_bits(quant, target)
+    new = _strip_inplace(copy.deepcopy(model)).eval()
+    if target == "none":
+        return DeployResult(new, {n: "fp32" for n in resolve_bits(new, quant)}, ["float model"], "none")
+    if target == "x86":
+        if calib_loader is None and quant.active:
+            raise ValueError("convert(target='x86') needs calib_loader to calibrate activation ranges")
+        new = new.cpu()
+        return _convert_x86(new, quant, calib_loader or [], example.cpu(), calib_batches, weight_method)
+    if half_dtype not in (torch.float16, torch.bfloat16):
+        raise ValueError(f"half_dtype={half_dtype}: allowed torch.float16, torch.bfloat16")
+    if calib_loader is None and any(is_int(b.a) for b in resolve_bits(new, quant).values()):
+        raise ValueError("convert(target='cuda') needs calib_loader for the layers below 16 bits")
+    return _convert_cuda(new, quant, calib_loader, calib_batches, half_dtype, weight_method)
