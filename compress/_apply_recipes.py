@@ -6,6 +6,7 @@ Regenerate the shipped files with ``python -m compress._apply_recipes``.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 from spaces.policy import DistillSpec, FinetuneSpec, LayerBits, ModelSpec, Policy, PruneSpec, QuantSpec
@@ -15,12 +16,13 @@ RECIPES_DIR = Path(__file__).resolve().parents[1] / "spaces" / "recipes"
 INT8_X86 = QuantSpec(backend="x86", default=LayerBits(w=8, a=8))
 
 
-def block_groups(model_name: str) -> list[str]:
+@lru_cache(maxsize=None)
+def block_groups(model_name: str) -> tuple[str, ...]:
     """Names of the block-inner prune groups (``layerX.Y.conv1``) of a registry model."""
     from compress.models import get_model
     from compress.prune import list_groups
 
-    return [g.name for g in list_groups(get_model(model_name)) if g.kind == "block"]
+    return tuple(g.name for g in list_groups(get_model(model_name)) if g.kind == "block")
 
 
 def uniform_block_inner(model_name: str, ratio: float, *, criterion: str = "l1",

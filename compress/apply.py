@@ -90,16 +90,13 @@ def validate(policy: Policy, model: nn.Module) -> None:
 
 
 def _backend_errors(policy: Policy, model: nn.Module) -> list[FieldError]:
-    """Bit-widths the target backend cannot honour (delegated to compress.quantize)."""
-    if not policy.quant.active:
+    """Bit-widths the target backend cannot run (``compress.quantize.check_bits``)."""
+    if not policy.quant.active or policy.quant.backend == "none":  # 'none' + bits: check_against says so
         return []
-    from compress import quantize
+    from compress.quantize import check_bits
 
-    check = getattr(quantize, "check_backend", None)
-    if check is None:
-        return []
     try:
-        check(policy.quant, model)
+        check_bits(policy.quant)
     except PolicyError as exc:
         return list(exc.errors)
     return []
