@@ -8,6 +8,7 @@ converted or pruned model is measured on the same footing as the original.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -19,7 +20,9 @@ log = logging.getLogger(__name__)
 
 
 def _analysis(model: nn.Module, input_size: int | Sequence[int], batch: int = 1):
-    from fvcore.nn import FlopCountAnalysis
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # fvcore's imports trigger torch.jit deprecation warnings
+        from fvcore.nn import FlopCountAnalysis
 
     for name in ("fvcore", "fvcore.nn.jit_analysis", "iopath"):
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -35,7 +38,8 @@ def _by_module(model: nn.Module, input_size: int | Sequence[int], batch: int = 1
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer warnings; fvcore's own are switched off above
             return dict(_analysis(model, input_size, batch).by_module())
     except Exception as exc:  # noqa: BLE001 - fvcore's tracer errors are opaque
         raise RuntimeError(

@@ -221,12 +221,10 @@ def compare_latency(a: Any, b: Any, example: torch.Tensor, *, backend: str = "to
     ratio = sa.median_ms / sb.median_ms
     lo, hi = _bootstrap_ci(a_blocks, b_blocks, confidence, n_boot, seed)
     round_ratios = tuple(float(x) for x in np.median(a_blocks, axis=1) / np.median(b_blocks, axis=1))
-    reasons: list[str] = []
-    for s in (sa, sb):
-        if s.busy_reason and s.busy_reason not in reasons:
-            reasons.append(s.busy_reason)
-    if reasons:
-        log.warning("latency comparison measured on a busy machine: %s", "; ".join(reasons))
+    busy, reason = busy_verdict(mon.other_cores, max(sa.spread, sb.spread),
+                                max_other_cores=max_other_cores, max_spread=max_spread)
+    if busy:
+        log.warning("latency comparison measured on a busy machine: %s", reason)
     return LatencyRatio(ratio=float(ratio), ci_low=lo, ci_high=hi, a=sa, b=sb, rounds=rounds,
-                        confidence=confidence, busy=sa.busy or sb.busy, busy_reason="; ".join(reasons),
+                        confidence=confidence, busy=busy, busy_reason=reason,
                         round_ratios=round_ratios)

@@ -1,9 +1,51 @@
-"""`autocompress models` (being written; see the issue tracker)."""
+"""`autocompress models`: the model registry with parameters and FLOPs at the default input size."""
 
 from __future__ import annotations
 
+import argparse
+import json
+import logging
 
-def register(sub):
-    p = sub.add_parser("models", help="(not yet available)")
-    p.set_defaults(func=lambda args: (_ for _ in ()).throw(NotImplementedError("autocompress models")))
+from tqdm.auto import tqdm
+
+from search.commands._table import format_table, si
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("models", help="list the registered models with params and FLOPs",
+                       description="List the model registry: input size, classes, parameters and fvcore FLOPs "
+                                   "(multiply-accumulates) at the default input size and number of classes.")
+    p.add_argument("--no-flops", action="store_true", help="skip the FLOP count (it traces every model)")
+    p.add_argument("--format", choices=("table", "json"), default="table", help="output format (default table)")
+    p.set_defaults(func=run)
     return p
+
+
+def model_rows(flops: bool = True, progress: bool = True) -> list[dict]:
+    """One dict per registered model: name, description, input_size, num_classes, params, flops."""
+    from compress.measure import count_flops, count_params
+    from compress.models import MODELS, default_input_size, default_num_classes, get_model
+
+    rows = []
+    for name in tqdm(MODELS.names(), desc="models", unit="model", disable=not progress, leave=False):
+        model = get_model(name)
+        size = default_input_size(name)
+        rows.append({
+            "name": name, "description": MODELS.describe(name), "input_size": size,
+            "num_classes": default_num_classes(name), "params": count_params(model),
+            "flops": count_flops(model, size) if flops else None,
+        })
+    return rows
+
+
+def run(args: argparse.Namespace) -> int:
+    rows = model_rows(flops=not args.no_flops, progress=args.format == "table")
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+        return 0
+    table = [(r["name"], f"{r['input_size']}x{r['input_size']}", r["num_classes"], si(r["params"]),
+              si(r["flops"]) if r["flops"] is not None else "-", r["description"]) for r in rows]
+    print(format_table(table, ("model", "input", "classes", "params", "FLOPs (MACs)", "description")))
+    return 0

@@ -1,0 +1,25 @@
+"""Plain-text tables for CLI output (stdout)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+def format_table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
+    """Left-aligned text columns separated by two spaces, with a dashed rule under the header."""
+    cells = [[str(h) for h in header]] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def si(value: float | int | None, unit: str = "") -> str:
+    """``41_200_000 -> '41.20 M'``."""
+    if value is None:
+        return "n/a"
+    for div, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= div:
+            return f"{value / div:.2f} {prefix}{unit}"
+    return f"{value:g} {unit}".rstrip()
