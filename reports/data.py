@@ -1,0 +1,279 @@
+"""The data behind every table and figure of a report, as one JSON-safe dict.
+
+:func:`report_data` refreshes the run's exports (``trials.csv``, ``pareto.csv``, ``recipes/``)
+and then builds everything from those two CSV files read back exactly, so every number shown
+by the HTML, Markdown and JSON reports is a number in ``trials.csv`` / ``pareto.csv``. The HTML
+report embeds this dict verbatim (``<script id="report-data" type="application/json">``).
+
+Per-policy views: every Pareto point when there are at most :data:`MAX_POLICIES`; otherwise the
+knee point plus points evenly spaced along the first objective (always including both ends),
+:data:`MAX_POLICIES` in total.
+
+Layer order: the network order is the order in which prune groups / quantized layers appear in
+the trials' policies (search writes them in model order); columns of ``trials.csv`` keep it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from reports import pareto as _pareto
+from reports._load import Run, load_run, require_complete
+from reports.tables import read_csv, trials_frame, pareto_frame, write_exports
+from search.records import METRICS
+
+DATA_VERSION = 1
+MAX_POLICIES = 12
+COST_METRICS = ("flops", "latency", "latency_ratio", "flops_ratio", "size", "bops", "params")
+PLOT_COSTS = ("flops", "latency", "latency_ratio", "flops_ratio", "size", "bops")
+PHASES = ("prune", "finetune", "evaluate", "cost", "latency")
+
+LABELS = {
+    "accuracy": "Top-1 accuracy (%)",
+    "top5": "Top-5 accuracy (%)",
+    "accuracy_drop": "Accuracy drop (points)",
+    "flops": "FLOPs (MACs)",
+    "flops_ratio": "FLOPs / original",
+    "params": "Parameters",
+    "size": "Weight size (bytes)",
+    "bops": "BOPs (MACs x w bits x a bits)",
+    "latency": "Latency / original (lower is faster)",
+    "latency_ratio": "Latency / original (lower is faster)",
+}
+
+
+def label(metric: str) -> str:
+    """Axis label of a metric."""
+    return LABELS.get(metric, metric)
+
+
+def direction(metric: str, objectives: list[tuple[str, str]]) -> str:
+    for m, d in objectives:
+        if m == metric:
+            return d
+    return METRICS.get(metric, ("minimize", ""))[0]
+
+
+def jsonable(value: Any) -> Any:
+    """Numpy -> Python, NaN/inf -> None, recursively (floats keep full precision in JSON)."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return [jsonable(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def frame_records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows of ``df`` as JSON-safe dicts (missing values -> None)."""
+    return [jsonable(row) for row in df.astype(object).where(df.notna(), None).to_dict(orient="records")]
+
+
+def _frames(run: Run, refresh: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+    if refresh:
+        paths = write_exports(run)
+        return read_csv(paths["trials.csv"]), read_csv(paths["pareto.csv"])
+    trials_csv, pareto_csv = run.dir / "trials.csv", run.dir / "pareto.csv"
+    if trials_csv.is_file() and pareto_csv.is_file():
+        return read_csv(trials_csv), read_csv(pareto_csv)
+    trials = trials_frame(run)
+    return trials, pareto_frame(run, trials)
+
+
+def _bool(series: pd.Series) -> pd.Series:
+    return series.map(lambda v: str(v).lower() == "true" if not isinstance(v, (bool, np.bool_)) else bool(v))
+
+
+def _projections(objectives: list[tuple[str, str]], trials: pd.DataFrame) -> list[dict[str, str]]:
+    """(x, y) pairs to plot: accuracy vs every cost present, and every pair of objectives."""
+    present = [c for c in trials.columns if trials[c].notna().any()]
+    acc = next((m for m, _ in objectives if m in ("accuracy", "top5", "accuracy_drop")), "accuracy")
+    pairs: list[tuple[str, str]] = []
+    obj_costs = [m for m, _ in objectives if m != acc]
+    same = {"latency_ratio": "latency", "flops_ratio": "flops"}
+    for cost in obj_costs + [c for c in PLOT_COSTS if c not in obj_costs]:
+        if cost in obj_costs or (cost in present and same.get(cost) not in present):
+            if cost in present and acc in present:
+                pairs.append((cost, acc))
+    names = [m for m, _ in objectives]
+    for i in range(len(names)):
+        for j in range(i + 1, len(names)):
+            a, b = names[i], names[j]
+            if acc not in (a, b) and a in present and b in present:
+                pairs.append((a, b))
+    out = []
+    for x, y in pairs:
+        primary = x in names and y in names
+        out.append({"x": x, "y": y, "x_label": label(x), "y_label": label(y),
+                    "x_direction": direction(x, objectives), "y_direction": direction(y, objectives),
+                    "objective_pair": primary})
+    return out
+
+
+def _hypervolume(run: Run, trials: pd.DataFrame) -> dict[str, Any]:
+    objectives = [tuple(o) for o in run.info.objectives]
+    names = [m for m, _ in objectives]
+    dirs = [d for _, d in objectives]
+    out: dict[str, Any] = {"objectives": names, "directions": dirs}
+    try:
+        ref = _pareto.default_reference(run.info.reference, objectives, override=run.info.hv_reference)
+        ideal = _pareto.ideal_point(objectives)
+    except _pareto.ParetoError as exc:
+        out["error"] = str(exc)
+        return out
+    if any(m not in trials.columns for m in names):
+        out["error"] = f"objective metrics {names} missing from trials.csv"
+        return out
+    values = trials[names].apply(pd.to_numeric, errors="coerce")
+    valid = ((trials["status"] == "complete") & _bool(trials["feasible"]) & values.notna().all(axis=1)).to_numpy()
+    curve = _pareto.hypervolume_curve(values.fillna(0).to_numpy(float), dirs, ref, valid=valid)
+    box = float(np.prod([abs(r - i) for r, i in zip(ref, ideal)]))
+    out.update({
+        "reference": ref, "ideal": ideal, "box_volume": box,
+        "reference_rule": "accuracy 0, accuracy_drop = original accuracy, absolute costs 1.1 x original, "
+                          "ratio costs 1.1 (RunInfo.hv_reference overrides)",
+        "value": float(curve[-1]) if len(curve) else 0.0,
+        "fraction": float(curve[-1]) / box if len(curve) else 0.0,
+        "curve": {"trial": trials["trial"].astype(int).tolist(), "value": curve.tolist(),
+                  "fraction": (curve / box).tolist()},
+    })
+    return out
+
+
+def _layer_names(columns: list[str], prefix: str, suffix: str = "") -> list[str]:
+    names = []
+    for c in columns:
+        if c.startswith(prefix) and c.endswith(suffix):
+            name = c[len(prefix): len(c) - len(suffix)] if suffix else c[len(prefix):]
+            if name and name not in names:
+                names.append(name)
+    return names
+
+
+def select_policies(front: pd.DataFrame, objectives: list[tuple[str, str]], limit: int = MAX_POLICIES) -> list[int]:
+    """Trials that get a per-policy view (see the module docstring for the rule)."""
+    trials = front["trial"].astype(int).tolist()
+    if len(trials) <= limit:
+        return trials
+    knee = front.loc[_bool(front["knee"]), "trial"].astype(int).tolist()
+    ordered = front.sort_values(objectives[0][0], kind="stable")["trial"].astype(int).tolist()
+    picks = list(dict.fromkeys(knee + [ordered[int(round(i))] for i in np.linspace(0, len(ordered) - 1, limit)]))
+    extra = [t for t in ordered if t not in picks]
+    while len(picks) < limit and extra:
+        picks.append(extra.pop(len(extra) // 2))
+    return sorted(picks[:limit], key=ordered.index)
+
+
+def _policies(run: Run, front: pd.DataFrame, trials: pd.DataFrame,
+              objectives: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    cols = list(trials.columns)
+    groups = _layer_names(cols, "prune.ratios.")
+    layers = _layer_names(cols, "quant.layers.", ".w")
+    # network order from run.json when the search recorded it; names only seen in policies go last
+    groups = list(run.info.groups) + [g for g in groups if g not in run.info.groups]
+    layers = list(run.info.layers) + [n for n in layers if n not in run.info.layers]
+    out = []
+    for t in select_policies(front, objectives) if len(front) else []:
+        row = front.loc[front["trial"].astype(int) == t].iloc[0]
+
+        def get(col: str, default: Any = None) -> Any:
+            v = row.get(col, default)
+            return default if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+        dw, da = get("quant.default.w", 32), get("quant.default.a", 32)
+        out.append(jsonable({
+            "trial": t,
+            "summary": get("summary", ""),
+            "baseline": get("baseline", ""),
+            "groups": groups,
+            "prune_ratios": [get(f"prune.ratios.{g}", 0.0) for g in groups],
+            "prune_criterion": get("prune.criterion"),
+            "layers": layers,
+            "w_bits": [get(f"quant.layers.{n}.w", dw) for n in layers],
+            "a_bits": [get(f"quant.layers.{n}.a", da) for n in layers],
+            "quant_default": {"w": dw, "a": da},
+            "quant_backend": get("quant.backend"),
+            "distill": {k.split(".", 1)[1]: get(k) for k in cols if k.startswith("distill.")},
+        }))
+    return out
+
+
+def _times(trials: pd.DataFrame) -> dict[str, Any]:
+    phases = [p for p in PHASES if f"time.{p}" in trials.columns]
+    return {"phases": phases, "trial": trials["trial"].astype(int).tolist(),
+            "status": trials["status"].tolist(),
+            "seconds": {p: jsonable(trials[f"time.{p}"].tolist()) for p in phases},
+            "total": jsonable(trials["time.total"].tolist()) if "time.total" in trials.columns else None}
+
+
+def _final(run: Run) -> dict[str, Any] | None:
+    final = run.dir / "final"
+    metrics = final / "metrics.json"
+    if not metrics.is_file():
+        return None
+    try:
+        data = json.loads(metrics.read_text())
+    except json.JSONDecodeError as exc:
+        return {"error": f"{metrics}: not valid JSON ({exc})", "files": []}
+    files = sorted(str(p.relative_to(run.dir)) for p in final.rglob("*") if p.is_file())
+    return {"metrics": jsonable(data), "files": files}
+
+
+def report_data(run_dir: str | Path | Run, *, refresh_exports: bool = True) -> dict[str, Any]:
+    """Everything a report shows, built from ``trials.csv`` and ``pareto.csv`` (see module docstring).
+
+    Raises :class:`search.records.RunFormatError` for a missing/empty/old run or when no trial completed.
+    """
+    run = run_dir if isinstance(run_dir, Run) else load_run(run_dir)
+    require_complete(run)
+    trials, front = _frames(run, refresh_exports)
+    objectives = [tuple(o) for o in run.info.objectives]
+    info = run.info
+    counts = run.counts()
+    counts.update({"total": len(run.records), "feasible": int(_bool(trials["feasible"]).sum()),
+                   "pareto": int(len(front)),
+                   "cached": int(trials["cached_from"].notna().sum()) if "cached_from" in trials.columns else 0})
+    storage = info.search.get("storage") or (f"sqlite:///{run.dir / 'study.db'}"
+                                             if (run.dir / "study.db").is_file() else None)
+    knee = trials.loc[_bool(trials["knee"]), "trial"].astype(int).tolist()
+    return jsonable({
+        "format": "autocompress-report",
+        "version": DATA_VERSION,
+        "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "run": {
+            "dir": str(run.dir), "name": run.name, "space": info.space, "model": info.model,
+            "checkpoint": info.checkpoint, "dataset": info.dataset,
+            "objectives": [list(o) for o in objectives], "constraints": info.constraints,
+            "reference": info.reference, "search": info.search, "budget": info.budget,
+            "started": info.started, "finished": info.finished, "wall_time_s": info.wall_time_s,
+            "versions": info.versions, "git_sha": info.git_sha, "counts": counts,
+        },
+        "metric_labels": {m: label(m) for m in trials.columns if m in METRICS},
+        "hypervolume": _hypervolume(run, trials),
+        "columns": list(trials.columns),
+        "trials": frame_records(trials),
+        "pareto": front["trial"].astype(int).tolist(),
+        "pareto_columns": list(front.columns),
+        "knee": knee[0] if knee else None,
+        "scatter": _projections(objectives, trials),
+        "policies": _policies(run, front, trials, objectives),
+        "policies_rule": (f"every Pareto point" if len(front) <= MAX_POLICIES else
+                          f"{MAX_POLICIES} of {len(front)} Pareto points: the knee point and points evenly spaced "
+                          f"along {objectives[0][0]}"),
+        "times": _times(trials),
+        "final": _final(run),
+        "dashboard": {"storage": storage,
+                      "command": f"pip install optuna-dashboard; optuna-dashboard {storage}" if storage else None},
+    })

@@ -1,0 +1,253 @@
+"""One self-contained HTML report of a run: opens offline, no server, no external URL.
+
+plotly.js, the CSS and the small table-sorting script are inlined. The numbers come from
+:func:`reports.data.report_data` (i.e. from ``trials.csv`` / ``pareto.csv``), embedded verbatim as
+``<script id="report-data" type="application/json">``; figures are embedded as plotly JSON in
+``<script id="report-figures">`` and drawn by ``assets/report.js``. Every table cell carries its
+exact value in ``data-value`` (``repr`` of floats), the display text is rounded.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from datetime import timedelta
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from plotly.offline import get_plotlyjs
+
+from reports import _plotly
+from reports._format import exact, fmt
+from reports._load import Run
+from reports.data import report_data
+
+DASHBOARD_HELP = "pip install optuna-dashboard; optuna-dashboard sqlite:///RUN/study.db"
+
+
+def _asset(name: str) -> str:
+    return resources.files("reports").joinpath("assets", name).read_text()
+
+
+def _e(value: Any) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def script_json(data: Any) -> str:
+    """JSON safe to place inside ``<script>`` (no ``</script>`` break-out)."""
+    return json.dumps(data, allow_nan=False).replace("</", "<\\/").replace("<!--", "<\\!--")
+
+
+def _kv(rows: dict[str, Any]) -> str:
+    return "<table>" + "".join(f"<tr><td class='muted'>{_e(k)}</td><td>{_e(v)}</td></tr>"
+                               for k, v in rows.items() if v not in (None, "", [], {})) + "</table>"
+
+
+def _card(title: str, body: str) -> str:
+    return f"<div class='card'><div class='k'>{_e(title)}</div>{body}</div>"
+
+
+def _duration(seconds: Any) -> str:
+    if seconds is None:
+        return "-"
+    return str(timedelta(seconds=round(float(seconds))))
+
+
+def _header(data: dict[str, Any]) -> str:
+    r = data["run"]
+    c = r["counts"]
+    hv = data["hypervolume"]
+    objectives = ", ".join(f"{m} ({'max' if d == 'maximize' else 'min'})" for m, d in r["objectives"])
+    hv_text = (f"{hv['fraction']:.4f} of the box from reference {hv['reference']} to ideal {hv['ideal']}"
+               if "fraction" in hv else hv.get("error", "-"))
+    cards = [
+        _card("Model", _kv({"model": r["model"], "checkpoint": r["checkpoint"], "dataset": r["dataset"],
+                            "space": r["space"]})),
+        _card("Objectives", _kv({"objectives": objectives, "constraints": "; ".join(r["constraints"]) or "none",
+                                 "hypervolume": hv_text})),
+        _card("Search", _kv({k: json.dumps(v) if isinstance(v, (dict, list)) else v
+                             for k, v in r["search"].items()})),
+        _card("Budget", _kv({k: json.dumps(v) if isinstance(v, (dict, list)) else v
+                             for k, v in r["budget"].items()})),
+        _card("Trials", _kv({"total": c["total"], "complete": c["complete"], "failed": c["failed"],
+                             "pruned": c["pruned"], "running": c["running"] or None, "feasible": c["feasible"],
+                             "Pareto points": c["pareto"], "cached results": c.get("cached") or None,
+                             "wall time": _duration(r["wall_time_s"]), "started": r["started"],
+                             "finished": r["finished"]})),
+        _card("Versions", _kv({**r["versions"], "git sha": r["git_sha"]})),
+    ]
+    if r["reference"]:
+        cards.append(_card("Original model (reference)", _kv({k: fmt(k, v) for k, v in r["reference"].items()})))
+    return "<section id='summary'><h2>Run</h2><div class='cards'>" + "".join(cards) + "</div></section>"
+
+
+def _height(fig: dict[str, Any]) -> str:
+    """Fixed div height = figure height, so plots never overlap what follows."""
+    return f"style='height:{int(fig['layout'].get('height', 400)) + 2}px'"
+
+
+def _link(path: Path, out_dir: Path) -> str:
+    return Path(os.path.relpath(path, out_dir)).as_posix()
+
+
+def pareto_table_columns(data: dict[str, Any]) -> list[str]:
+    """Columns of the Pareto table: objectives, other key metrics, change vs original."""
+    cols = data["columns"]
+    objectives = [m for m, _ in data["run"]["objectives"]]
+    metrics = [m for m in ("accuracy", "flops", "latency", "size", "bops") if m in cols and m not in objectives]
+    vs = [c for c in ("vs.accuracy_drop", "vs.flops_speedup", "vs.latency_speedup", "vs.size_ratio") if c in cols]
+    return objectives + metrics + vs
+
+
+HEADINGS = {"vs.accuracy_drop": "accuracy drop", "vs.flops_speedup": "FLOPs speed-up",
+            "vs.latency_speedup": "latency speed-up", "vs.size_ratio": "size / original"}
+
+
+def _pareto_table(data: dict[str, Any], run_dir: Path, out_dir: Path) -> str:
+    cols = pareto_table_columns(data)
+    by_trial = {r["trial"]: r for r in data["trials"]}
+    head = "".join(f"<th title='{_e(c)}'>{_e(HEADINGS.get(c, c))}</th>" for c in cols)
+    rows = []
+    for t in data["pareto"]:
+        r = by_trial[t]
+        tags = ""
+        if r.get("baseline"):
+            tags += f"<span class='tag base'>{_e(r['baseline'])}</span>"
+        if t == data["knee"]:
+            tags += "<span class='tag knee'>knee</span>"
+        cells = "".join(f"<td data-col='{_e(c)}' data-value='{_e(exact(r.get(c)))}'>{_e(fmt(c, r.get(c)))}</td>"
+                        for c in cols)
+        recipe = _link(run_dir / "recipes" / f"trial-{t}.yaml", out_dir)
+        rows.append(f"<tr data-trial='{t}'><td data-col='trial' data-value='{t}'>{t}{tags}</td>{cells}"
+                    f"<td class='text'>{_e(r.get('summary'))}</td>"
+                    f"<td class='text'><a href='{_e(recipe)}'>{_e(recipe)}</a></td></tr>")
+    return ("<section id='pareto-table'><h2>Pareto points</h2>"
+            "<p class='muted'>Feasible, complete trials that no other trial beats in every objective. "
+            "Click a heading to sort. Speed-ups and drops are relative to the original model.</p>"
+            "<div class='scroll'><table class='data sortable' id='pareto'><thead><tr><th>trial</th>"
+            f"{head}<th class='text'>policy</th><th class='text'>recipe</th></tr></thead><tbody>"
+            + "".join(rows) + "</tbody></table></div></section>")
+
+
+def _trials_table(data: dict[str, Any]) -> str:
+    objectives = [m for m, _ in data["run"]["objectives"]]
+    cols = ["status", "feasible", "pareto", "baseline"] + objectives + [
+        c for c in ("time.total",) if c in data["columns"]]
+    head = "".join(f"<th>{_e(c)}</th>" for c in cols)
+    rows = []
+    for r in data["trials"]:
+        cells = "".join(f"<td data-col='{_e(c)}' data-value='{_e(exact(r.get(c)))}'>{_e(fmt(c, r.get(c)))}</td>"
+                        for c in cols)
+        rows.append(f"<tr><td data-value='{r['trial']}'>{r['trial']}</td>{cells}"
+                    f"<td class='text'>{_e(r.get('error') or r.get('summary'))}</td></tr>")
+    return ("<section id='trials'><details><summary><b>All trials</b> "
+            f"({len(data['trials'])}; full table in trials.csv)</summary><div class='scroll'>"
+            f"<table class='data sortable' id='all-trials'><thead><tr><th>trial</th>{head}"
+            "<th class='text'>policy / error</th></tr></thead><tbody>" + "".join(rows)
+            + "</tbody></table></div></details></section>")
+
+
+def _policies(data: dict[str, Any], figs: dict[str, Any]) -> str:
+    parts = [f"<section id='policies'><h2>Policies on the front</h2><p class='muted'>Shown: "
+             f"{_e(data['policies_rule'])}. Layers in network order.</p>"]
+    for p in data["policies"]:
+        fid = f"fig-policy-{p['trial']}"
+        figs[fid] = _plotly.to_json(_plotly.policy_bars(p))
+        distill = p["distill"]
+        kd = (f"KD alpha {fmt('alpha', distill.get('alpha'))}, T {fmt('T', distill.get('temperature'))}, "
+              f"feature weight {fmt('w', distill.get('feature_weight'))}, teacher {distill.get('teacher')}"
+              if distill.get("alpha") or distill.get("feature_weight") else "no distillation")
+        base = f" <span class='tag base'>{_e(p['baseline'])}</span>" if p.get("baseline") else ""
+        parts.append(f"<div class='policy' data-trial='{p['trial']}'><h3>Trial {p['trial']}{base}</h3>"
+                     f"<div class='muted'>{_e(p['summary'])}</div>"
+                     f"<div class='muted'>prune criterion {_e(p['prune_criterion'])}; quant backend "
+                     f"{_e(p['quant_backend'])}, default w{_e(p['quant_default']['w'])}/a"
+                     f"{_e(p['quant_default']['a'])}; {_e(kd)}</div>"
+                     f"<div id='{fid}' class='plot' {_height(figs[fid])}></div></div>")
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _final(data: dict[str, Any], run_dir: Path, out_dir: Path) -> str:
+    final = data.get("final")
+    if not final:
+        return ("<section id='final'><h2>Final model</h2><p class='muted'>Not finalized yet: run "
+                "<code>autocompress finalize RUN --trial N</code>, then re-run the report.</p></section>")
+    if "error" in final:
+        return f"<section id='final'><h2>Final model</h2><p>{_e(final['error'])}</p></section>"
+    from reports.tables import flatten
+
+    metrics = flatten(final["metrics"])
+    rows = "".join(f"<tr><td class='text'>{_e(k)}</td><td data-value='{_e(exact(v))}'>{_e(fmt(k.split('.')[-1], v))}"
+                   "</td></tr>" for k, v in metrics.items())
+    files = "".join(f"<li><a href='{_e(_link(run_dir / f, out_dir))}'>{_e(f)}</a></li>" for f in final["files"])
+    return ("<section id='final'><h2>Final model</h2><div class='grid2'><div><table class='data'>"
+            f"<thead><tr><th class='text'>metric</th><th>value</th></tr></thead><tbody>{rows}</tbody></table></div>"
+            f"<div><h3>Exported files</h3><ul>{files}</ul></div></div></section>")
+
+
+def render_html(data: dict[str, Any], run_dir: Path, out_path: Path) -> str:
+    """The report page for ``data`` (from :func:`report_data`) as one HTML string."""
+    out_dir = out_path.resolve().parent
+    run_dir = run_dir.resolve()
+    figs: dict[str, Any] = {}
+    plots = []
+    for i, proj in enumerate(data["scatter"]):
+        fid = f"fig-pareto-{i}"
+        figs[fid] = _plotly.to_json(_plotly.scatter(data, proj))
+        plots.append(f"<div id='{fid}' class='plot pareto-plot' data-x='{_e(proj['x'])}' data-y='{_e(proj['y'])}' "
+                     f"{_height(figs[fid])}></div>")
+    progress = []
+    for fid, fig in (("fig-hypervolume", _plotly.hypervolume_progress(data)), ("fig-durations", _plotly.durations(data))):
+        if fig is not None:
+            figs[fid] = _plotly.to_json(fig)
+            progress.append(f"<div id='{fid}' class='plot' {_height(figs[fid])}></div>")
+    policies = _policies(data, figs)
+    r = data["run"]
+    dash = data["dashboard"]
+    dash_cmd = dash["command"] or DASHBOARD_HELP
+    body = "".join([
+        _header(data),
+        "<section id='pareto-plots'><h2>Pareto fronts</h2><p class='muted'>Red: Pareto points (joined by the "
+        "front's staircase); blue: other feasible trials; grey: infeasible (violate a constraint); large labelled "
+        "symbols: baselines. Hover a point for its metrics and policy.</p>"
+        f"<div class='grid2'>{''.join(plots)}</div></section>",
+        _pareto_table(data, run_dir, out_dir),
+        policies,
+        f"<section id='progress'><h2>Search progress</h2><div class='grid2'>{''.join(progress)}</div></section>",
+        _final(data, run_dir, out_dir),
+        _trials_table(data),
+    ])
+    title = f"autocompress report - {r['name']} ({r['model']})"
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{_e(title)}</title>
+<style>{_asset("report.css")}</style>
+<script>{get_plotlyjs()}</script>
+</head><body>
+<header><h1>{_e(title)}</h1><div class="sub">{_e(r['dataset'])} &middot; objectives
+{_e(', '.join(m for m, _ in r['objectives']))} &middot; {r['counts']['total']} trials &middot;
+generated {_e(data['generated'])}</div></header>
+<main>{body}</main>
+<footer><p>Explore the study interactively with Optuna Dashboard: <code>{_e(dash_cmd)}</code>
+(the storage stays readable by it; see also <code>{_e(DASHBOARD_HELP)}</code>).</p>
+<p>All numbers come from <code>trials.csv</code> and <code>pareto.csv</code> in the run directory; the data
+behind every figure is embedded in this page as JSON (<code>#report-data</code>). Hypervolume reference:
+{_e(data['hypervolume'].get('reference_rule', '-'))}.</p></footer>
+<script id="report-data" type="application/json">{script_json(data)}</script>
+<script id="report-figures" type="application/json">{script_json(figs)}</script>
+<script>{_asset("report.js")}</script>
+</body></html>
+"""
+
+
+def write_html_report(run_dir: str | Path | Run, out: str | Path | None = None) -> Path:
+    """Write the HTML report of ``run_dir`` (default ``RUN/report.html``); returns its path."""
+    run_path = run_dir.dir if isinstance(run_dir, Run) else Path(run_dir)
+    data = report_data(run_dir)
+    out_path = Path(out) if out is not None else run_path / "report.html"
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(render_html(data, run_path, out_path), encoding="utf-8")
+    return out_path
