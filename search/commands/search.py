@@ -1,9 +1,112 @@
-"""`autocompress search` (being written; see the issue tracker)."""
+"""`autocompress search`: find the Pareto front of compression policies for a model.
+
+Outputs go to ``--out`` (default ``runs/<space name>``; deterministic so that rerunning the same
+command resumes the run until the study holds exactly ``--trials`` complete trials).
+"""
 
 from __future__ import annotations
 
+import argparse
+import importlib
+import json
+import logging
+import sys
 
-def register(sub):
-    p = sub.add_parser("search", help="(not yet available)")
-    p.set_defaults(func=lambda args: (_ for _ in ()).throw(NotImplementedError("autocompress search")))
+log = logging.getLogger("search")
+
+EPILOG = """\
+resume:   rerun the same command; only the missing trials run (failed and interrupted trials are
+          replaced, a trial whose process died is marked FAIL and re-queued).
+Ctrl-C:   the running trial is marked FAIL and re-queued; the study stays resumable.
+workers:  --workers K starts K local processes on one study; on other machines run the same
+          command with the same --storage (e.g. postgresql://host/db) and --study.
+ray:      --backend ray runs trials as Ray Tune trials (local, or --address HOST:PORT of a
+          cluster started with `ray start --head`).
+examples:
+  autocompress search                                   # quickstart (digits, ~5 min)
+  autocompress search resnet20-cifar10 --trials 40 --set budget.finetune.steps=200
+  autocompress search my-space.yaml --storage journal:///shared/study.log --study s1 --workers 2
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("search", help="search compression policies (Pareto front of accuracy vs cost)",
+                       description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("space", nargs="?", default="quickstart",
+                   help="built-in space name (see `autocompress spaces`) or a YAML file (default: quickstart)")
+    p.add_argument("--trials", type=int, help="number of COMPLETE trials the study must hold (baselines included)")
+    p.add_argument("--out", help="run directory (default: runs/<space name>)")
+    p.add_argument("--backend", choices=("optuna", "ray"), help="search backend (default: space's search.backend)")
+    p.add_argument("--storage", help="Optuna storage: sqlite:///path.db (default RUN/study.db), "
+                                     "journal:///path.log, or a database URL")
+    p.add_argument("--study", help="study name (default: the space name)")
+    p.add_argument("--sampler", choices=("nsga2", "tpe", "gp", "random"))
+    p.add_argument("--seed", type=int)
+    p.add_argument("--workers", type=int, help="local worker processes sharing the study (optuna backend)")
+    p.add_argument("--timeout", type=float, help="stop asking for new trials after this many seconds")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a space field, e.g. --set budget.finetune.steps=50 (repeatable)")
+    p.add_argument("--device", default="cpu", help="torch device for fine-tuning and evaluation (default cpu)")
+    p.add_argument("--finalize", action="store_true", help="fine-tune the chosen Pareto point at the end")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
+    p.add_argument("--json", action="store_true", help="print a JSON summary to stdout at the end")
+    ray = p.add_argument_group("ray backend")
+    ray.add_argument("--address", help="Ray cluster: auto or HOST:PORT (default: start Ray in-process)")
+    ray.add_argument("--cpus-per-trial", type=float, default=None, help="CPUs reserved per trial (default 1)")
+    ray.add_argument("--gpus-per-trial", type=float, default=None, help="GPUs reserved per trial (default 0)")
+    ray.add_argument("--max-concurrent", type=int, default=None, help="trials running at once (default: --workers or 1)")
+    p.add_argument("--objective", help=argparse.SUPPRESS)  # MODULE:CALLABLE objective factory (tests, plugins)
+    p.set_defaults(func=run)
     return p
+
+
+def load_factory(text: str):
+    """``module:callable`` -> the callable (an objective factory ``(space, run_dir) -> objective``)."""
+    from search.cli import CLIError
+
+    module_name, _, attr = text.partition(":")
+    if not module_name or not attr:
+        raise CLIError(f"--objective = {text!r}: expected MODULE:CALLABLE")
+    try:
+        obj = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise CLIError(f"--objective = {text!r}: {exc}") from None
+    return obj
+
+
+def run(args: argparse.Namespace) -> int:
+    from search._errors import register_user_error
+    from search.backends._study import StorageError
+    from search.backends.optuna_backend import SearchFailedError
+    from search.cli import CLIError
+    from search.driver import SearchConfigError, run_search
+    from spaces.space import load_space
+
+    for exc_type in (SearchConfigError, StorageError, SearchFailedError):
+        register_user_error(exc_type)
+
+    if args.trials is not None and args.trials < 1:
+        raise CLIError(f"--trials = {args.trials}: must be >= 1")
+    if args.workers is not None and args.workers < 1:
+        raise CLIError(f"--workers = {args.workers}: must be >= 1")
+    space = load_space(args.space, overrides=args.overrides)
+    ray_opts = {k: v for k, v in dict(address=args.address, cpus_per_trial=args.cpus_per_trial,
+                                      gpus_per_trial=args.gpus_per_trial,
+                                      max_concurrent=args.max_concurrent).items() if v is not None}
+    backend = args.backend or space.search.backend
+    if ray_opts and backend != "ray":
+        raise CLIError(f"--{next(iter(ray_opts)).replace('_', '-')} needs --backend ray")
+    factory = load_factory(args.objective) if args.objective else None
+    result = run_search(space, args.out, backend=args.backend, trials=args.trials, storage=args.storage,
+                        study=args.study, sampler=args.sampler, seed=args.seed, workers=args.workers,
+                        timeout_s=args.timeout, objective_factory=factory, device=args.device,
+                        ray=ray_opts, finalize=args.finalize, progress=not args.no_progress)
+    if args.json:
+        json.dump({"run_dir": str(result.run_dir), "complete": result.complete, "failed": result.failed,
+                   "ran": result.ran, "storage": result.storage_url, "study": result.study,
+                   "wall_time_s": round(result.wall_time_s, 2), "stopped_early": result.stopped_early,
+                   "exports": sorted(result.exports)}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    return 0 if not result.stopped_early else 1

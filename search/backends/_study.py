@@ -1,0 +1,343 @@
+"""Optuna study plumbing shared by the Optuna and Ray backends.
+
+Storage URLs
+    ``sqlite:///path/study.db`` (default ``sqlite:///RUN/study.db``) and any SQLAlchemy URL
+    (``postgresql://...``, ``mysql://...``) open an :class:`optuna.storages.RDBStorage` with a
+    heartbeat: a trial whose worker stops beating for ``grace_period`` seconds is marked FAIL by the
+    next worker that asks for a trial, and its parameters are queued again (at most
+    :data:`MAX_RETRY` times). ``journal:///path/study.log`` or any path ending in ``.log`` opens a
+    :class:`~optuna.storages.JournalStorage` over a :class:`~optuna.storages.journal.JournalFileBackend`
+    (journal storage has no heartbeat; see below).
+
+Dead local workers
+    Every trial carries the user attribute ``worker = "host:pid"`` and the process start time. A
+    RUNNING trial whose worker ran on *this host* and is no longer alive (SIGKILL, power loss of a
+    previous run) is marked FAIL and re-queued immediately when a search starts or asks for the next
+    trial, whatever the storage. Trials of other hosts are left to the RDB heartbeat.
+
+Exact trial counts
+    ``count + ask`` happens under an exclusive file lock that lives next to a file storage
+    (``study.db.lock`` / ``study.log.lock``) or, for a network database, in the run directory, so
+    all workers on one machine agree on how many trials remain. Workers on other machines sharing a
+    network database additionally re-check after asking (see :func:`is_surplus`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import math
+import os
+import socket
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+log = logging.getLogger(__name__)
+
+SAMPLERS = ("nsga2", "tpe", "gp", "random")
+MAX_RETRY = 2
+HEARTBEAT_INTERVAL_S = 30
+GRACE_PERIOD_S = 120
+#: a constraint violation of +inf (metric missing) is stored as this finite number
+MAX_VIOLATION = 1e12
+
+#: user attributes written on every trial
+ATTR_WORKER = "worker"
+ATTR_BASELINE = "baseline"
+ATTR_ERROR = "error"
+ATTR_RECORD = "record"
+ATTR_METRICS = "metrics"
+STUDY_ATTR_BASELINES = "autocompress:baselines_enqueued"
+
+
+class StorageError(ValueError):
+    """A storage URL or study cannot be used (bad URL, directions differ from the existing study)."""
+
+
+@dataclass(frozen=True)
+class StorageSpec:
+    """A parsed storage URL: the URL optuna gets, and the local file behind it (if any)."""
+
+    url: str
+    kind: str  # "rdb" | "journal"
+    path: Path | None  # local file for sqlite / journal; None for network databases
+
+    def lock_path(self, run_dir: Path) -> Path:
+        if self.path is not None:
+            return self.path.with_name(self.path.name + ".lock")
+        return Path(run_dir) / ".study.lock"
+
+
+def parse_storage(url: str | None, run_dir: Path) -> StorageSpec:
+    """Resolve ``--storage`` (``None`` -> ``sqlite:///RUN/study.db``)."""
+    run_dir = Path(run_dir)
+    if url is None or url == "":
+        path = (run_dir / "study.db").resolve()
+        return StorageSpec(f"sqlite:///{path}", "rdb", path)
+    if url.startswith("journal://"):
+        rest = url[len("journal://"):]
+        path = Path(rest).expanduser().resolve()
+        return StorageSpec(str(path), "journal", path)
+    if "://" not in url:
+        if url.endswith(".log"):
+            path = Path(url).expanduser().resolve()
+            return StorageSpec(str(path), "journal", path)
+        if url.endswith(".db") or url.endswith(".sqlite"):
+            path = Path(url).expanduser().resolve()
+            return StorageSpec(f"sqlite:///{path}", "rdb", path)
+        raise StorageError(
+            f"--storage = {url!r}: not a storage URL; allowed sqlite:///path.db, journal:///path.log, "
+            "a path ending in .db or .log, or a database URL such as postgresql://user@host/db"
+        )
+    if url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///"):]).expanduser()
+        if str(path) in ("", ":memory:"):
+            raise StorageError(f"--storage = {url!r}: an in-memory database cannot be shared or resumed; "
+                               "give a file, e.g. sqlite:///runs/study.db")
+        path = path.resolve()
+        return StorageSpec(f"sqlite:///{path}", "rdb", path)
+    return StorageSpec(url, "rdb", None)
+
+
+def open_storage(spec: StorageSpec) -> optuna.storages.BaseStorage:
+    """Open the storage; RDB storages get a heartbeat and retry stale trials."""
+    if spec.path is not None:
+        spec.path.parent.mkdir(parents=True, exist_ok=True)
+    if spec.kind == "journal":
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(str(spec.path)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+        kwargs: dict[str, Any] = {}
+        if spec.url.startswith("sqlite"):
+            kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
+        storage = optuna.storages.RDBStorage(
+            spec.url, heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=GRACE_PERIOD_S,
+            heartbeat_stale_trial_callback=retry, **kwargs,
+        )
+    if spec.url.startswith("sqlite"):
+        _sqlite_wal(storage)
+    return storage
+
+
+def _sqlite_wal(storage: optuna.storages.RDBStorage) -> None:
+    """WAL journal + ``synchronous=NORMAL``: a commit costs no fsync, yet a killed process never
+    corrupts or loses committed data (only an OS crash can drop the last transactions)."""
+    import sqlalchemy
+
+    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    sqlalchemy.event.listen(storage.engine, "connect", _pragmas)
+    storage.engine.dispose()  # connections opened during init are replaced by ones with the pragmas
+
+
+def make_sampler(name: str, seed: int | None, n_objectives: int) -> optuna.samplers.BaseSampler:
+    """``nsga2`` | ``tpe`` | ``gp`` | ``random``; constraints come from ``trial.set_constraint``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if name == "nsga2":
+            return optuna.samplers.NSGAIISampler(seed=seed)
+        if name == "tpe":
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True)
+        if name == "gp":
+            return optuna.samplers.GPSampler(seed=seed)
+        if name == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+    raise StorageError(f"search.sampler = {name!r}: allowed {', '.join(SAMPLERS)}")
+
+
+def create_study(storage: optuna.storages.BaseStorage, study_name: str, directions: Sequence[str],
+                 sampler: optuna.samplers.BaseSampler) -> optuna.Study:
+    """Create or load the study; refuse to continue a study whose objectives point elsewhere."""
+    study = optuna.create_study(storage=storage, study_name=study_name, directions=list(directions),
+                                sampler=sampler, load_if_exists=True)
+    have = [d.name.lower() for d in study.directions]
+    if have != [d.lower() for d in directions]:
+        raise StorageError(
+            f"study {study_name!r} in this storage has directions {have}, but the space asks for "
+            f"{list(directions)}; use another --study or --storage"
+        )
+    return study
+
+
+@contextlib.contextmanager
+def study_lock(path: Path) -> Iterator[None]:
+    """Exclusive inter-process lock (``flock``) around count-and-ask."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+# ----- workers ----------------------------------------------------------------------------
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _process_start(pid: int) -> float | None:
+    try:
+        import psutil
+
+        return round(psutil.Process(pid).create_time(), 2)
+    except Exception:  # noqa: BLE001 - no such process / no psutil
+        return None
+
+
+def tag_worker(trial: optuna.Trial) -> None:
+    """Record which process runs ``trial`` (for dead-worker detection on this host)."""
+    trial.set_user_attr(ATTR_WORKER, {"id": worker_id(), "start": _process_start(os.getpid())})
+
+
+def trial_worker(trial: FrozenTrial) -> tuple[str | None, float | None]:
+    """``("host:pid", process start time)`` of the process that ran ``trial``, if recorded."""
+    w = trial.user_attrs.get(ATTR_WORKER)
+    if isinstance(w, dict):
+        return w.get("id"), w.get("start")
+    return None, None
+
+
+def worker_is_dead(trial: FrozenTrial) -> bool:
+    """True when ``trial`` ran on this host in a process that no longer exists."""
+    worker, started = trial_worker(trial)
+    if not isinstance(worker, str) or ":" not in worker:
+        return False
+    host, _, pid_text = worker.rpartition(":")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    now = _process_start(pid)
+    return started is not None and now is not None and abs(now - float(started)) > 1.0  # pid reused
+
+
+def requeue(study: optuna.Study, trial: FrozenTrial) -> bool:
+    """Queue ``trial``'s parameters again (like optuna's retry callback); False past :data:`MAX_RETRY`."""
+    history = list(trial.system_attrs.get("retry_history", [])) + [trial.number]
+    if len(history) > MAX_RETRY:
+        return False
+    user_attrs = {k: v for k, v in trial.user_attrs.items() if k == ATTR_BASELINE}
+    study.add_trial(optuna.trial.create_trial(
+        state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
+        user_attrs=user_attrs,
+        system_attrs={"failed_trial": trial.system_attrs.get("failed_trial", trial.number),
+                      "retry_history": history},
+    ))
+    return True
+
+
+def fail_dead_local_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Mark RUNNING trials of dead processes on this host FAIL and re-queue them. Returns them."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # RDB heartbeat (no-op for journal storage)
+    storage = study._storage  # noqa: SLF001 - optuna exposes no public per-trial state setter
+    dead = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if not worker_is_dead(t):
+            continue
+        try:
+            storage.set_trial_user_attr(t._trial_id, ATTR_ERROR,  # noqa: SLF001
+                                        f"WorkerDied: {trial_worker(t)[0]} exited while running")
+            if not storage.set_trial_state_values(t._trial_id, TrialState.FAIL):  # noqa: SLF001
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker got there first
+        requeued = requeue(study, t)
+        log.warning("trial %d: its worker %s died; marked FAIL%s", t.number, trial_worker(t)[0],
+                    " and re-queued its parameters" if requeued else f" (retried {MAX_RETRY}x, not re-queued)")
+        dead.append(t)
+    return dead
+
+
+def count_states(study: optuna.Study) -> dict[TrialState, int]:
+    counts = {s: 0 for s in TrialState}
+    for t in study.get_trials(deepcopy=False):
+        counts[t.state] += 1
+    return counts
+
+
+def is_surplus(study: optuna.Study, trial_number: int, target: int) -> bool:
+    """After asking: would running ``trial_number`` overshoot ``target`` complete trials?
+
+    Trials ahead of it (complete, or running with a smaller number) already fill the target.
+    Only needed when workers of several machines share a network database without a common lock.
+    """
+    ahead = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
+        if t.state == TrialState.COMPLETE or t.number < trial_number:
+            ahead += 1
+    return ahead >= target
+
+
+def enqueue_baselines(study: optuna.Study, baselines: Sequence[tuple[str, Mapping[str, Any]]]) -> int:
+    """Queue the baseline trials once per study (call under :func:`study_lock`). Returns how many."""
+    if study.user_attrs.get(STUDY_ATTR_BASELINES) or study.get_trials(deepcopy=False):
+        return 0
+    for label, params in baselines:
+        study.enqueue_trial(dict(params), user_attrs={ATTR_BASELINE: label}, skip_if_exists=True)
+    study.set_user_attr(STUDY_ATTR_BASELINES, [label for label, _ in baselines])
+    return len(baselines)
+
+
+def finite_violation(v: float) -> float:
+    v = float(v)
+    if math.isnan(v) or v > MAX_VIOLATION:
+        return MAX_VIOLATION
+    return max(v, -MAX_VIOLATION)
+
+
+def tell_record(study: optuna.Study, trial: optuna.Trial, record: Any, objectives: Sequence[str],
+                record_path: str | None) -> TrialState:
+    """Report a :class:`search.records.TrialRecord` to optuna: COMPLETE with values, else FAIL.
+
+    Metrics go to the user attribute ``metrics`` (optuna-dashboard shows it), constraint
+    violations through ``trial.set_constraint`` (NSGA-II/TPE/GP read them), the record path and
+    feasibility to ``record``, and the error message of a failed trial to ``error``.
+    """
+    summary = {k: v for k, v in record.metrics.items() if isinstance(v, (int, float, bool, str)) or v is None}
+    trial.set_user_attr(ATTR_METRICS, summary)  # one write: each attribute is a storage transaction
+    trial.set_user_attr(ATTR_RECORD, {"path": record_path, "feasible": bool(record.feasible),
+                                      "cached_from": record.cached_from})
+    values = None
+    if record.status == "complete":
+        try:
+            values = [float(record.metrics[m]) for m in objectives]
+        except (KeyError, TypeError, ValueError) as exc:
+            record.error = record.error or f"MissingMetric: objective {exc} not in the trial's metrics"
+            values = None
+        if values is not None and any(math.isnan(v) or math.isinf(v) for v in values):
+            record.error = record.error or f"BadMetric: non-finite objective values {values}"
+            values = None
+    if values is None:
+        trial.set_user_attr(ATTR_ERROR, record.error or f"status {record.status}")
+        study.tell(trial, state=TrialState.FAIL)
+        return TrialState.FAIL
+    for name, v in (record.constraints or {}).items():
+        trial.set_constraint(name, finite_violation(v))
+    study.tell(trial, values)
+    return TrialState.COMPLETE

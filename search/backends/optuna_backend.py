@@ -1,0 +1,260 @@
+"""Optuna backend: an ask/tell loop over ``suggest_policy`` + ``run_trial``.
+
+Semantics (documented for users in ``autocompress search --help``):
+
+- **Exact count, resumable.** The loop stops when the study holds ``trials`` COMPLETE trials
+  (counting live RUNNING ones of other workers). Rerunning the same command therefore only runs
+  the remainder; failed trials do not count and are replaced.
+- **Baselines** (``original``, ``uniform-prune-*``, ``uniform-int8``) are enqueued once, when the
+  study is new, under the study lock, so neither a resume nor a second worker queues them again.
+- **Workers.** ``workers=K`` runs K processes (this one plus K-1 spawned) on one storage; a file
+  lock around count-and-ask keeps the total exact. Workers on other machines join by running the
+  same command with the same ``--storage``/``--study``.
+- **Failures.** A trial whose ``run_trial`` returns a failed record is told FAIL with the reason in
+  the user attribute ``error``; the search continues. ``max_consecutive_failures`` failures in a row
+  in one worker stop it with :class:`SearchFailedError` (a broken setup, not a bad policy).
+- **Ctrl-C** marks the running trial FAIL (``error = "KeyboardInterrupt: ..."``), writes its failed
+  record, re-queues its parameters so the rerun evaluates it first, and re-raises: the study is left
+  resumable.
+- **SIGKILL** loses only the running trial: records are written atomically; on the next start its
+  RUNNING trial is recognised as belonging to a dead process on this host (or, for RDB storages on
+  other hosts, by the missing heartbeat), marked FAIL and re-queued (see :mod:`search.backends._study`).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages._heartbeat import get_heartbeat_thread
+from optuna.trial import FrozenTrial, TrialState
+
+from search.backends import BackendResult, SearchContext
+from search.backends._progress import Progress
+from search.backends._records import failed_record
+from search.backends._study import (
+    ATTR_BASELINE,
+    ATTR_ERROR,
+    count_states,
+    create_study,
+    enqueue_baselines,
+    fail_dead_local_trials,
+    is_surplus,
+    make_sampler,
+    open_storage,
+    parse_storage,
+    requeue,
+    study_lock,
+    tag_worker,
+    trial_worker,
+    tell_record,
+)
+from search.records import read_run_info, record_path, write_record
+
+log = logging.getLogger("search")
+
+
+class SearchFailedError(RuntimeError):
+    """Too many trials in a row failed: the setup (data, model, space) is probably broken."""
+
+
+class _Session:
+    """One worker's open study, objective and dims."""
+
+    def __init__(self, ctx: SearchContext, storage: optuna.storages.BaseStorage | None = None):
+        self.ctx = ctx
+        self.spec = parse_storage(ctx.storage, ctx.run_dir)
+        self.storage = storage or open_storage(self.spec)
+        sampler = make_sampler(ctx.sampler, ctx.seed, len(ctx.objectives))
+        self.study = create_study(self.storage, ctx.study, ctx.directions, sampler)
+        self.lock = self.spec.lock_path(ctx.run_dir)
+        self.shared_lock = self.spec.path is not None  # every worker of this study sees this lock file
+        self.objective = ctx.objective_factory(ctx.space, ctx.run_dir)
+        self.dims = self.objective.dims
+
+    def policy_for(self, params: dict[str, Any]):
+        from spaces.space import policy_from_params
+
+        return policy_from_params(self.ctx.space, self.dims, params)
+
+    def record_dead(self, dead: list[FrozenTrial]) -> None:
+        """Write a failed record for trials whose worker died (unless it wrote one)."""
+        for t in dead:
+            if record_path(self.ctx.run_dir, t.number).exists():
+                continue
+            try:
+                policy = self.policy_for(t.params)
+            except Exception:  # noqa: BLE001 - the record is still useful without a policy
+                policy = None
+            write_record(self.ctx.run_dir, failed_record(
+                t.number, policy, t.user_attrs.get(ATTR_ERROR) or "WorkerDied: worker exited while running",
+                seed=self.ctx.seed, baseline=t.user_attrs.get(ATTR_BASELINE), params=t.params,
+                worker=trial_worker(t)[0]))
+
+
+def _hv_reference(run_dir: Path) -> dict[str, float]:
+    try:
+        return dict(read_run_info(run_dir).hv_reference)
+    except Exception:  # noqa: BLE001 - progress only
+        return {}
+
+
+def run_worker(ctx: SearchContext, *, main: bool = True, storage: optuna.storages.BaseStorage | None = None) -> int:
+    """Run trials in this process until the study has ``ctx.trials`` complete ones. Returns trials run."""
+    s = _Session(ctx, storage)
+    study = s.study
+    with study_lock(s.lock):
+        s.record_dead(fail_dead_local_trials(study))
+        if ctx.baselines:
+            from spaces.space import baseline_params
+
+            n = enqueue_baselines(study, baseline_params(ctx.space, s.dims))
+            if n:
+                log.info("queued %d baseline trials", n)
+    done = count_states(study)[TrialState.COMPLETE]
+    progress = Progress(ctx.trials, done, ctx.space.objective_pairs, _hv_reference(ctx.run_dir),
+                        workers=ctx.workers, enabled=ctx.progress and main)
+    deadline = time.monotonic() + ctx.timeout_s if ctx.timeout_s else None
+    ran = 0
+    consecutive = 0
+    try:
+        while True:
+            if deadline is not None and time.monotonic() > deadline:
+                log.warning("search.timeout_s reached; stopping (rerun the same command to continue)")
+                break
+            with study_lock(s.lock):
+                s.record_dead(fail_dead_local_trials(study))
+                counts = count_states(study)
+                if counts[TrialState.COMPLETE] + counts[TrialState.RUNNING] >= ctx.trials:
+                    break
+                with warnings.catch_warnings():  # heartbeat outside Study.optimize: we run optuna's thread
+                    warnings.simplefilter("ignore", UserWarning)
+                    trial = study.ask()
+                tag_worker(trial)
+            if not s.shared_lock and is_surplus(study, trial.number, ctx.trials):
+                trial.set_user_attr(ATTR_ERROR, "Surplus: another machine's worker filled the requested count")
+                study.tell(trial, state=TrialState.PRUNED)
+                continue
+            state = _run_one(s, trial, progress)
+            ran += 1
+            consecutive = consecutive + 1 if state == TrialState.FAIL else 0
+            if consecutive >= ctx.max_consecutive_failures:
+                last = study.trials[trial.number].user_attrs.get(ATTR_ERROR)
+                raise SearchFailedError(
+                    f"{consecutive} trials in a row failed (last: {last}); see {ctx.run_dir}/records/. "
+                    "Fix the cause and rerun the same command to continue the study."
+                )
+    finally:
+        progress.close()
+    return ran
+
+
+def _run_one(s: _Session, trial: optuna.Trial, progress: Progress) -> TrialState:
+    from search.trial import run_trial
+    from spaces.space import suggest_policy
+
+    ctx, study = s.ctx, s.study
+    baseline = trial.user_attrs.get(ATTR_BASELINE)
+    t0 = time.perf_counter()
+    with get_heartbeat_thread(trial._trial_id, s.storage):  # noqa: SLF001 - optuna's own heartbeat
+        policy = None
+        try:
+            policy = suggest_policy(ctx.space, s.dims, trial)
+            record = run_trial(s.objective, policy, trial_number=trial.number, seed=ctx.seed, baseline=baseline)
+        except KeyboardInterrupt:
+            _interrupted(s, trial, policy, baseline)
+            raise
+        except Exception as exc:  # noqa: BLE001 - suggest_policy rejected the params: a failed trial
+            record = failed_record(trial.number, policy, f"{type(exc).__name__}: {exc}", seed=ctx.seed,
+                                   baseline=baseline, params=trial.params)
+            write_record(ctx.run_dir, record)
+        path = str(record_path(ctx.run_dir, trial.number))
+        try:
+            state = tell_record(study, trial, record, ctx.objectives, path)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            log.warning("trial %d was finished by another worker (heartbeat timeout?); result kept in %s",
+                        trial.number, path)
+            state = TrialState.FAIL
+    progress.update(record, study, state, time.perf_counter() - t0)
+    return state
+
+
+def _interrupted(s: _Session, trial: optuna.Trial, policy: Any, baseline: str | None) -> None:
+    reason = "KeyboardInterrupt: interrupted by the user; parameters re-queued for the next run"
+    try:
+        write_record(s.ctx.run_dir, failed_record(trial.number, policy, reason, seed=s.ctx.seed,
+                                                  baseline=baseline, params=trial.params))
+        trial.set_user_attr(ATTR_ERROR, reason)
+        s.study.tell(trial, state=TrialState.FAIL)
+        requeue(s.study, s.storage.get_trial(trial._trial_id))  # noqa: SLF001
+        log.warning("trial %d interrupted: marked FAIL and re-queued; rerun the same command to resume",
+                    trial.number)
+    except Exception as exc:  # noqa: BLE001 - best effort while shutting down
+        log.warning("could not mark interrupted trial %d failed (%s); it will be recovered on the next run",
+                    trial.number, exc)
+
+
+def _worker_main(ctx: SearchContext, index: int) -> None:
+    from search.cli import setup_logging
+
+    setup_logging(0)
+    try:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, ctx.workers)))
+    except ImportError:  # pragma: no cover
+        pass
+    log.info("worker %d (pid %d) started", index, os.getpid())
+    try:
+        run_worker(ctx, main=False)
+    except KeyboardInterrupt:
+        pass
+
+
+def run_optuna(ctx: SearchContext) -> BackendResult:
+    """Run the search with ``ctx.workers`` local processes; return the study's final counts."""
+    spec = parse_storage(ctx.storage, ctx.run_dir)
+    storage = open_storage(spec)
+    before = _trial_count(storage, ctx.study)
+    procs = []
+    if ctx.workers > 1:
+        mp = multiprocessing.get_context("spawn")
+        for i in range(1, ctx.workers):
+            p = mp.Process(target=_worker_main, args=(ctx, i), name=f"autocompress-worker-{i}")
+            p.start()
+            procs.append(p)
+    try:
+        run_worker(ctx, main=True, storage=storage)
+    finally:
+        for p in procs:
+            p.join()
+    bad = [p for p in procs if p.exitcode not in (0, None)]
+    if bad:
+        log.warning("%d worker process(es) exited with errors: %s", len(bad), [p.exitcode for p in bad])
+    return _result(spec, storage, ctx, before)
+
+
+def _trial_count(storage: optuna.storages.BaseStorage, study_name: str) -> int:
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        return 0
+    return sum(1 for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING)
+
+
+def _result(spec, storage, ctx: SearchContext, before: int) -> BackendResult:
+    study = optuna.load_study(study_name=ctx.study, storage=storage)
+    counts = count_states(study)
+    complete = counts[TrialState.COMPLETE]
+    stopped = None
+    if complete < ctx.trials:
+        stopped = f"{complete} of {ctx.trials} trials complete"
+    return BackendResult(complete=complete, failed=counts[TrialState.FAIL],
+                         ran=_trial_count(storage, ctx.study) - before,
+                         storage_url=spec.url, study=ctx.study, stopped_early=stopped)

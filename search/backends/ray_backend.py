@@ -1,0 +1,268 @@
+"""Ray Tune backend: ``Tuner`` + ``OptunaSearch`` over the same study, records and policies.
+
+- The search space is define-by-run: :class:`_DefineByRun` calls ``suggest_policy`` on the
+  Optuna trial that ``OptunaSearch`` hands it, so the params, distributions and baselines are
+  exactly those of the Optuna backend; it passes the resulting Policy to the trainable.
+- ``OptunaSearch`` is given the run's Optuna storage and study name, so every trial lands in
+  the same study as the Optuna backend would write (``--storage``/``--study`` apply); the
+  subclass :class:`_Searcher` tells results the way the Optuna backend does (metrics as user
+  attributes, constraints via ``set_constraint``, failed records as FAIL with the reason).
+- The trainable builds the objective once per actor process (``reuse_actors=True``) and calls
+  ``search.trial.run_trial``, which writes ``RUN/records/trial-N.json`` (N = Optuna trial number);
+  the driver writes the same record again from the reported result, so the run directory is
+  complete even when actors run on other nodes.
+- Resources: ``tune.with_resources(trainable, {"cpu": cpus_per_trial, "gpu": gpus_per_trial})``,
+  concurrency: ``ConcurrencyLimiter(max_concurrent)``.
+- Resume: the Tune experiment lives in ``RUN/ray/<study>``; when interrupted, the rerun restores
+  it with ``Tuner.restore(path, trainable, resume_errored=True)``. Afterwards any trials still
+  missing from the study (failures, trials orphaned by a killed driver, a larger ``--trials``)
+  run in a follow-up experiment ``RUN/ray/<study>-2``, ``-3``, ..., so the study ends with exactly
+  the requested number of COMPLETE trials, as with the Optuna backend.
+- Cluster: ``address=None`` starts Ray in this process (``ray.init(num_cpus=...)``);
+  ``address="auto"`` or ``"HOST:PORT"`` joins a cluster started with ``ray start --head``.
+  ``RAY_AUTH_MODE=disabled`` is set for local clusters.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from search.backends import BackendResult, SearchContext
+from search.backends._progress import Progress
+from search.backends._study import (
+    ATTR_BASELINE,
+    ATTR_ERROR,
+    count_states,
+    create_study,
+    enqueue_baselines,
+    fail_dead_local_trials,
+    make_sampler,
+    open_storage,
+    parse_storage,
+    study_lock,
+    tag_worker,
+    tell_record,
+)
+from search.records import TrialRecord, read_run_info, write_record
+
+log = logging.getLogger("search")
+
+_RESULT_RECORD = "ac_record"
+_RESULT_SECONDS = "ac_seconds"
+_CONFIG_KEY = "_autocompress"
+#: progress bars of live searchers, by id (kept out of the searcher's pickled checkpoint)
+_PROGRESS: dict[int, Progress] = {}
+
+
+class _DefineByRun:
+    """Define-by-run space for ``OptunaSearch``: suggest every dim, return the policy for the trainable."""
+
+    def __init__(self, space: Any, dims: list[Any]):
+        self.space = space
+        self.dims = dims
+
+    def __call__(self, trial: Any) -> dict[str, Any]:
+        from spaces.space import suggest_policy
+
+        ot = getattr(trial, "ot_trial", trial)  # Ray wraps the optuna trial in a suggest captor
+        tag_worker(ot)
+        policy = suggest_policy(self.space, self.dims, trial)
+        return {_CONFIG_KEY: {"number": ot.number, "baseline": ot.user_attrs.get(ATTR_BASELINE),
+                              "policy": policy.to_json()}}
+
+
+def _searcher_class():
+    from ray.tune.search.optuna import OptunaSearch
+
+    class _Searcher(OptunaSearch):
+        """OptunaSearch that tells trial records like the Optuna backend (see module docstring)."""
+
+        def __init__(self, *args: Any, run_dir: str, objectives: list[str], progress_key: int, **kw: Any):
+            super().__init__(*args, **kw)
+            self._ac_run_dir = run_dir
+            self._ac_objectives = objectives
+            self._ac_progress = progress_key
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+            if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+                return super().on_trial_complete(trial_id, result, error)
+            ot_trial = self._ot_trials[trial_id]
+            record = None
+            if result and isinstance(result.get(_RESULT_RECORD), str):
+                record = TrialRecord.from_dict(json.loads(result[_RESULT_RECORD]), source=f"ray trial {trial_id}")
+            try:
+                if record is None:
+                    reason = "RayTrialError: the Ray trial errored or was stopped before reporting"
+                    ot_trial.set_user_attr(ATTR_ERROR, reason)
+                    self._ot_study.tell(ot_trial, state=TrialState.FAIL)
+                    state = TrialState.FAIL
+                    log.warning("trial %d: %s", ot_trial.number, reason)
+                else:
+                    path = write_record(Path(self._ac_run_dir), record)
+                    state = tell_record(self._ot_study, ot_trial, record, self._ac_objectives, str(path))
+                    progress = _PROGRESS.get(self._ac_progress)
+                    if progress is not None:
+                        progress.update(record, self._ot_study, state, float(result.get(_RESULT_SECONDS, 0.0)))
+            except optuna.exceptions.UpdateFinishedTrialError:
+                log.warning("trial %d was already finished in the study", ot_trial.number)
+            self._completed_trials.add(trial_id)
+
+    return _Searcher
+
+
+# ----- trainable (runs in Ray actors) -----------------------------------------------------
+
+_OBJECTIVES: dict[str, Any] = {}
+
+
+def _trainable(config: dict[str, Any], ctx: SearchContext) -> None:
+    """One Ray trial: build the objective once per actor process, run the trial, report the record."""
+    from ray import tune
+
+    from search.trial import run_trial
+    from spaces.policy import Policy
+
+    key = str(ctx.run_dir)
+    if key not in _OBJECTIVES:
+        _OBJECTIVES[key] = ctx.objective_factory(ctx.space, ctx.run_dir)
+    objective = _OBJECTIVES[key]
+    info = config[_CONFIG_KEY]
+    policy = Policy.from_dict(json.loads(info["policy"]), source=f"trial {info['number']}")
+    t0 = time.perf_counter()
+    record = run_trial(objective, policy, trial_number=int(info["number"]), seed=ctx.seed,
+                       baseline=info.get("baseline"))
+    metrics = {m: _finite(record.metrics.get(m)) if record.status == "complete" else math.nan
+               for m in ctx.objectives}
+    tune.report({**metrics, _RESULT_RECORD: json.dumps(record.to_dict(), default=str),
+                 _RESULT_SECONDS: time.perf_counter() - t0})
+
+
+def _finite(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+# ----- driver -----------------------------------------------------------------------------
+
+
+def _init_ray(ctx: SearchContext) -> bool:
+    """Start or join Ray; returns True when this call started it (and should shut it down)."""
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    if ray.is_initialized():
+        return False
+    address = ctx.ray.get("address")
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True,
+                              "logging_level": logging.WARNING}
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        cpus = ctx.ray.get("num_cpus") or max(1, os.cpu_count() or 1)
+        ray.init(num_cpus=cpus, num_gpus=ctx.ray.get("num_gpus"), **kwargs)
+    return True
+
+
+def _experiments(ray_dir: Path, name: str) -> list[Path]:
+    found = [p for p in ray_dir.glob(f"{name}*") if p.is_dir() and
+             (p.name == name or (p.name[len(name):].startswith("-") and p.name[len(name) + 1:].isdigit()))]
+    return sorted(found, key=lambda p: 1 if p.name == name else int(p.name[len(name) + 1:]))
+
+
+def run_ray(ctx: SearchContext) -> BackendResult:
+    """Run the search as Ray Tune trials; return the study's final counts."""
+    import ray
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+
+    spec = parse_storage(ctx.storage, ctx.run_dir)
+    storage = open_storage(spec)
+    study = create_study(storage, ctx.study, ctx.directions, make_sampler(ctx.sampler, ctx.seed, len(ctx.objectives)))
+    objective = ctx.objective_factory(ctx.space, ctx.run_dir)
+    dims = objective.dims
+    lock = spec.lock_path(ctx.run_dir)
+    with study_lock(lock):
+        if ctx.baselines:
+            from spaces.space import baseline_params
+
+            enqueue_baselines(study, baseline_params(ctx.space, dims))
+    before = len(study.get_trials(deepcopy=False))
+    cpus = float(ctx.ray.get("cpus_per_trial") or 1)
+    gpus = float(ctx.ray.get("gpus_per_trial") or 0)
+    max_concurrent = int(ctx.ray.get("max_concurrent") or ctx.workers or 1)
+    trainable = tune.with_resources(tune.with_parameters(_trainable, ctx=ctx), {"cpu": cpus, "gpu": gpus})
+    ray_dir = Path(ctx.run_dir) / "ray"
+    ray_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        hv_ref = dict(read_run_info(ctx.run_dir).hv_reference)
+    except Exception:  # noqa: BLE001
+        hv_ref = {}
+    progress = Progress(ctx.trials, count_states(study)[TrialState.COMPLETE], ctx.space.objective_pairs, hv_ref,
+                        workers=max_concurrent, enabled=ctx.progress)
+    key = id(progress)
+    _PROGRESS[key] = progress
+    started = _init_ray(ctx)
+    try:
+        experiments = _experiments(ray_dir, ctx.study)
+        if experiments and tune.Tuner.can_restore(str(experiments[-1])):
+            last = experiments[-1]
+            log.info("restoring the Ray Tune experiment %s", last)
+            tuner = tune.Tuner.restore(str(last), trainable, resume_errored=True)
+            tuner.fit()
+        # top up: whatever the study still misses runs in a new experiment
+        for _ in range(ctx.max_consecutive_failures):
+            with study_lock(lock):
+                fail_dead_local_trials(study)
+                counts = count_states(study)
+            remaining = ctx.trials - counts[TrialState.COMPLETE] - counts[TrialState.RUNNING]
+            if remaining <= 0:
+                break
+            n = len(_experiments(ray_dir, ctx.study))
+            name = ctx.study if n == 0 else f"{ctx.study}-{n + 1}"
+            searcher = _searcher_class()(
+                space=_DefineByRun(ctx.space, dims), metric=list(ctx.objectives),
+                mode=["max" if d == "maximize" else "min" for d in ctx.directions],
+                sampler=make_sampler(ctx.sampler, ctx.seed, len(ctx.objectives)),
+                study_name=ctx.study, storage=storage, seed=ctx.seed,
+                run_dir=str(ctx.run_dir), objectives=list(ctx.objectives), progress_key=key,
+            )
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(num_samples=remaining,
+                                            search_alg=ConcurrencyLimiter(searcher, max_concurrent=max_concurrent),
+                                            reuse_actors=True),
+                run_config=tune.RunConfig(storage_path=str(ray_dir), name=name, verbose=0,
+                                          log_to_file=True),
+            )
+            log.info("Ray Tune experiment %s: %d trials, %d at once, %g CPU / %g GPU each",
+                     ray_dir / name, remaining, max_concurrent, cpus, gpus)
+            grid = tuner.fit()
+            if grid.num_errors:
+                log.warning("%d Ray trials errored; see %s", grid.num_errors, ray_dir / name)
+            new_counts = count_states(study)
+            if new_counts[TrialState.COMPLETE] == counts[TrialState.COMPLETE]:
+                break  # nothing completed in a whole experiment: stop instead of looping
+    finally:
+        _PROGRESS.pop(key, None)
+        progress.close()
+        if started:
+            ray.shutdown()
+    counts = count_states(study)
+    complete = counts[TrialState.COMPLETE]
+    return BackendResult(complete=complete, failed=counts[TrialState.FAIL],
+                         ran=len(study.get_trials(deepcopy=False)) - before, storage_url=spec.url, study=ctx.study,
+                         stopped_early=None if complete >= ctx.trials else f"{complete} of {ctx.trials} trials complete")
+
+
+__all__ = ["run_ray"]

@@ -1,0 +1,242 @@
+"""The search driver: run directory, config, run info, backend, exports.
+
+:func:`run_search` is what ``autocompress search`` calls::
+
+    RUN/config.yaml      the fully resolved space (search settings included)
+    RUN/run.json         RunInfo: reference metrics of the original model, hv reference point, ...
+    RUN/records/         one TrialRecord per trial (written by search.trial.run_trial)
+    RUN/study.db         Optuna storage (default; any --storage works)
+    RUN/trials.csv, pareto.csv, recipes/   exports (reports.tables.write_exports)
+
+Rerunning with the same run directory resumes: the backend only runs the trials that are
+still missing (see :mod:`search.backends.optuna_backend`). A run directory belongs to one
+space: resuming with a space that differs in anything but the ``search`` settings is refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import subprocess
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from search.backends import BACKENDS, BackendResult, ObjectiveFactory, SearchContext
+from search.backends._records import _versions
+from search.backends._study import parse_storage
+from search.records import RunInfo, read_run_info, write_run_info
+from spaces._schema import read_document, write_document
+
+log = logging.getLogger("search")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class SearchConfigError(ValueError):
+    """The run directory holds a different search space than the one given."""
+
+
+@dataclass
+class SearchResult:
+    """Outcome of :func:`run_search`."""
+
+    run_dir: Path
+    complete: int
+    failed: int
+    ran: int
+    storage_url: str
+    study: str
+    wall_time_s: float
+    exports: dict[str, Path] = field(default_factory=dict)
+    stopped_early: str | None = None
+    final_dir: Path | None = None
+
+
+class DefaultObjective:
+    """Objective factory building :class:`search.objective.Objective` (picklable for workers)."""
+
+    def __init__(self, device: str = "cpu"):
+        self.device = device
+
+    def __call__(self, space: Any, run_dir: Path) -> Any:
+        from search.objective import Objective
+
+        return Objective(space, run_dir, device=self.device)
+
+
+class _Prepared:
+    """Hands the objective prepared by the driver to the backend in the same process.
+
+    Pickling (spawned workers, Ray actors) drops the instance: each process builds its own
+    through ``factory`` (data and baseline model are then read from the run's caches).
+    """
+
+    def __init__(self, factory: ObjectiveFactory, objective: Any, run_dir: Path):
+        self.factory = factory
+        self.objective = objective
+        self.run_dir = Path(run_dir)
+
+    def __call__(self, space: Any, run_dir: Path) -> Any:
+        if self.objective is not None and Path(run_dir) == self.run_dir:
+            return self.objective
+        return self.factory(space, run_dir)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"factory": self.factory, "objective": None, "run_dir": self.run_dir}
+
+
+def default_run_dir(space: Any) -> Path:
+    """``runs/<space name>``: deterministic, so rerunning the same command resumes the run."""
+    return Path("runs") / space.name
+
+
+def resolve_space(space: Any, *, backend: str | None = None, trials: int | None = None,
+                  storage: str | None = None, study: str | None = None, sampler: str | None = None,
+                  seed: int | None = None, workers: int | None = None,
+                  timeout_s: float | None = None) -> Any:
+    """Return ``space`` with explicit arguments written into its ``search`` settings."""
+    changes = {k: v for k, v in dict(backend=backend, trials=trials, storage=storage, study=study,
+                                        sampler=sampler, seed=seed, parallelism=workers,
+                                        timeout_s=timeout_s).items() if v is not None}
+    if not changes:
+        return space
+    new = dataclasses.replace(space, search=dataclasses.replace(space.search, **changes))
+    object.__setattr__(new, "source", getattr(space, "source", None))
+    return new
+
+
+def _check_config(run_dir: Path, space: Any) -> None:
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return
+    old = dict(read_document(path) or {})
+    new = space.to_dict()
+    old.pop("search", None)
+    new.pop("search", None)
+    if old != new:
+        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        raise SearchConfigError(
+            f"{path}: this run directory was created for a different search space (differs in: "
+            f"{', '.join(diff)}). Use another --out, or delete {run_dir} to start over."
+        )
+
+
+def git_sha() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                             timeout=10, check=True)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _run_info(space: Any, objective: Any, ctx: SearchContext, storage_url: str,
+              previous: RunInfo | None) -> RunInfo:
+    from reports.pareto import default_reference
+    from spaces._schema import to_dict
+
+    reference = dict(objective.reference)
+    pairs = space.objective_pairs
+    hv = default_reference(reference, pairs)
+    return RunInfo(
+        space=space.name, model=space.model.name,
+        checkpoint=space.model.checkpoint, dataset=space.data.dataset,
+        objectives=pairs, constraints=list(space.constraints), reference=reference,
+        hv_reference={m: float(v) for (m, _), v in zip(pairs, hv)},
+        search={"backend": space.search.backend, "sampler": ctx.sampler, "trials": ctx.trials,
+                "seed": ctx.seed, "storage": storage_url, "study": ctx.study, "workers": ctx.workers,
+                "baselines": ctx.baselines, **({"ray": ctx.ray} if ctx.ray else {})},
+        budget=to_dict(space.budget),
+        started=previous.started if previous else _now(),
+        wall_time_s=previous.wall_time_s if previous else None,
+        versions=_versions(), git_sha=git_sha(),
+        groups=list(getattr(objective, "groups", None) or []),
+        layers=list(getattr(objective, "layers", None) or []),
+    )
+
+
+def run_search(space: Any, run_dir: str | Path | None = None, *, backend: str | None = None,
+               trials: int | None = None, storage: str | None = None, study: str | None = None,
+               sampler: str | None = None, seed: int | None = None, workers: int | None = None,
+               timeout_s: float | None = None, objective_factory: ObjectiveFactory | None = None,
+               device: str = "cpu", ray: dict[str, Any] | None = None, finalize: bool = False,
+               progress: bool = True, max_consecutive_failures: int = 10) -> SearchResult:
+    """Run (or resume) a search of ``space`` into ``run_dir`` and write the exports.
+
+    Explicit arguments override ``space.search`` and are saved in ``config.yaml``.
+    ``objective_factory(space, run_dir)`` builds the objective (default
+    :class:`search.objective.Objective`); it must be picklable for ``workers > 1`` and Ray.
+    ``trials`` counts COMPLETE trials (baselines included): a rerun runs only the remainder.
+    """
+    t0 = time.perf_counter()
+    space = resolve_space(space, backend=backend, trials=trials, storage=storage, study=study,
+                          sampler=sampler, seed=seed, workers=workers, timeout_s=timeout_s)
+    s = space.search
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(space)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = run_dir.resolve()
+    _check_config(run_dir, space)
+    write_document(space.to_dict(), run_dir / "config.yaml")
+    runner = BACKENDS.get(s.backend)  # unknown backend -> error listing the known ones
+
+    factory = objective_factory or DefaultObjective(device)
+    objective = factory(space, run_dir)
+    log.info("preparing the objective (data, original model, reference metrics)")
+    reference = objective.reference  # prepares data/model in this process (quickstart: trains the baseline)
+    log.info("reference (original model): %s",
+             ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in reference.items()))
+
+    spec = parse_storage(s.storage, run_dir)
+    ctx = SearchContext(
+        space=space, run_dir=run_dir, objective_factory=_Prepared(factory, objective, run_dir),
+        trials=s.trials, storage=s.storage, study=space.study_name, sampler=s.sampler, seed=s.seed,
+        baselines=s.baselines, workers=s.parallelism, timeout_s=s.timeout_s,
+        max_consecutive_failures=max_consecutive_failures, progress=progress, ray=dict(ray or {}),
+    )
+    previous = None
+    if (run_dir / "run.json").is_file():
+        try:
+            previous = read_run_info(run_dir)
+        except Exception as exc:  # noqa: BLE001 - rewritten below
+            log.warning("ignoring unreadable %s: %s", run_dir / "run.json", exc)
+    info = _run_info(space, objective, ctx, spec.url, previous)
+    write_run_info(run_dir, info)
+    log.info("search %s: backend=%s sampler=%s trials=%d workers=%d storage=%s study=%s",
+             space.name, s.backend, s.sampler, s.trials, s.parallelism, spec.url, ctx.study)
+
+    result: BackendResult
+    try:
+        result = runner(ctx)
+    finally:
+        elapsed = time.perf_counter() - t0
+        info.finished = _now()
+        info.wall_time_s = (info.wall_time_s or 0.0) + elapsed
+        write_run_info(run_dir, info)
+
+    from reports.tables import write_exports
+
+    exports = write_exports(run_dir)
+    out = SearchResult(run_dir=run_dir, complete=result.complete, failed=result.failed, ran=result.ran,
+                       storage_url=result.storage_url, study=result.study, wall_time_s=elapsed,
+                       exports=exports, stopped_early=result.stopped_early)
+    if result.stopped_early:
+        log.warning("search stopped early: %s; rerun the same command to continue", result.stopped_early)
+    n_pareto = sum(1 for k in exports if k.startswith("recipes/"))
+    log.info("%d complete, %d failed trials (%d this run, %.0f s); %d Pareto recipes",
+             result.complete, result.failed, result.ran, elapsed, n_pareto)
+    log.info("outputs: %s (trials.csv, pareto.csv, recipes/, records/)", run_dir)
+    log.info("report:    autocompress report %s", run_dir)
+    if spec.kind == "rdb":
+        log.info("dashboard: optuna-dashboard %s", spec.url)
+    if finalize:
+        from search.finalize import finalize as run_finalize
+
+        out.final_dir = run_finalize(run_dir)
+    return out
