@@ -169,11 +169,12 @@ def select_policies(front: pd.DataFrame, objectives: list[tuple[str, str]], limi
         return trials
     knee = front.loc[_bool(front["knee"]), "trial"].astype(int).tolist()
     ordered = front.sort_values(objectives[0][0], kind="stable")["trial"].astype(int).tolist()
-    picks = list(dict.fromkeys(knee + [ordered[int(round(i))] for i in np.linspace(0, len(ordered) - 1, limit)]))
-    extra = [t for t in ordered if t not in picks]
-    while len(picks) < limit and extra:
-        picks.append(extra.pop(len(extra) // 2))
-    return sorted(picks[:limit], key=ordered.index)
+    slots = [int(round(i)) for i in np.linspace(0, len(ordered) - 1, limit)]
+    if knee and ordered.index(knee[0]) not in slots:
+        k = ordered.index(knee[0])
+        inner = range(1, len(slots) - 1)  # never replace the two ends
+        slots[min(inner, key=lambda j: abs(slots[j] - k))] = k
+    return [ordered[i] for i in sorted(set(slots))]
 
 
 def _policies(run: Run, front: pd.DataFrame, trials: pd.DataFrame,
