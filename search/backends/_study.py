@@ -17,7 +17,7 @@ Dead local workers
 
 Exact trial counts
     ``count + ask`` happens under an exclusive file lock that lives next to a file storage
-    (``study.db.lock`` / ``study.log.lock``) or, for a network database, in the run directory, so
+    (``study.db.search-lock`` / ``study.log.search-lock``) or, for a network database, in the run directory, so
     all workers on one machine agree on how many trials remain. Workers on other machines sharing a
     network database additionally re-check after asking (see :func:`is_surplus`).
 """
@@ -71,8 +71,8 @@ class StorageSpec:
 
     def lock_path(self, run_dir: Path) -> Path:
         if self.path is not None:
-            return self.path.with_name(self.path.name + ".lock")
-        return Path(run_dir) / ".study.lock"
+            return self.path.with_name(self.path.name + ".search-lock")  # not ".lock": the journal backend uses that
+        return Path(run_dir) / ".study.search-lock"
 
 
 def parse_storage(url: str | None, run_dir: Path) -> StorageSpec:

@@ -26,7 +26,7 @@ RESNET20_GROUPS: dict[str, int] = {
 RESNET20_GROUPS.update({"layer1": 16, "layer2": 32, "layer3": 64})
 RESNET20_LAYERS: list[str] = ["conv1"] + [
     f"layer{s}.{b}.conv{c}" for s in (1, 2, 3) for b in range(3) for c in (1, 2)
-] + ["fc"]
+] + ["linear"]
 BASE_FLOPS = 40_551_232.0  # MACs of resnet20 at 32x32 (fvcore), used only as a scale
 
 

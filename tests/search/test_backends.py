@@ -1,0 +1,225 @@
+"""Optuna backend mechanics: exact counts, resume, baselines, failures, storages, samplers.
+
+The trials use :class:`AnalyticObjective` (closed-form metrics, no training) through the real
+``suggest_policy`` / ``run_trial`` / records / Optuna storage path; the real objective is
+exercised in ``test_driver.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _analytic_objective import RESNET20_GROUPS, RESNET20_LAYERS, AnalyticObjective  # noqa: E402
+
+from search.backends._study import SAMPLERS, StorageError, parse_storage  # noqa: E402
+from search.backends.optuna_backend import SearchFailedError  # noqa: E402
+from search.driver import SearchConfigError, run_search  # noqa: E402
+from search.records import read_records, read_run_info  # noqa: E402
+from spaces.space import load_space  # noqa: E402
+
+
+class Factory:
+    """Picklable objective factory with knobs."""
+
+    def __init__(self, **kw):
+        self.kw = kw
+
+    def __call__(self, space, run_dir):
+        return AnalyticObjective(space, run_dir, **self.kw)
+
+
+class Interrupting(AnalyticObjective):
+    """Raises KeyboardInterrupt (as Ctrl-C would) on its ``at``-th evaluation."""
+
+    def __init__(self, space, run_dir, at):
+        super().__init__(space, run_dir)
+        self.at = at
+
+    def evaluate(self, policy, *, seed=0, **kw):
+        if self.evaluations + 1 == self.at:
+            self.evaluations += 1
+            raise KeyboardInterrupt
+        return super().evaluate(policy, seed=seed)
+
+
+@pytest.fixture(scope="module")
+def space():
+    return load_space("quickstart")
+
+
+def _study(run_dir: Path, name: str = "quickstart", storage: str | None = None) -> optuna.Study:
+    spec = parse_storage(storage, run_dir)
+    return optuna.load_study(study_name=name, storage=spec.url if spec.kind == "rdb" else _journal(spec.path))
+
+
+def _journal(path):
+    from optuna.storages.journal import JournalFileBackend
+
+    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+
+
+def _states(study):
+    out = {}
+    for t in study.trials:
+        out[t.state] = out.get(t.state, 0) + 1
+    return out
+
+
+def test_analytic_objective_matches_real_resnet20():
+    from compress.models import get_model, quantizable_layers
+    from compress.prune import convert_option_a, list_groups
+
+    model = convert_option_a(get_model("resnet20", num_classes=10, shortcut="A"))
+    assert {g.name: g.channels for g in list_groups(model)} == RESNET20_GROUPS
+    assert quantizable_layers(model) == RESNET20_LAYERS
+
+
+@pytest.mark.parametrize("url,kind,suffix", [
+    (None, "rdb", "study.db"), ("journal:///tmp/x/s.log", "journal", "s.log"), ("runs/a.log", "journal", "a.log"),
+    ("runs/a.db", "rdb", "a.db"), ("sqlite:///runs/b.db", "rdb", "b.db"), ("postgresql://u@h/db", "rdb", None),
+])
+def test_parse_storage(tmp_path, url, kind, suffix):
+    spec = parse_storage(url, tmp_path)
+    assert spec.kind == kind
+    if suffix is None:
+        assert spec.path is None and spec.url == url
+        assert spec.lock_path(tmp_path) == tmp_path / ".study.search-lock"
+    else:
+        assert spec.path.name == suffix and spec.path.is_absolute()
+        assert spec.lock_path(tmp_path).name == suffix + ".search-lock"
+
+
+@pytest.mark.parametrize("url", ["study", "sqlite:///:memory:"])
+def test_parse_storage_rejects(tmp_path, url):
+    with pytest.raises(StorageError, match="allowed|cannot be shared"):
+        parse_storage(url, tmp_path)
+
+
+def test_exact_count_resume_and_baselines(tmp_path, space):
+    run = tmp_path / "run"
+    r = run_search(space, run, trials=6, objective_factory=Factory(), progress=False)
+    assert (r.complete, r.failed, r.ran) == (6, 0, 6)
+    study = _study(run)
+    assert _states(study) == {TrialState.COMPLETE: 6}
+    records = read_records(run)
+    assert [rec.trial for rec in records] == [t.number for t in study.trials] == list(range(6))
+    labels = [rec.baseline for rec in records if rec.baseline]
+    assert labels == ["original", "uniform-prune-0.25", "uniform-prune-0.5", "uniform-int8"]
+    # optuna sees metrics, constraints and record path; objective values match the records
+    for t, rec in zip(study.trials, records):
+        assert t.values == [rec.metrics["accuracy"], rec.metrics["flops"]]
+        assert t.user_attrs["metrics"]["accuracy"] == rec.metrics["accuracy"]
+        assert t.user_attrs["record"]["path"].endswith(f"trial-{rec.trial:05d}.json")
+        assert set(t.constraints) == {"accuracy_drop <= 5.0"}
+        assert (t.constraints["accuracy_drop <= 5.0"] <= 0) == rec.feasible
+    assert any(not rec.feasible for rec in records)  # uniform-prune-0.5 drops > 5 points
+    # rerun with the same count: nothing to do
+    r2 = run_search(space, run, trials=6, objective_factory=Factory(), progress=False)
+    assert (r2.complete, r2.ran) == (6, 0)
+    # more trials: only the remainder runs, baselines are not queued again
+    r3 = run_search(space, run, trials=9, objective_factory=Factory(), progress=False)
+    assert (r3.complete, r3.ran) == (9, 3)
+    records = read_records(run)
+    assert [rec.trial for rec in records] == list(range(9))
+    assert sum(1 for rec in records if rec.baseline) == 4
+    info = read_run_info(run)
+    assert info.objectives == [("accuracy", "maximize"), ("flops", "minimize")]
+    assert info.hv_reference == {"accuracy": 0.0, "flops": pytest.approx(1.1 * info.reference["flops"])}
+    assert info.search["trials"] == 9 and info.groups and info.layers
+    assert (run / "config.yaml").is_file() and (run / "trials.csv").is_file() and (run / "pareto.csv").is_file()
+    assert list((run / "recipes").glob("trial-*.yaml"))
+
+
+def test_failures_are_recorded_and_search_continues(tmp_path, space):
+    run = tmp_path / "run"
+    r = run_search(space, run, trials=8, objective_factory=Factory(fail_alpha=0.4), sampler="random",
+                   progress=False)
+    assert r.complete == 8 and r.failed >= 1
+    study = _study(run)
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert len(failed) == r.failed
+    records = {rec.trial: rec for rec in read_records(run)}
+    assert sorted(records) == [t.number for t in study.trials]
+    for t in failed:
+        rec = records[t.number]
+        assert rec.status == "failed"
+        assert rec.error.startswith("FailingPolicy: alpha")
+        assert t.user_attrs["error"] == rec.error
+        assert t.params["kd/alpha"] >= 0.4
+    assert all(t.params["kd/alpha"] < 0.4 for t in study.trials if t.state == TrialState.COMPLETE)
+
+
+def test_consecutive_failures_stop_with_clear_error(tmp_path, space):
+    with pytest.raises(SearchFailedError, match="3 trials in a row failed .*FailingPolicy"):
+        run_search(space, tmp_path / "run", trials=5, objective_factory=Factory(fail_alpha=0.0),
+                   progress=False, max_consecutive_failures=3)
+
+
+def test_journal_storage(tmp_path, space):
+    log = tmp_path / "shared" / "study.log"
+    r = run_search(space, tmp_path / "run", trials=5, storage=str(log), study="j1",
+                   objective_factory=Factory(), progress=False)
+    assert r.complete == 5 and log.is_file()
+    study = _study(tmp_path / "run", "j1", str(log))
+    assert _states(study) == {TrialState.COMPLETE: 5}
+    r = run_search(space, tmp_path / "run", trials=7, storage=f"journal://{log}", study="j1",
+                   objective_factory=Factory(), progress=False)
+    assert (r.complete, r.ran) == (7, 2)
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_samplers(tmp_path, space, sampler):
+    r = run_search(space, tmp_path / "run", trials=6, sampler=sampler, seed=1, objective_factory=Factory(),
+                   progress=False)
+    assert r.complete == 6
+    params = [json.dumps(t.params, sort_keys=True) for t in _study(tmp_path / "run").trials[4:]]
+    assert params  # non-baseline trials were sampled
+
+
+def test_ctrl_c_leaves_resumable_study(tmp_path, space):
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        run_search(space, run, trials=6, objective_factory=lambda s, d: Interrupting(s, d, at=3), progress=False)
+    study = _study(run)
+    interrupted = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert len(interrupted) == 1 and interrupted[0].number == 2
+    assert interrupted[0].user_attrs["error"].startswith("KeyboardInterrupt")
+    waiting = [t for t in study.trials if t.state == TrialState.WAITING]
+    requeued = [t for t in waiting if t.system_attrs.get("failed_trial") == 2]
+    assert len(requeued) == 1 and requeued[0].params == interrupted[0].params
+    assert requeued[0].user_attrs.get("baseline") == "uniform-prune-0.5"
+    assert read_records(run)[2].status == "failed"
+    r = run_search(space, run, trials=6, objective_factory=Factory(), progress=False)
+    assert r.complete == 6
+    study = _study(run)
+    retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == 2]
+    assert len(retried) == 1 and retried[0].state == TrialState.COMPLETE
+    assert retried[0].user_attrs["baseline"] == "uniform-prune-0.5"
+
+
+def test_resume_refuses_another_space(tmp_path, space):
+    run = tmp_path / "run"
+    run_search(space, run, trials=1, objective_factory=Factory(), progress=False)
+    other = load_space("quickstart", overrides=["budget.finetune.steps=7"])
+    with pytest.raises(SearchConfigError, match="differs in: budget"):
+        run_search(other, run, trials=2, objective_factory=Factory(), progress=False)
+    # changing only search settings (count, sampler) is a resume, not another space
+    r = run_search(space, run, trials=2, sampler="random", objective_factory=Factory(), progress=False)
+    assert r.complete == 2
+
+
+def test_study_with_other_directions_is_refused(tmp_path, space):
+    db = tmp_path / "s.db"
+    run_search(space, tmp_path / "a", trials=1, storage=str(db), study="s", objective_factory=Factory(),
+               progress=False)
+    other = load_space("quickstart", overrides=["objectives=[flops, accuracy]"])
+    with pytest.raises(StorageError, match="directions"):
+        run_search(other, tmp_path / "b", trials=2, storage=str(db), study="s", objective_factory=Factory(),
+                   progress=False)
