@@ -26,6 +26,17 @@ _depth = 0
 _fd: int | None = None
 
 
+def _reset_in_child() -> None:
+    """A forked child does not hold its parent's lock: start from a clean state."""
+    global _guard, _depth, _fd
+    _guard = threading.RLock()
+    _depth = 0
+    _fd = None  # the inherited descriptor shares the parent's lock; leave it alone
+
+
+os.register_at_fork(after_in_child=_reset_in_child)
+
+
 def lock_path() -> Path:
     """Where the lock file lives (env ``AUTOCOMPRESS_LATENCY_LOCK`` overrides the default)."""
     return Path(os.environ.get(ENV) or Path(tempfile.gettempdir()) / "autocompress-latency.lock")

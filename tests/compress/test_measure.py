@@ -1,0 +1,339 @@
+"""compress.measure: accuracy, FLOPs/params, BOPs/size, latency, busy detection, latency lock."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from compress.measure import (
+    compare_latency, count_bops, count_flops, count_params, evaluate, latency_lock, layer_costs, layer_macs,
+    lock_path, measure_latency, model_size_bytes,
+)
+from compress.measure._busy import busy_verdict
+from compress.models import MODELS, get_model, quantizable_layers
+from spaces.policy import LayerBits, PolicyError, QuantSpec
+
+
+# ----- accuracy ---------------------------------------------------------------------------
+
+class Passthrough(nn.Module):
+    """Logits are the inputs themselves, so expected accuracy is computable by hand."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, x):
+        return x * self.scale
+
+
+def _logit_loader(n=50, classes=10, batch=8):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(n, classes, generator=g)
+    y = torch.randint(0, classes, (n,), generator=g)
+    return x, y, DataLoader(TensorDataset(x, y), batch_size=batch)
+
+
+def _expected_topk(x, y, k):
+    ranks = (x > x.gather(1, y.view(-1, 1))).sum(1)  # number of logits above the true one
+    return 100.0 * float((ranks < k).float().mean())
+
+
+def test_evaluate_matches_hand_computed_topk():
+    x, y, loader = _logit_loader()
+    model = Passthrough().train()
+    out = evaluate(model, loader, progress=False)
+    assert out["n"] == 50
+    assert out["top1"] == pytest.approx(_expected_topk(x, y, 1))
+    assert out["top5"] == pytest.approx(_expected_topk(x, y, 5))
+    assert 0 < out["top1"] < out["top5"] < 100
+    assert model.training  # training flag restored
+
+
+def test_evaluate_limit_and_small_class_count():
+    x, y, loader = _logit_loader(n=40, classes=5, batch=16)
+    out = evaluate(Passthrough(), loader, progress=False, limit=20)
+    assert out["n"] == 20
+    assert out["top1"] == pytest.approx(_expected_topk(x[:20], y[:20], 1))
+    assert "top5" not in out  # 5 classes: top-5 would always be 100 %
+
+
+def test_evaluate_runs_in_eval_mode_without_grad():
+    seen = {}
+
+    class Probe(Passthrough):
+        def forward(self, x):
+            seen["training"] = self.training
+            seen["grad"] = torch.is_grad_enabled()
+            return super().forward(x)
+
+    evaluate(Probe().train(), _logit_loader()[2], progress=False)
+    assert seen == {"training": False, "grad": False}
+
+
+def test_evaluate_errors():
+    with pytest.raises(ValueError, match="no samples"):
+        evaluate(Passthrough(), [], progress=False)
+    with pytest.raises(ValueError, match="limit"):
+        evaluate(Passthrough(), _logit_loader()[2], limit=0)
+
+
+# ----- FLOPs and params --------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, size, params_m, flops_m", [
+    ("resnet20", 32, 0.27, 41.2), ("resnet56", 32, 0.85, 126.8),
+    ("resnet18", 224, 11.69, 1820.0), ("resnet50", 224, 25.56, 4110.0),
+])
+def test_known_flops_and_params(name, size, params_m, flops_m):
+    model = get_model(name)
+    assert round(count_params(model) / 1e6, 2) == pytest.approx(params_m)
+    assert count_flops(model, size) / 1e6 == pytest.approx(flops_m, rel=0.01)
+
+
+@pytest.mark.parametrize("name", [n for n in MODELS.names() if n in ("resnet20", "resnet32", "resnet18")])
+def test_layer_macs_cover_conv_and_linear(name):
+    model = get_model(name)
+    size = 32 if name != "resnet18" else 64
+    macs = layer_macs(model, size)
+    assert list(macs) == quantizable_layers(model)
+    assert all(v > 0 for v in macs.values())
+    total = count_flops(model, size)
+    # conv + linear dominate; BN and pooling are the small rest
+    assert 0.98 * total < sum(macs.values()) <= total
+
+
+def tiny_net() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+
+
+def test_tiny_model_macs_by_hand():
+    model = tiny_net()
+    macs = layer_macs(model, 8)
+    assert macs == {"0": 4 * 8 * 8 * 3 * 9, "5": 4 * 2}
+    assert count_flops(model, 8, batch=3) == 3 * count_flops(model, 8)
+    assert count_flops(model, (3, 8, 8)) == count_flops(model, 8)
+    assert count_params(model) == 108 + 8 + 10
+
+
+def test_fixed_modules_are_not_counted():
+    model = tiny_net()
+    base_flops, base_params = count_flops(model, 8), count_params(model)
+    model[0].autocompress_fixed = True
+    assert count_params(model) == base_params - 108
+    assert count_flops(model, 8) == base_flops - 6912
+    assert "0" not in layer_macs(model, 8)
+
+
+def test_count_flops_keeps_training_flag():
+    model = get_model("resnet20").train()
+    count_flops(model, 32)
+    assert model.training
+
+
+# ----- BOPs and size ------------------------------------------------------------------------
+
+def test_bops_and_size_by_hand():
+    model = tiny_net()
+    conv_macs, fc_macs = 6912, 8
+    fp = QuantSpec()
+    assert count_bops(model, 8, fp) == (conv_macs + fc_macs) * 32 * 32
+    # params: conv w 108, BN 4+4, fc w 8 + b 2 -> all 32 bit
+    assert model_size_bytes(model, fp) == (108 + 8 + 10) * 4
+
+    mixed = QuantSpec(backend="x86", default=LayerBits(8, 8), layers={"5": LayerBits(4, 6)})
+    assert count_bops(model, 8, mixed) == conv_macs * 64 + fc_macs * 24
+    # conv w at 8 bit, BN at 32, fc weight 8 x 4 bit = 4 bytes, fc bias 32 bit
+    assert model_size_bytes(model, mixed) == 108 + 32 + 4 + 8
+
+    half = QuantSpec(backend="cuda", default=LayerBits(16, 16))
+    assert count_bops(model, 8, half) == (conv_macs + fc_macs) * 256
+    assert model_size_bytes(model, half) == 108 * 2 + 32 + 8 * 2 + 8
+
+    odd = QuantSpec(backend="x86", layers={"0": LayerBits(3, 8)})
+    assert model_size_bytes(model, odd) == (108 * 3 + 7) // 8 + 32 + 40  # rounded up to whole bytes
+
+
+def test_layer_costs_in_network_order():
+    model = get_model("resnet20")
+    quant = QuantSpec(backend="x86", default=LayerBits(8, 8), layers={"linear": LayerBits(32, 32)})
+    costs = layer_costs(model, 32, quant)
+    assert [c["name"] for c in costs] == quantizable_layers(model)
+    assert set(costs[0]) == {"name", "macs", "params", "w", "a", "bops", "bytes"}
+    first, last = costs[0], costs[-1]
+    assert (first["w"], first["a"], first["params"], first["bytes"]) == (8, 8, 432, 432)
+    assert (last["w"], last["a"], last["params"], last["bytes"]) == (32, 32, 650, 650 * 4)
+    assert sum(c["bops"] for c in costs) == count_bops(model, 32, quant)
+    assert all(c["bops"] == c["macs"] * c["w"] * c["a"] for c in costs)
+    # int8 everywhere but the classifier: roughly a quarter of the float size
+    ratio = model_size_bytes(model, quant) / model_size_bytes(model, QuantSpec())
+    assert 0.25 < ratio < 0.3
+
+
+def test_unknown_quant_layer_is_named():
+    quant = QuantSpec(backend="x86", layers={"layer9.conv": LayerBits(4, 8)})
+    with pytest.raises(PolicyError, match=r"layer9\.conv.*unknown layer.*conv1"):
+        count_bops(get_model("resnet20"), 32, quant)
+    with pytest.raises(PolicyError, match="layer9"):
+        model_size_bytes(get_model("resnet20"), quant)
+
+
+# ----- latency --------------------------------------------------------------------------------
+
+def conv_stack(width: int, depth: int = 3) -> nn.Module:
+    layers: list[nn.Module] = [nn.Conv2d(3, width, 3, padding=1), nn.ReLU()]
+    for _ in range(depth - 1):
+        layers += [nn.Conv2d(width, width, 3, padding=1), nn.ReLU()]
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, 10)]
+    return nn.Sequential(*layers).eval()
+
+
+@pytest.fixture(autouse=True)
+def _private_lock(tmp_path, monkeypatch):
+    """Tests never queue behind real measurements of other processes on this machine."""
+    monkeypatch.setenv("AUTOCOMPRESS_LATENCY_LOCK", str(tmp_path / "latency.lock"))
+
+
+FAST = {"warmup_s": 0.05, "threads": 1}
+
+
+def test_measure_latency_statistics():
+    before = torch.get_num_threads()
+    stats = measure_latency(conv_stack(8), torch.randn(2, 3, 16, 16), runs=15, **FAST)
+    assert stats.runs == 15 == len(stats.samples_ms)
+    assert stats.median_ms > 0 and stats.iqr_ms >= 0
+    assert stats.p10_ms <= stats.median_ms <= stats.p90_ms
+    assert (stats.batch, stats.threads, stats.backend, stats.device) == (2, 1, "torch", "cpu")
+    assert stats.warmup_runs >= 2
+    assert isinstance(stats.busy, bool) and (stats.busy == bool(stats.busy_reason))
+    assert torch.get_num_threads() == before
+    d = stats.to_dict()
+    assert "samples_ms" not in d and d["runs"] == 15
+
+
+def test_measure_latency_time_based():
+    stats = measure_latency(conv_stack(4), torch.randn(1, 3, 8, 8), min_time_s=0.1, min_runs=5, **FAST)
+    assert stats.runs >= 5
+    assert sum(stats.samples_ms) / 1e3 >= 0.1 * 0.9
+
+
+def test_compare_latency_heavier_model_is_slower():
+    light, heavy = conv_stack(8), conv_stack(32)  # 4x the channels: ~16x the MACs
+    x = torch.randn(1, 3, 32, 32)
+    r = compare_latency(heavy, light, x, rounds=6, block_s=0.02, **FAST)
+    assert r.ratio > 1.5
+    assert r.ci_low <= r.ratio <= r.ci_high
+    assert r.speedup == pytest.approx(1 / r.ratio)
+    assert r.rounds == 6 and len(r.round_ratios) == 6
+    assert r.a.median_ms > r.b.median_ms
+    assert r.a.runs < r.b.runs  # blocks are sized by time, so the slow model gets fewer runs
+    swapped = compare_latency(light, heavy, x, rounds=4, block_s=0.02, **FAST)
+    assert swapped.ratio < 1 / 1.5 and swapped.speedup > 1.5
+
+
+def test_onnxruntime_backend(tmp_path):
+    import onnxruntime as ort
+
+    from compress.measure._runners import export_temp_onnx, session_options
+
+    model, x = conv_stack(8), torch.randn(1, 3, 16, 16)
+    stats = measure_latency(model, x, backend="onnxruntime", runs=10, **FAST)
+    assert stats.backend == "onnxruntime" and stats.runs == 10 and stats.median_ms > 0
+    # a ready session and a path work too, and the exported model agrees with torch
+    path = export_temp_onnx(model, x, tmp_path / "m.onnx")
+    sess = ort.InferenceSession(str(path), session_options(1), providers=["CPUExecutionProvider"])
+    x4 = torch.randn(4, 3, 16, 16)  # dynamic batch
+    with torch.inference_mode():
+        torch.testing.assert_close(torch.from_numpy(sess.run(None, {"input": x4.numpy()})[0]), model(x4),
+                                   rtol=1e-4, atol=1e-4)
+    assert measure_latency(str(path), x, runs=3, **FAST).backend == "onnxruntime"
+    r = compare_latency(sess, model, x, rounds=2, block_s=0.01, **FAST)
+    assert r.a.backend == "onnxruntime" and r.b.backend == "torch" and r.ratio > 0
+
+
+def test_latency_argument_errors(tmp_path):
+    x = torch.randn(1, 3, 8, 8)
+    with pytest.raises(ValueError, match="backend"):
+        measure_latency(conv_stack(4), x, backend="tvm")
+    with pytest.raises(ValueError, match="threads"):
+        measure_latency(conv_stack(4), x, threads=0)
+    with pytest.raises(FileNotFoundError, match="nope.onnx"):
+        measure_latency(tmp_path / "nope.onnx", x)
+    with pytest.raises(TypeError, match="cannot time"):
+        measure_latency(42, x, backend="onnxruntime")
+    with pytest.raises(ValueError, match="rounds"):
+        compare_latency(conv_stack(4), conv_stack(4), x, rounds=1)
+
+
+def _burn(stop_at: float) -> None:
+    while time.time() < stop_at:
+        pass
+
+
+def test_busy_machine_is_flagged():
+    ctx = mp.get_context("fork")
+    n = max(2, os.cpu_count() or 2)
+    procs = [ctx.Process(target=_burn, args=(time.time() + 4.0,), daemon=True) for _ in range(n)]
+    for p in procs:
+        p.start()
+    try:
+        time.sleep(0.2)
+        stats = measure_latency(conv_stack(8), torch.randn(1, 3, 16, 16), min_time_s=1.0, **FAST)
+    finally:
+        for p in procs:
+            p.terminate()
+            p.join()
+    assert stats.busy
+    assert "other processes" in stats.busy_reason
+    assert stats.other_cores > 0.5
+
+
+def test_busy_verdict_rules():
+    assert busy_verdict(0.1, 0.05) == (False, "")
+    busy, reason = busy_verdict(1.2, 0.05)
+    assert busy and "1.20 cores" in reason
+    busy, reason = busy_verdict(0.0, 0.9)
+    assert busy and "spread" in reason
+
+
+def _try_lock(path: str, q) -> None:
+    os.environ["AUTOCOMPRESS_LATENCY_LOCK"] = path
+    try:
+        with latency_lock(timeout_s=0.2):
+            q.put("acquired")
+    except TimeoutError as exc:
+        q.put(f"timeout: {exc}")
+
+
+def test_latency_lock_serialises_processes_and_is_reentrant(tmp_path):
+    path = lock_path()
+    assert path == tmp_path / "latency.lock"
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    with latency_lock() as waited:
+        assert waited >= 0
+        with latency_lock():  # re-entrant in one process
+            pass
+        p = ctx.Process(target=_try_lock, args=(str(path), q))
+        p.start()
+        p.join(10)
+        assert q.get(timeout=5).startswith("timeout")
+    p = ctx.Process(target=_try_lock, args=(str(path), q))
+    p.start()
+    p.join(10)
+    assert q.get(timeout=5) == "acquired"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_latency_uses_events():
+    model = conv_stack(16)
+    stats = measure_latency(model, torch.randn(1, 3, 32, 32), device="cuda", runs=10, warmup_s=0.1)
+    assert stats.device.startswith("cuda") and stats.median_ms > 0
+    assert next(model.parameters()).device.type == "cpu"  # the caller's model is not moved
