@@ -155,7 +155,7 @@ def apply(policy: Policy, model: nn.Module, *, data: Any = None, teacher: nn.Mod
             from compress.train import bn_recalibrate
 
             with _phase(timings, "recalibrate"):
-                bn_recalibrate(work, _batches(data, "calib", bn_recal_batches), device=device)
+                bn_recalibrate(work, _batches(data, "calib", bn_recal_batches), bn_recal_batches, device=device)
 
     # 3. QAT preparation ---------------------------------------------------------------------
     if policy.quant.active:
@@ -175,8 +175,7 @@ def apply(policy: Policy, model: nn.Module, *, data: Any = None, teacher: nn.Mod
             torch.randn(1, 3, input_size, input_size)
         calib = _batches(data, "calib", calib_batches) if data is not None else None
         result = convert(work, policy.quant, calib, example)
-    if result.note:
-        notes.append(result.note)
+    notes.extend(n for n in result.notes if n)
     return Compressed(policy=policy, model=work, deploy=result.model, precision=dict(result.precision),
                       notes=notes, train_result=train_result, timings=timings)
 

@@ -17,6 +17,8 @@ from spaces.policy import DistillSpec, FinetuneSpec, LayerBits, Policy, PolicyEr
 
 RECIPES = sorted(RECIPES_DIR.glob("*.yaml"))
 TINY = FinetuneSpec(steps=3, batch_size=32, lr=0.01)
+SIZE = 16  # digits at 16x16 keep every forward cheap
+FAST = dict(calib_batches=2, bn_recal_batches=2, progress=False)
 
 
 # ----- recipes ------------------------------------------------------------------------------------
@@ -93,7 +95,7 @@ def test_data_is_required_for_finetune_and_quantization():
 def digits():
     from compress.data import get_dataset
 
-    return get_dataset("digits")
+    return get_dataset("digits", input_size=SIZE)
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +105,7 @@ def trained(digits):
 
     torch.manual_seed(0)
     model = get_model("resnet20")
-    fit(model, digits.loader("train", 64, shuffle=True), FinetuneSpec(steps=60, batch_size=64, lr=0.05),
+    fit(model, digits.loader("train", 32, shuffle=True), FinetuneSpec(steps=80, batch_size=32, lr=0.05),
         progress=False)
     return model.eval()
 
@@ -121,8 +123,8 @@ def test_apply_prune_kd_int8_end_to_end(trained, digits):
     policy = uniform_block_inner("resnet20", 0.3, quant=QuantSpec(backend="x86", default=LayerBits(8, 8)),
                                  distill=DistillSpec(alpha=0.7, temperature=4.0, feature_weight=0.5,
                                                      feature_layers=("layer2", "layer3")),
-                                 finetune=TINY)
-    out = apply(policy, trained, data=digits, progress=False)
+                                 finetune=TINY, input_size=SIZE)
+    out = apply(policy, trained, data=digits, **FAST)
     assert isinstance(out, Compressed)
     # pure: the input model is untouched
     assert all(torch.equal(before[k], v) for k, v in trained.state_dict().items())
@@ -145,11 +147,11 @@ def test_apply_prune_kd_int8_end_to_end(trained, digits):
 
 
 def test_apply_replays_recorded_kept_indices(trained, digits):
-    policy = uniform_block_inner("resnet20", 0.5, finetune=TINY)
-    first = apply(policy, trained, data=digits, finetune=False, progress=False)
-    again = apply(first.policy, trained, data=digits, finetune=False, progress=False)
+    policy = uniform_block_inner("resnet20", 0.5, finetune=TINY, input_size=SIZE)
+    first = apply(policy, trained, data=digits, finetune=False, **FAST)
+    again = apply(first.policy, trained, data=digits, finetune=False, **FAST)
     assert again.policy.prune.kept == first.policy.prune.kept
-    x = torch.randn(4, 3, 32, 32)
+    x = torch.randn(4, 3, SIZE, SIZE)
     with torch.no_grad():
         torch.testing.assert_close(again.deploy.eval()(x), first.deploy.eval()(x))
 
@@ -160,9 +162,9 @@ def test_nan_loss_raises_divergence_error(trained, digits):
     broken = copy.deepcopy(trained)
     with torch.no_grad():
         broken.linear.weight[0, 0] = float("nan")
-    policy = uniform_block_inner("resnet20", 0.3, finetune=TINY)
+    policy = uniform_block_inner("resnet20", 0.3, finetune=TINY, input_size=SIZE)
     with pytest.raises(DivergenceError) as exc:
-        apply(policy, broken, data=digits, progress=False)
+        apply(policy, broken, data=digits, **FAST)
     assert math.isnan(exc.value.loss) or math.isinf(exc.value.loss)
 
 
@@ -201,7 +203,8 @@ def _check_outputs(out: Path, quantized: bool) -> dict:
 
 
 def test_cli_apply_no_finetune_writes_everything(tmp_path, trained):
-    policy = uniform_block_inner("resnet20", 0.5, quant=QuantSpec(backend="x86", default=LayerBits(8, 8)))
+    policy = uniform_block_inner("resnet20", 0.5, quant=QuantSpec(backend="x86", default=LayerBits(8, 8)),
+                                 input_size=SIZE)
     out = _cli(tmp_path, trained, policy, "--no-finetune", "--eval-limit", "128", "--threads", "1")
     m = _check_outputs(out, quantized=True)
     lat = m["latency"]
@@ -211,7 +214,7 @@ def test_cli_apply_no_finetune_writes_everything(tmp_path, trained):
 
 @pytest.mark.slow
 def test_cli_apply_with_kd_finetune(tmp_path, trained):
-    policy = uniform_block_inner("resnet20", 0.3, distill=DistillSpec(alpha=0.5), finetune=TINY)
+    policy = uniform_block_inner("resnet20", 0.3, distill=DistillSpec(alpha=0.5), finetune=TINY, input_size=SIZE)
     out = _cli(tmp_path, trained, policy, "--steps", "20")
     m = _check_outputs(out, quantized=False)
     assert m["train"]["steps"] == 20
