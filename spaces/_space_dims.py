@@ -294,6 +294,8 @@ def policy_from_params(space: "SearchSpace", dims: Sequence[Dim], params: Mappin
         a = bits_a.get(layer)
         if a is None:
             a = space.quant.act_choices(w)[0]
+        if space.quant.backend == "x86":
+            a = _x86_act(w, a)
         lb = LayerBits(w=w, a=a)
         if (lb.w, lb.a) != (FLOAT_BITS, FLOAT_BITS):
             layers[layer] = lb
@@ -319,6 +321,16 @@ def policy_from_params(space: "SearchSpace", dims: Sequence[Dim], params: Mappin
         finetune=space.budget.finetune,
         provenance={"space": space.name, "params": {k: params[k] for k in sorted(params)}},
     )
+
+
+def _x86_act(w: int, a: int) -> int:
+    """x86 kernels quantize weights and activations together (``compress.quantize.check_bits``):
+    a float-weight layer stays float (``a = w``); an integer-weight layer with a float
+    activation choice gets 8-bit activations."""
+    w_int, a_int = w < 16, a < 16
+    if w_int == a_int:
+        return a
+    return 8 if w_int else w
 
 
 def _default_classes(name: str) -> int:

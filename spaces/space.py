@@ -191,6 +191,9 @@ class SpaceQuant:
 
     ``act_bits: follow`` ties activations to weights (8-bit activations when the weights are
     quantized, float otherwise), so ``weight_bits: [8, 32]`` is a plain int8-or-float choice.
+    ``backend: x86`` always couples them (its kernels quantize weights and activations
+    together): a float-weight layer stays float, an integer-weight layer with a float
+    activation choice runs 8-bit activations.
     """
 
     backend: Literal["x86", "cuda", "none"] = "none"  # none: no quantization dims (bits ignored)
