@@ -45,6 +45,11 @@ class DeployResult:
     target: str = "none"
 
     @property
+    def note(self) -> str:
+        """All notes in one line (empty when there are none)."""
+        return "; ".join(self.notes)
+
+    @property
     def quantized_layers(self) -> list[str]:
         return [n for n, p in self.precision.items() if p.startswith("int8")]
 

@@ -1,0 +1,325 @@
+"""compress.quantize: bit resolution, backend rules, fake quantization (STE/QAT), real conversion."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from compress.models import get_model, quantizable_layers
+from compress.quantize import (
+    FakeQuantConv2d, FakeQuantLinear, calibrate, check_bits, convert, fake_quant_weight, fake_quantize,
+    resolve_bits, strip_fake_quant,
+)
+from spaces.policy import LayerBits, PolicyError, QuantSpec
+
+SIZE = 16  # small inputs keep the CPU tests fast; the CIFAR ResNets are size-agnostic
+
+
+def _batches(n: int = 3, bs: int = 16, size: int = SIZE, seed: int = 1) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(bs, 3, size, size, generator=g), torch.randint(0, 10, (bs,), generator=g))
+            for _ in range(n)]
+
+
+def _model(name: str = "resnet20") -> nn.Module:
+    torch.manual_seed(0)
+    kw = {"small_input": True} if name == "resnet18" else {}
+    m = get_model(name, num_classes=10, **kw).eval()
+    # give BN non-trivial statistics so the network behaves like a trained one
+    with torch.no_grad():
+        m.train()
+        for x, _ in _batches(2, 32, seed=7):
+            m(x)
+    return m.eval()
+
+
+def _rel_err(y: torch.Tensor, ref: torch.Tensor) -> float:
+    y, ref = y.detach(), ref.detach()
+    return float((y - ref).pow(2).mean() / ref.pow(2).mean())
+
+
+# ----- resolve_bits / check_bits ---------------------------------------------------------------
+def test_resolve_bits_default_and_overrides():
+    m = _model()
+    q = QuantSpec(backend="x86", default=LayerBits(8, 8), layers={"layer2.0.conv1": LayerBits(4, 8)})
+    bits = resolve_bits(m, q)
+    assert list(bits) == quantizable_layers(m)
+    assert bits["layer2.0.conv1"] == LayerBits(4, 8)
+    assert bits["conv1"] == LayerBits(8, 8) and bits["linear"] == LayerBits(8, 8)
+
+
+def test_resolve_bits_unknown_layer_names_field_and_known_layers():
+    with pytest.raises(PolicyError) as exc:
+        resolve_bits(_model(), QuantSpec(backend="x86", layers={"layer9.conv": LayerBits(4, 8)}))
+    text = str(exc.value)
+    assert 'quant.layers["layer9.conv"]' in text and "unknown layer" in text and "layer1.0.conv1" in text
+
+
+@pytest.mark.parametrize("bits, backend, ok", [
+    (LayerBits(4, 8), "x86", True),        # sub-8 weights: int8 kernel on the 4-bit grid
+    (LayerBits(8, 4), "x86", True),        # sub-8 activations: simulation only
+    (LayerBits(16, 16), "x86", True),
+    (LayerBits(4, 32), "x86", False),      # int weights with float activations: no x86 kernel
+    (LayerBits(32, 8), "x86", False),
+    (LayerBits(4, 32), "cuda", True),
+    (LayerBits(16, 32), "cuda", True),
+    (LayerBits(8, 8), "none", False),
+    (LayerBits(16, 32), "none", True),
+])
+def test_check_bits_rules(bits, backend, ok):
+    q = QuantSpec(backend=backend, layers={"layer1.0.conv1": bits})
+    if ok:
+        check_bits(q)
+        return
+    with pytest.raises(PolicyError) as exc:
+        check_bits(q)
+    text = str(exc.value)
+    assert 'quant.layers["layer1.0.conv1"]' in text and "allowed" in text
+    assert f"'w': {bits.w}" in text
+
+
+def test_check_bits_default_entry_and_explicit_backend():
+    q = QuantSpec(backend="cuda", default=LayerBits(4, 32))
+    check_bits(q)
+    with pytest.raises(PolicyError, match=r"quant\.default .*x86 int8 kernels"):
+        check_bits(q, "x86")
+    with pytest.raises(PolicyError, match="quant.backend"):
+        check_bits(q, "tpu")
+
+
+# ----- fake quantization -------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["resnet20", "resnet18"])
+def test_weight_error_shrinks_with_bits(name):
+    m = get_model(name, num_classes=10, **({"small_input": True} if name == "resnet18" else {}))
+    for layer in ("conv1", "layer1.0.conv1"):
+        w = m.get_submodule(layer).weight.detach()
+        errs = [float((fake_quant_weight(w, b) - w).pow(2).mean()) for b in range(2, 9)]
+        assert all(a > b for a, b in zip(errs, errs[1:])), errs
+        levels = [fake_quant_weight(w, b)[0].unique().numel() for b in (2, 3)]
+        assert levels[0] <= 3 and levels[1] <= 7
+
+
+def test_model_error_shrinks_with_weight_and_activation_bits():
+    m = _model()
+    data = _batches()
+    x = data[0][0]
+    ref = m(x)
+    w_errs = [_rel_err(fake_quantize(m, QuantSpec(backend="x86", default=LayerBits(b, 32)))(x), ref)
+              for b in (2, 4, 8)]
+    a_errs = [_rel_err(fake_quantize(m, QuantSpec(backend="cuda", default=LayerBits(32, b)), data)(x), ref)
+              for b in (4, 6, 8)]
+    assert w_errs[0] > w_errs[1] > w_errs[2] > 0, w_errs
+    assert a_errs[0] > a_errs[1] > a_errs[2] > 0, a_errs
+    assert w_errs[2] < 0.01 and a_errs[2] < 0.01
+
+
+def test_fake_quantize_keeps_names_state_dict_and_input_untouched():
+    m = _model()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    q = QuantSpec(backend="x86", default=LayerBits(8, 8), layers={"layer3.2.conv2": LayerBits(32, 32)})
+    fq = fake_quantize(m, q, _batches(2))
+    assert fq is not m
+    assert isinstance(fq.get_submodule("layer1.0.conv1"), FakeQuantConv2d)
+    assert isinstance(fq.get_submodule("linear"), FakeQuantLinear)
+    assert type(fq.get_submodule("layer3.2.conv2")) is nn.Conv2d  # float layer untouched
+    assert isinstance(fq.get_submodule("conv1"), nn.Conv2d)  # still a Conv2d for isinstance users
+    assert list(fq.state_dict()) == list(m.state_dict())
+    fresh = get_model("resnet20")
+    fresh.load_state_dict(fq.state_dict())  # strict: float <-> fake-quant checkpoints interchange
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
+    assert not any(isinstance(x, FakeQuantConv2d) for x in m.modules())
+    back = strip_fake_quant(fq)
+    assert not any(isinstance(x, (FakeQuantConv2d, FakeQuantLinear)) for x in back.modules())
+    x = _batches(1)[0][0]
+    torch.testing.assert_close(back(x), m(x))
+
+
+def test_calibration_sets_ranges_and_methods_differ():
+    m = _model()
+    data = _batches(3)
+    ranges = {}
+    for method in ("minmax", "percentile", "mse"):
+        fq = fake_quantize(m, QuantSpec(backend="x86", default=LayerBits(8, 4)), data, act_method=method)
+        layer = fq.get_submodule("layer2.0.conv1")
+        assert layer.calibrated
+        lo, hi = float(layer.act_lo), float(layer.act_hi)
+        assert lo == 0.0 and hi > 0  # post-ReLU input: unsigned range
+        ranges[method] = hi
+        first = fq.get_submodule("conv1")
+        assert float(first.act_lo) < 0  # normalised image input: signed range
+    assert ranges["minmax"] >= ranges["percentile"] and ranges["minmax"] > ranges["mse"]
+
+
+def test_ste_gradient_nonzero_and_qat_step_reduces_loss():
+    m = _model()
+    data = _batches(2, 32)
+    fq = fake_quantize(m, QuantSpec(backend="x86", default=LayerBits(4, 8)), data)
+    fq.train()
+    x, y = data[0]
+    x = x.clone().requires_grad_(True)
+    loss = nn.functional.cross_entropy(fq(x), y)
+    loss.backward()
+    grads = [p.grad for n, p in fq.named_parameters() if n.endswith("conv1.weight")]
+    assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+    opt = torch.optim.SGD(fq.parameters(), lr=0.05, momentum=0.9)
+    losses = []
+    for _ in range(6):
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(fq(data[0][0]), data[0][1])
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert min(losses[1:]) < losses[0], losses
+    # the weight grid follows the trained weights
+    layer = fq.get_submodule("layer1.0.conv1")
+    w = layer.weight.detach()
+    torch.testing.assert_close(layer.quant_weight().detach(), fake_quant_weight(w, 4))
+
+
+def test_qat_with_compress_train_fit():
+    train = pytest.importorskip("compress.train")
+    from spaces.policy import FinetuneSpec
+
+    m = _model()
+    fq = fake_quantize(m, QuantSpec(backend="x86", default=LayerBits(6, 8)), _batches(2))
+    before = fq.get_submodule("layer2.1.conv2").weight.detach().clone()
+    res = train.fit(fq, _batches(4, 16), FinetuneSpec(epochs=None, steps=3, lr=0.01, batch_size=16), progress=False)
+    assert res.steps == 3
+    assert not torch.equal(before, fq.get_submodule("layer2.1.conv2").weight.detach())
+    assert isinstance(fq.get_submodule("layer2.1.conv2"), FakeQuantConv2d)
+
+
+def test_uncalibrated_layers_track_ranges_in_training_and_can_be_calibrated_later():
+    m = _model()
+    fq = fake_quantize(m, QuantSpec(backend="x86", default=LayerBits(8, 8)))
+    layer = fq.get_submodule("layer1.0.conv2")
+    x = _batches(1)[0][0]
+    fq.eval()
+    fq(x)
+    assert not torch.isfinite(layer.act_lo)  # eval before any range: the batch's own range, not stored
+    fq.train()
+    fq(x)
+    assert torch.isfinite(layer.act_hi) and float(layer.act_hi) > 0
+    calibrate(fq, _batches(2))
+    assert layer.calibrated
+
+
+def test_cuda_backend_16_bit_simulates_fp16_rounding():
+    m = _model()
+    x = _batches(1)[0][0]
+    fq = fake_quantize(m, QuantSpec(backend="cuda", default=LayerBits(16, 16)))
+    err = _rel_err(fq(x), m(x))
+    assert 0 < err < 1e-5
+    fq32 = fake_quantize(m, QuantSpec(backend="x86", default=LayerBits(16, 16)))
+    torch.testing.assert_close(fq32(x), m(x))  # x86: 16 bits run as fp32
+
+
+# ----- conversion ---------------------------------------------------------------------------------
+def _quantized_type(mod: nn.Module) -> bool:
+    return type(mod).__module__.startswith(("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized"))
+
+
+def test_convert_x86_int8_close_to_float_and_mixed_layers_stay_float():
+    m = _model()
+    data = _batches(4)
+    q = QuantSpec(backend="x86", default=LayerBits(8, 8), layers={"layer2.0.conv2": LayerBits(32, 32),
+                                                                 "layer3.0.conv1": LayerBits(16, 16)})
+    res = convert(m, q, data, data[0][0][:1])
+    mods = dict(res.model.named_modules())
+    assert any(isinstance(x, torch.ao.nn.quantized.Conv2d) for x in mods.values())
+    assert any(type(x).__name__ == "ConvReLU2d" and _quantized_type(x) for x in mods.values())
+    assert _quantized_type(mods["linear"]) and res.precision["linear"] == "int8"
+    for name in ("layer2.0.conv2", "layer3.0.conv1"):
+        mod = mods[name]
+        conv = mod[0] if isinstance(mod, nn.Sequential) else mod  # fused float ConvReLU2d keeps a Conv2d
+        assert not _quantized_type(mod) and type(conv) is nn.Conv2d and conv.weight.dtype == torch.float32
+        assert res.precision[name] == "fp32"
+    assert any("16-bit" in n for n in res.notes)
+    x = torch.cat([b[0] for b in _batches(2, 32, seed=3)])
+    ref, y = m(x), res.model(x)
+    assert _rel_err(y, ref) < 0.02
+    assert float((y.argmax(1) == ref.argmax(1)).float().mean()) >= 0.9
+    # the input model is untouched and still float
+    assert not any(_quantized_type(x) for x in m.modules())
+
+
+def test_convert_sub8_weights_lie_on_grid_and_match_simulation():
+    m = _model()
+    data = _batches(4)
+    q = QuantSpec(backend="x86", default=LayerBits(8, 8), layers={"layer2.1.conv1": LayerBits(4, 8)})
+    res = convert(m, q, data, data[0][0][:1])
+    layer = res.model.get_submodule("layer2.1.conv1")
+    ints = layer.weight().int_repr()
+    assert int(ints.abs().max()) <= 7 and ints.unique().numel() <= 15
+    assert "w4" in res.precision["layer2.1.conv1"] and "int8" in res.precision["layer2.1.conv1"]
+    assert any("grid" in n for n in res.notes)
+    x = torch.cat([b[0] for b in _batches(2, 32, seed=3)])
+    sim = fake_quantize(m, q, data)
+    assert _rel_err(res.model(x), sim(x)) < 0.02
+
+
+def test_convert_accepts_fake_quantized_model():
+    m = _model()
+    data = _batches(3)
+    q = QuantSpec(backend="x86", default=LayerBits(8, 8))
+    fq = fake_quantize(m, q, data)
+    res = convert(fq, q, data, data[0][0][:1])
+    assert len(res.quantized_layers) == len(quantizable_layers(m))
+    assert isinstance(fq.get_submodule("conv1"), FakeQuantConv2d)  # input not modified
+
+
+def test_convert_pruned_model_with_fixed_shortcut_convs():
+    prune_mod = pytest.importorskip("compress.prune")
+    from spaces.policy import PruneSpec
+
+    m = _model()
+    groups = [g.name for g in prune_mod.list_groups(m, SIZE)]
+    pruned, _ = prune_mod.prune(m, PruneSpec(ratios={g: 0.5 for g in groups[:3]}), input_size=SIZE)
+    fixed = [n for n, x in pruned.named_modules() if getattr(x, "autocompress_fixed", False)]
+    assert fixed
+    data = _batches(3)
+    res = convert(pruned, QuantSpec(backend="x86", default=LayerBits(8, 8)), data, data[0][0][:1])
+    for name in fixed:
+        mod = res.model.get_submodule(name)
+        assert _quantized_type(mod)
+        w = mod.weight()
+        assert set(w.int_repr().unique().tolist()) <= {0, 1} and float(w.q_scale()) == 1.0
+        assert res.precision[name].startswith("int8")
+    x = torch.cat([b[0] for b in _batches(2, 32, seed=3)])
+    assert _rel_err(res.model(x), pruned(x)) < 0.02
+
+
+def test_convert_cuda_target_bf16_on_cpu():
+    m = _model()
+    data = _batches(2)
+    q = QuantSpec(backend="cuda", default=LayerBits(16, 16), layers={"linear": LayerBits(32, 32),
+                                                                    "layer1.0.conv1": LayerBits(4, 8)})
+    res = convert(m, q, data, data[0][0][:1], half_dtype=torch.bfloat16)
+    assert res.precision["conv1"] == "bf16" and res.model.get_submodule("conv1").weight.dtype == torch.bfloat16
+    assert res.precision["linear"] == "fp32" and res.model.get_submodule("linear").weight.dtype == torch.float32
+    assert "simulated" in res.precision["layer1.0.conv1"] and any("INT8" in n for n in res.notes)
+    x = data[1][0]
+    y = res.model(x)
+    assert y.dtype == torch.float32 and _rel_err(y, m(x)) < 0.02
+
+
+def test_convert_none_and_float_only_policies_return_float_copies():
+    m = _model()
+    x = _batches(1)[0][0]
+    for q, target in ((QuantSpec(), None), (QuantSpec(backend="x86", default=LayerBits(32, 32)), None)):
+        res = convert(m, q, None if target is None and q.backend == "none" else _batches(1), x[:1], target=target)
+        assert res.model is not m and not any(_quantized_type(mod) for mod in res.model.modules())
+        assert set(res.precision.values()) == {"fp32"}
+        torch.testing.assert_close(res.model(x), m(x))
+
+
+def test_convert_rejects_bits_the_target_cannot_run():
+    m = _model()
+    q = QuantSpec(backend="x86", layers={"layer1.0.conv1": LayerBits(4, 32)})
+    with pytest.raises(PolicyError, match=r'quant\.layers\["layer1\.0\.conv1"\]'):
+        convert(m, q, _batches(1), _batches(1)[0][0][:1])
+    with pytest.raises(ValueError, match="calib_loader"):
+        convert(m, QuantSpec(backend="x86", default=LayerBits(8, 8)), None, _batches(1)[0][0][:1])
