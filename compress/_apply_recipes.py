@@ -60,7 +60,8 @@ def shipped() -> dict[str, tuple[Policy, str]]:
             uniform_block_inner("resnet56", 0.5, finetune=ONE_EPOCH, provenance=src),
             "ResNet-56 (CIFAR-10): uniform 50% block-inner pruning (every layerX.Y.conv1 group), L1 criterion.\n"
             "Float model; fine-tune 1 epoch SGD cosine. Example:\n"
-            "  autocompress apply spaces/recipes/resnet56-prune50.yaml --dataset cifar10-jpeg \\\n"
+            "  autocompress apply spaces/recipes/resnet56-prune50.yaml --dataset imagefolder \\\n"
+            "      --data-dir ~/.cache/autocompress/cifar10-jpeg75 \\\n"
             "      --checkpoint ../shared/weights/cifar10-resnet/resnet56-4bfd9763.th --out runs/r56-p50"),
         "resnet56-prune50-int8.yaml": (
             uniform_block_inner("resnet56", 0.5, quant=INT8_X86, finetune=ONE_EPOCH, provenance=src),
