@@ -104,9 +104,9 @@ def _float_structure(model: nn.Module, policy) -> nn.Module:
     base = build_model(policy.model)
     if not policy.prune.kept:
         return base
-    from compress.prune import convert_option_a, rebuild
+    from compress.prune import rebuild
 
-    return rebuild(convert_option_a(base), policy.prune.kept)
+    return rebuild(base, policy.prune.kept, input_size=policy.model.input_size)
 
 
 def costs(model: nn.Module, input_size: int, policy=None) -> dict[str, Any]:
