@@ -238,6 +238,7 @@ class Objective:
     def _reference_key(self) -> str:
         d = self.space.to_dict()
         parts = {"model": d["model"], "data": d["data"], "val_limit": d["budget"]["val_limit"],
+                 "latency": self.space.needs_latency,
                  "spec": dataclasses.asdict(self.spec), "v": CACHE_VERSION}
         if self.space.model.checkpoint:
             p = self.space.resolve_path(self.space.model.checkpoint)

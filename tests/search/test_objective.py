@@ -1,0 +1,120 @@
+"""Objective on digits with a tiny budget: sane metrics, val-only accuracy, caches."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from search.objective import Objective
+from spaces.space import baseline_params, policy_from_params
+from tests.search._tiny_space import tiny_space
+
+
+@pytest.fixture(scope="module")
+def objective(tmp_path_factory):
+    return Objective(tiny_space(), tmp_path_factory.mktemp("run"))
+
+
+def _policy(objective, label):
+    params = dict(baseline_params(objective.space, objective.dims))[label]
+    return policy_from_params(objective.space, objective.dims, params)
+
+
+def test_reference_and_cached_baseline(objective):
+    ref = objective.reference
+    assert 0.0 <= ref["accuracy"] <= 100.0 and ref["val_images"] == 64
+    assert ref["flops"] > 0 and ref["params"] > 200_000 and ref["flops_ratio"] == 1.0
+    assert ref["size"] == 4 * ref["params"]  # float weights: 32 bits each
+    assert (objective.run_dir / "baseline" / "model.pt").is_file()
+    assert json.loads((objective.run_dir / "baseline" / "baseline.json").read_text())["key"]
+    assert set(objective.groups) >= {"layer1.0.conv1", "layer3"} and objective.layers[0] == "conv1"
+    assert {d.name for d in objective.dims} >= {"prune/layer2.1.conv1", "wbits/model", "kd/alpha"}
+
+
+def test_second_objective_reuses_baseline_and_reference(objective, monkeypatch):
+    import compress.train
+
+    _ = objective.reference
+
+    def no_training(*a, **k):
+        raise AssertionError("the cached baseline must be reused, not retrained")
+
+    monkeypatch.setattr(compress.train, "fit", no_training)
+    other = Objective(objective.space, objective.run_dir)
+    assert other.reference == objective.reference
+    for a, b in zip(other.model.state_dict().values(), objective.model.state_dict().values()):
+        assert (a == b).all()
+
+
+def test_original_is_the_reference(objective):
+    m = objective.evaluate(_policy(objective, "original"), seed=0, trial=0)
+    assert m["accuracy"] == pytest.approx(objective.reference["accuracy"])
+    assert m["accuracy_drop"] == pytest.approx(0.0) and m["flops_ratio"] == 1.0
+    assert "finetune" not in m.times  # nothing to recover: not fine-tuned
+
+
+def test_pruned_policy_metrics_and_cache(objective):
+    policy = _policy(objective, "uniform-prune-0.5")
+    before = objective.evaluations
+    m = objective.evaluate(policy, seed=0, trial=3)
+    ref = objective.reference
+    assert objective.evaluations == before + 1 and not m.cached
+    assert 0.0 <= m["accuracy"] <= 100.0
+    assert m["accuracy_drop"] == pytest.approx(ref["accuracy"] - m["accuracy"])
+    assert 0.4 < m["flops_ratio"] < 0.75 and m["flops"] < ref["flops"] and m["params"] < ref["params"]
+    assert m["flops_ratio"] == pytest.approx(m["flops"] / ref["flops"])
+    assert {"prune", "finetune", "evaluate", "cost", "total"} <= set(m.times)
+    cache = objective.cache_path(objective.effective_policy(policy, 0))
+    assert cache.is_file()
+
+    again = objective.evaluate(policy, seed=0, trial=7)
+    assert objective.evaluations == before + 1  # not re-run
+    assert again.cached and again.cached_from == 3 and dict(again) == dict(m)
+
+    other = Objective(objective.space, objective.run_dir)  # another worker shares the cache
+    assert other.evaluate(policy, seed=0).cached and other.evaluations == 0
+
+    objective.evaluate(policy, seed=1, trial=8)  # another seed is another experiment
+    assert objective.evaluations == before + 2
+
+
+def test_int8_policy_costs(objective):
+    m = objective.evaluate(_policy(objective, "uniform-int8"), seed=0)
+    ref = objective.reference
+    assert m["flops"] == ref["flops"]
+    assert m["size"] < 0.3 * ref["size"] and m["bops"] == pytest.approx(ref["bops"] / 16, rel=0.05)
+
+
+def test_accuracy_uses_val_never_test(objective, monkeypatch):
+    splits = []
+    loader = type(objective.data).loader
+
+    def spy(self, split, *a, **k):
+        splits.append(split)
+        return loader(self, split, *a, **k)
+
+    monkeypatch.setattr(type(objective.data), "loader", spy)
+    policy = _policy(objective, "uniform-prune-0.25")
+    objective.evaluate(policy, seed=0)
+    assert "val" in splits and "test" not in splits
+
+
+def test_latency_measured_when_needed(tmp_path, objective):
+    space = tiny_space(objectives=["accuracy", "latency"],
+                       budget__latency={"measure": "auto", "rounds": 3, "warmup_s": 0.05, "threads": 1})
+    import shutil
+
+    shutil.copytree(objective.run_dir / "baseline", tmp_path / "baseline")  # skip retraining
+    obj = Objective(space, tmp_path)
+    assert obj.reference["latency"] == 1.0
+    m = obj.evaluate(_policy(obj, "uniform-prune-0.5"), seed=0)
+    assert m["latency"] == m["latency_ratio"] > 0
+    assert m["latency_ci_low"] <= m["latency_ratio"] <= m["latency_ci_high"]
+    assert isinstance(m["latency_busy"], bool) and "latency" in m.times
+
+
+def test_num_classes_mismatch_is_clear(tmp_path):
+    space = tiny_space(model={"name": "resnet20", "num_classes": 7, "input_size": 16, "checkpoint": "x.pt"})
+    with pytest.raises(Exception, match="num_classes = 7.*10 classes"):
+        _ = Objective(space, tmp_path).data
