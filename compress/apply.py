@@ -12,7 +12,7 @@ import copy
 import dataclasses
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -229,4 +229,33 @@ def _finetune(policy: Policy, original: nn.Module, work: nn.Module, data: Any, t
             kd.close()
 
 
-__all__ = ["Compressed", "apply", "model_name_of", "num_classes_of", "validate"]
+def rebuild_compressed(policy: Policy, state_dict: Mapping[str, torch.Tensor], *,
+                       calib_loader: Iterable | None = None, calib_batches: int = 8,
+                       source: str = "<state_dict>") -> nn.Module:
+    """Re-create the trainable model that :func:`apply` returned, from its policy and weights.
+
+    Builds ``policy.model``, replays ``policy.prune.kept`` (exact channel indices), wraps the
+    quantized layers in fake-quant modules when ``policy.quant`` is active, and loads
+    ``state_dict`` strictly (a mismatch lists keys and shapes). Fake-quant activation ranges
+    are not part of the state_dict: pass ``calib_loader`` to calibrate them (``convert``
+    re-calibrates on its own). No pickled modules are involved.
+    """
+    from compress.models import build_model
+    from compress.models.checkpoint import load_state_dict_checked
+    from compress.prune import rebuild
+    from compress.quantize import fake_quantize
+
+    model = build_model(policy.model)
+    if policy.prune.kept:
+        model = rebuild(model, policy.prune.kept, input_size=policy.model.input_size)
+    elif any(r > 0 for r in policy.prune.ratios.values()):
+        raise PolicyError([FieldError("prune.kept", {}, "a pruned model's policy must record the kept "
+                                      "channel indices (the policy returned by apply has them)")], source)
+    # fake-quant layers keep the float layers' state_dict keys: load first, then calibrate
+    load_state_dict_checked(model, state_dict, source=source)
+    if policy.quant.active:
+        model = fake_quantize(model, policy.quant, calib_loader, calib_batches=calib_batches)
+    return model.eval()
+
+
+__all__ = ["Compressed", "apply", "model_name_of", "num_classes_of", "rebuild_compressed", "validate"]

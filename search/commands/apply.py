@@ -148,7 +148,8 @@ def _run(args: argparse.Namespace, policy, ckpt: Path, out: Path) -> tuple[dict[
 
     before = _accuracy(model, data, args.eval_limit, "original")
     result = apply(policy, model, data=data, finetune=not args.no_finetune, device=args.device, progress=True)
-    after = _accuracy(result.deploy, data, args.eval_limit, "deploy")
+    scored, scored_what = scoring_model(result)
+    after = _accuracy(scored, data, args.eval_limit, scored_what)
 
     t0 = time.perf_counter()
     save_compressed(out, result.policy, result.model)
@@ -163,7 +164,8 @@ def _run(args: argparse.Namespace, policy, ckpt: Path, out: Path) -> tuple[dict[
         "recipe": str(args.recipe), "checkpoint": str(ckpt), "dataset": args.dataset,
         "policy_hash": result.policy.hash(), "summary": result.policy.summary(),
         "accuracy": {"before": before, "after": after,
-                     "drop_val_top1": _drop(before, after, "val"), "drop_test_top1": _drop(before, after, "test")},
+                     "drop_val_top1": _drop(before, after, "val"), "drop_test_top1": _drop(before, after, "test"),
+                     "after_measured_on": scored_what},
         **costs,
         "latency": latency,
         "precision": result.precision,
@@ -193,20 +195,31 @@ def _drop(before: dict, after: dict, split: str) -> float:
 
 def _costs(original: nn.Module, result, input_size: int) -> dict[str, Any]:
     """FLOPs/params/size/BOPs before and after, counted on float structures (fvcore cannot
-    trace converted int8 models): the pruned float structure is rebuilt from the kept indices."""
+    trace converted int8 models): fake-quant layers of the trained model go back to float."""
     from compress.measure import count_bops, count_flops, count_params, model_size_bytes
-    from compress.prune import convert_option_a, rebuild
+    from compress.quantize import strip_fake_quant
     from spaces.policy import QuantSpec
 
-    policy = result.policy
-    structure = rebuild(convert_option_a(original), policy.prune.kept) if policy.prune.kept else original
+    quant = result.policy.quant
+    structure = strip_fake_quant(result.model).cpu().eval()
     fp32 = QuantSpec()
     b = {"flops": count_flops(original, input_size), "params": count_params(original),
          "size": model_size_bytes(original, fp32), "bops": count_bops(original, input_size, fp32)}
     a = {"flops": count_flops(structure, input_size), "params": count_params(structure),
-         "size": model_size_bytes(structure, policy.quant), "bops": count_bops(structure, input_size, policy.quant)}
+         "size": model_size_bytes(structure, quant), "bops": count_bops(structure, input_size, quant)}
     ratios = {k: round(a[k] / b[k], 4) if b[k] else None for k in b}
     return {"before": b, "after": a, "ratios": ratios}
+
+
+def scoring_model(result) -> tuple[nn.Module, str]:
+    """The model whose accuracy is reported: the deploy model when it runs the policy's precision
+    exactly (float, or x86 INT8 with 8-bit activations), else the fake-quant simulation."""
+    q = result.policy.quant
+    if not q.active:
+        return result.deploy, "deploy"
+    if q.backend == "x86" and all(b.a in (8, 16, 32) for b in [q.default, *q.layers.values()]):
+        return result.deploy, "deploy"
+    return result.model.cpu().eval(), "fake-quant simulation"
 
 
 def _latency(deploy: nn.Module, original: nn.Module, example: torch.Tensor, threads: int) -> dict[str, Any]:

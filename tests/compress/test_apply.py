@@ -229,3 +229,18 @@ def test_cli_bad_recipe_is_one_clear_error(tmp_path, trained, caplog):
                "--dataset", "digits", "--out", str(tmp_path / "o")])
     assert rc == 2
     assert "model.name" in caplog.text or "checkpoint does not match" in caplog.text
+
+
+def test_rebuild_compressed_reproduces_the_model(trained, digits):
+    from compress.apply import rebuild_compressed
+
+    policy = uniform_block_inner("resnet20", 0.4, quant=QuantSpec(backend="x86", default=LayerBits(8, 8)),
+                                 input_size=SIZE)
+    out = apply(policy, trained, data=digits, finetune=False, **FAST)
+    calib = digits.loader("calib", 64, shuffle=False)
+    again = rebuild_compressed(out.policy, out.model.state_dict(), calib_loader=calib, calib_batches=2)
+    x = next(iter(digits.loader("val", 32, shuffle=False)))[0]
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), out.model.eval()(x))
+    with pytest.raises(PolicyError, match="prune.kept"):
+        rebuild_compressed(policy, out.model.state_dict())
