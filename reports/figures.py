@@ -40,7 +40,7 @@ def pareto_figure(data: dict[str, Any], proj: dict[str, Any]) -> plt.Figure:
     x, y = proj["x"], proj["y"]
     rows = [r for r in data["trials"] if r.get("status") == "complete" and r.get(x) is not None
             and r.get(y) is not None]
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=150)
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
     searched = [r for r in rows if not r.get("baseline")]
     groups = [
         ([r for r in searched if not _truthy(r.get("feasible"))], dict(c="#b0b0b0", s=14, label="infeasible")),
@@ -74,7 +74,7 @@ def pareto_figure(data: dict[str, Any], proj: dict[str, Any]) -> plt.Figure:
 
 def policy_figure(policy: dict[str, Any]) -> plt.Figure:
     """Per-layer prune ratios (top) and weight/activation bits (bottom), network order."""
-    fig, (a1, a2) = plt.subplots(2, 1, figsize=(9, 5.2), dpi=150)
+    fig, (a1, a2) = plt.subplots(2, 1, figsize=(9, 5.2), dpi=110)
     g = np.arange(len(policy["groups"]))
     a1.bar(g, policy["prune_ratios"], color="#1f77b4")
     a1.set_xticks(g, policy["groups"], rotation=45, ha="right", fontsize=7)

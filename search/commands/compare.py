@@ -1,9 +1,42 @@
-"""`autocompress compare` (being written; see the issue tracker)."""
+"""`autocompress compare RUN1 RUN2 [...]`: overlay Pareto fronts, hypervolume against a shared reference."""
 
 from __future__ import annotations
 
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
 
-def register(sub):
-    p = sub.add_parser("compare", help="(not yet available)")
-    p.set_defaults(func=lambda args: (_ for _ in ()).throw(NotImplementedError("autocompress compare")))
+log = logging.getLogger("autocompress.compare")
+
+
+def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "compare", help="overlay the Pareto fronts of several runs; hypervolume against a shared reference",
+        description="Compare search runs (different samplers, budgets, devices): one self-contained HTML page "
+                    "with the fronts overlaid and each run's hypervolume against ONE shared reference point.")
+    p.add_argument("runs", nargs="+", type=Path, help="two or more run directories")
+    p.add_argument("--out", "-o", default="compare.html",
+                   help="output file: .html page (default compare.html) or .json data; '-' prints JSON")
+    p.add_argument("--labels", default=None, help="comma-separated names for the runs (default: directory names)")
+    p.set_defaults(func=run)
     return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from reports.compare import CompareError, compare_data, write_compare_report
+    from search._errors import register_user_error
+
+    register_user_error(CompareError)
+    labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
+    data = compare_data(args.runs, labels)
+    if args.out == "-":
+        sys.stdout.write(json.dumps(data, indent=1, allow_nan=False) + "\n")
+        return 0
+    out = write_compare_report(args.runs, args.out, labels, data=data)
+    for r in data["runs"]:
+        log.info("%-24s hypervolume fraction %.5f (%d Pareto points, %d on the joint front)",
+                 r["label"], r["fraction"], r["pareto"], r["contribution"])
+    print(out)
+    return 0
