@@ -1,9 +1,40 @@
-"""`autocompress spaces` (being written; see the issue tracker)."""
+"""`autocompress spaces`: the built-in search spaces with a one-line description."""
 
 from __future__ import annotations
 
+import argparse
+import json
 
-def register(sub):
-    p = sub.add_parser("spaces", help="(not yet available)")
-    p.set_defaults(func=lambda args: (_ for _ in ()).throw(NotImplementedError("autocompress spaces")))
+from search.commands._table import format_table
+
+
+def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("spaces", help="list the built-in search spaces",
+                       description="List the built-in search spaces (spaces/builtin/*.yaml). Show one in full "
+                                   "with `autocompress space show NAME`.")
+    p.add_argument("--format", choices=("table", "json"), default="table", help="output format (default table)")
+    p.set_defaults(func=run)
     return p
+
+
+def space_rows() -> list[dict]:
+    """One dict per built-in space: name, model, dataset, objectives, trials, description."""
+    from spaces.space import list_spaces, load_space
+
+    rows = []
+    for name, description in list_spaces().items():
+        s = load_space(name)
+        rows.append({"name": name, "model": s.model.name, "dataset": s.data.dataset,
+                     "objectives": list(s.objectives), "trials": s.search.trials, "description": description})
+    return rows
+
+
+def run(args: argparse.Namespace) -> int:
+    rows = space_rows()
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+        return 0
+    table = [(r["name"], r["model"], r["dataset"], ",".join(r["objectives"]), r["trials"], r["description"])
+             for r in rows]
+    print(format_table(table, ("space", "model", "dataset", "objectives", "trials", "description")))
+    return 0
