@@ -274,12 +274,20 @@ def _default_proxy_finetune() -> FinetuneSpec:
     return FinetuneSpec(epochs=None, steps=100, lr=0.01, batch_size=128)
 
 
+def _default_final_finetune() -> FinetuneSpec:
+    return FinetuneSpec(epochs=10.0, lr=0.01, batch_size=128, schedule="cosine")
+
+
 @dataclass(frozen=True)
 class Budget:
-    """Per-trial cost: proxy fine-tune, BN recalibration, val subset, latency settings."""
+    """Per-trial cost: proxy fine-tune, BN recalibration, val subset, latency settings.
+
+    ``final`` is the full fine-tune schedule ``autocompress finalize`` uses for the chosen point.
+    """
 
     bn_recal_batches: int = 10
     finetune: FinetuneSpec = field(default_factory=_default_proxy_finetune)
+    final: FinetuneSpec = field(default_factory=_default_final_finetune)
     val_limit: int | None = 2000
     eval_batch_size: int = 256
     latency: LatencyBudget = LatencyBudget()
