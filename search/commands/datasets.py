@@ -1,9 +1,39 @@
-"""`autocompress datasets` (being written; see the issue tracker)."""
+"""`autocompress datasets`: the dataset registry with classes, input size and data needs."""
 
 from __future__ import annotations
 
+import argparse
+import json
 
-def register(sub):
-    p = sub.add_parser("datasets", help="(not yet available)")
-    p.set_defaults(func=lambda args: (_ for _ in ()).throw(NotImplementedError("autocompress datasets")))
+from search.commands._table import format_table
+
+
+def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("datasets", help="list the registered datasets",
+                       description="List the dataset registry: description, classes, input size and whether "
+                                   "--data-dir is needed. Normalization presets: imagenet, cifar.")
+    p.add_argument("--format", choices=("table", "json"), default="table", help="output format (default table)")
+    p.set_defaults(func=run)
     return p
+
+
+def dataset_rows() -> list[dict]:
+    """One dict per registered dataset: name, description, classes, input_size, needs_data_dir."""
+    from compress.data import DATASET_FACTS, DATASETS
+
+    rows = []
+    for name in DATASETS.names():
+        classes, size, needs = DATASET_FACTS.get(name, ("?", "?", "?"))
+        rows.append({"name": name, "description": DATASETS.describe(name), "classes": classes,
+                     "input_size": size, "needs_data_dir": needs})
+    return rows
+
+
+def run(args: argparse.Namespace) -> int:
+    rows = dataset_rows()
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+        return 0
+    table = [(r["name"], r["classes"], r["input_size"], r["needs_data_dir"], r["description"]) for r in rows]
+    print(format_table(table, ("dataset", "classes", "input", "needs --data-dir", "description")))
+    return 0

@@ -1,9 +1,253 @@
-"""`autocompress finetune` (being written; see the issue tracker)."""
+"""`autocompress finetune`: train a baseline or adapt a checkpoint; report val/test top-1.
+
+Examples::
+
+    autocompress finetune --model resnet20 --dataset digits --epochs 30 --lr 0.05 --out runs/r20-digits
+    autocompress finetune --model resnet20 --checkpoint ../shared/weights/cifar10-resnet/resnet20-12fca82f.th \\
+        --dataset imagefolder --data-dir ~/.cache/autocompress/cifar10-jpeg75 --epochs 1 --out /tmp/ft20
+
+Writes ``DIR/model.pt`` (weights-only state_dict), ``DIR/config.json`` (the resolved config)
+and ``DIR/metrics.json`` (val/test top-1 before and after, training stats).
+
+Compressed models: ``--checkpoint DIR`` pointing at a compressed artifact (``policy.yaml`` +
+``model.pt``, from ``autocompress apply``) is loaded with ``compress.artifact.load_compressed``
+and fine-tuned as is. ``--recipe RECIPE.yaml`` supplies the fine-tune settings (flags override
+them) and, when it prunes or quantizes, the float checkpoint is first compressed with
+``compress.apply.apply(..., finetune=False)`` and then fine-tuned here (with its distillation).
+"""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
 
-def register(sub):
-    p = sub.add_parser("finetune", help="(not yet available)")
-    p.set_defaults(func=lambda args: (_ for _ in ()).throw(NotImplementedError("autocompress finetune")))
+import torch
+from torch import nn
+
+log = logging.getLogger("autocompress.finetune")
+
+#: CLI flag -> FinetuneSpec field, for overrides
+_SPEC_FLAGS = ("lr", "batch_size", "optimizer", "schedule", "warmup_steps", "weight_decay", "momentum",
+               "label_smoothing", "grad_clip", "seed")
+
+
+def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("finetune", help="train a baseline or fine-tune a checkpoint on a dataset",
+                       description="Train a model from scratch or fine-tune a checkpoint; report val and test "
+                                   "top-1; write model.pt, config.json and metrics.json to --out.")
+    p.add_argument("--model", default=None, help="model name (see `autocompress models`); default: the recipe's")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--checkpoint", default=None,
+                     help="start from these weights (state_dict file, a finetune --out dir, or a compressed "
+                          "artifact dir with policy.yaml)")
+    src.add_argument("--weights", default=None, help="torchvision weights for ImageNet ResNets, e.g. IMAGENET1K_V1")
+    p.add_argument("--dataset", default="digits", help="dataset name (see `autocompress datasets`; default digits)")
+    p.add_argument("--data-dir", default=None, help="dataset root (where the dataset needs one)")
+    p.add_argument("--download", action="store_true", help="download the dataset if missing (needs network)")
+    p.add_argument("--normalization", default=None,
+                   help="imagenet | cifar | the dataset's own (default: the dataset's; CIFAR/imagefolder use imagenet)")
+    p.add_argument("--input-size", type=int, default=None, help="resize images to this size (default: native)")
+    p.add_argument("--val-fraction", type=float, default=0.1,
+                   help="held-out fraction of train used as val when the dataset has no val split")
+    p.add_argument("--recipe", default=None, help="recipe / policy file: fine-tune settings (and compression)")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--epochs", type=float, default=None, help="training epochs (fractions allowed)")
+    budget.add_argument("--steps", type=int, default=None, help="training steps (optimizer updates)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 0.01)")
+    p.add_argument("--batch-size", type=int, default=None, help="batch size (default 128)")
+    p.add_argument("--optimizer", choices=("sgd", "adamw"), default=None, help="optimizer (default sgd)")
+    p.add_argument("--schedule", choices=("cosine", "onecycle", "constant"), default=None,
+                   help="learning-rate schedule (default cosine)")
+    p.add_argument("--warmup-steps", type=int, default=None, help="linear warm-up steps (default 0)")
+    p.add_argument("--weight-decay", type=float, default=None, help="weight decay (default 5e-4; not on BN/bias)")
+    p.add_argument("--momentum", type=float, default=None, help="SGD momentum (default 0.9)")
+    p.add_argument("--label-smoothing", type=float, default=None, help="label smoothing (default 0)")
+    p.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm (default off)")
+    p.add_argument("--seed", type=int, default=None, help="seed for weights, data order and augmentation")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="training device")
+    p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers (default 0: in-process)")
+    p.add_argument("--eval-limit", type=int, default=None, help="evaluate at most this many images per split")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--out", required=True, help="output directory")
+    p.set_defaults(func=run)
     return p
+
+
+def resolve_spec(args: argparse.Namespace, base=None):
+    """The FinetuneSpec: the recipe's (or the defaults), overridden by the given flags."""
+    from spaces.policy import FinetuneSpec
+
+    spec = base if base is not None else FinetuneSpec()
+    changes: dict[str, Any] = {f: getattr(args, f) for f in _SPEC_FLAGS if getattr(args, f, None) is not None}
+    if args.epochs is not None:
+        changes.update(epochs=args.epochs, steps=None)
+    if args.steps is not None:
+        changes.update(steps=args.steps)
+    return dataclasses.replace(spec, **changes)
+
+
+def _is_artifact_dir(path: Path) -> bool:
+    return path.is_dir() and any((path / n).is_file() for n in ("policy.yaml", "policy.json"))
+
+
+def _checkpoint_file(arg: str) -> Path:
+    p = Path(arg).expanduser()
+    if p.is_dir():
+        if not (p / "model.pt").is_file():
+            raise FileNotFoundError(f"--checkpoint {p}: a directory without model.pt")
+        return p / "model.pt"
+    if not p.is_file():
+        raise FileNotFoundError(f"--checkpoint {p}: no such file")
+    return p
+
+
+def _load_artifact(path: Path):
+    try:
+        from compress.artifact import load_compressed
+    except ImportError:
+        from search.cli import CLIError
+
+        raise CLIError(f"--checkpoint {path}: a compressed artifact directory, but compress.artifact "
+                       "is not available in this installation") from None
+    return load_compressed(path)
+
+
+def _accuracy(model: nn.Module, data, limit: int | None, device: str, what: str) -> dict[str, dict]:
+    from compress.measure import evaluate
+
+    res = {}
+    for split in ("val", "test"):
+        loader = data.loader(split, 256, shuffle=False, limit=limit)
+        res[split] = evaluate(model, loader, device=device, progress=False)
+        log.info("%s: %s top-1 %.2f%% (n=%d)", what, split, res[split]["top1"], res[split]["n"])
+    return res
+
+
+def run(args: argparse.Namespace) -> int:
+    from compress.data import get_dataset
+    from compress.models import get_model, load_checkpoint, load_pretrained
+    from compress.train import fit, save_checkpoint
+    from search.cli import CLIError
+    from spaces.policy import Policy
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise CLIError("--device cuda: no CUDA device is available; use --device cpu")
+    if args.num_workers < 0:
+        raise CLIError(f"--num-workers {args.num_workers}: must be >= 0")
+    t_start = time.perf_counter()
+    policy = Policy.load(args.recipe) if args.recipe else None
+    artifact = Path(args.checkpoint).expanduser() if args.checkpoint else None
+    compressed = None
+    if artifact is not None and _is_artifact_dir(artifact):
+        art_policy, art_model = _load_artifact(artifact)
+        policy = policy or art_policy
+        compressed = art_model
+    spec = resolve_spec(args, policy.finetune if policy is not None else None)
+    name = args.model or (policy.model.name if policy is not None else None)
+    if name is None:
+        raise CLIError("give --model NAME (see `autocompress models`) or --recipe RECIPE.yaml")
+    if policy is not None and name != policy.model.name:
+        raise CLIError(f"--model {name}: the recipe {args.recipe or artifact} is for {policy.model.name!r}")
+
+    data = get_dataset(args.dataset, args.data_dir, download=args.download, normalization=args.normalization,
+                       val_fraction=args.val_fraction, seed=spec.seed, input_size=args.input_size)
+    log.info("dataset %s: %d train / %d val / %d test images, %d classes, %dx%d, normalization %s",
+             data.name, len(data.train), len(data.val), len(data.test), data.num_classes, data.input_size,
+             data.input_size, data.normalization)
+
+    if compressed is not None:
+        model = compressed
+        source = f"compressed artifact {artifact}"
+    else:
+        model = get_model(name, num_classes=data.num_classes)
+        source = "random init"
+        if args.checkpoint:
+            ckpt = _checkpoint_file(args.checkpoint)
+            load_checkpoint(model, ckpt)
+            source = str(ckpt)
+        elif args.weights:
+            load_pretrained(model, name, args.weights)
+            source = f"torchvision {args.weights}"
+    log.info("model %s from %s", name, source)
+
+    out = Path(args.out).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    before = _accuracy(model, data, args.eval_limit, args.device, "before") if source != "random init" else None
+
+    extra_loss = None
+    if policy is not None and compressed is None and (policy.prune.active or policy.quant.active):
+        model, extra_loss, policy = _compress_for_finetune(policy, model, data, args.device)
+    elif policy is not None and policy.distill.active:
+        extra_loss = _distill_loss(policy, model, None, args.device)
+
+    loader = data.loader("train", spec.batch_size, seed=spec.seed, num_workers=args.num_workers)
+    try:
+        result = fit(model, loader, spec, device=args.device, extra_loss=extra_loss, progress=not args.no_progress,
+                     desc=f"finetune {name}")
+    finally:
+        if extra_loss is not None and callable(getattr(extra_loss, "close", None)):
+            extra_loss.close()
+    model = model.cpu().eval()
+    after = _accuracy(model, data, args.eval_limit, "cpu", "after")
+
+    config = {
+        "model": name, "num_classes": data.num_classes, "source": source, "checkpoint": args.checkpoint,
+        "weights": args.weights, "recipe": args.recipe, "dataset": data.describe(), "data_dir": args.data_dir,
+        "finetune": dataclasses.asdict(spec), "device": args.device, "torch": torch.__version__,
+    }
+    if compressed is not None or (policy is not None and (policy.prune.active or policy.quant.active)):
+        _save_compressed_or_plain(out, policy, model, config)
+    else:
+        save_checkpoint(out / "model.pt", model, config)
+    metrics = {
+        "model": name, "dataset": data.name, "val": after["val"], "test": after["test"],
+        "before": before, "train": result.to_dict(), "seconds": round(time.perf_counter() - t_start, 2),
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    line = (f"{name} on {data.name}: val top-1 {after['val']['top1']:.2f}%, test top-1 {after['test']['top1']:.2f}%"
+            + (f" (before: val {before['val']['top1']:.2f}%, test {before['test']['top1']:.2f}%)" if before else "")
+            + f"; {result.steps} steps in {result.seconds:.0f}s ({result.images_per_s:.0f} img/s)")
+    log.info("%s; wrote %s", line, out)
+    print(line)
+    return 0
+
+
+def _distill_loss(policy, student: nn.Module, original: nn.Module | None, device: str):
+    from compress.distill import DistillLoss, build_teacher
+
+    teacher = build_teacher(policy.distill, original if original is not None else student,
+                            policy.model.num_classes).to(device)
+    return DistillLoss(teacher, student.to(device), policy.distill,
+                       label_smoothing=policy.finetune.label_smoothing, input_size=policy.model.input_size)
+
+
+def _compress_for_finetune(policy, model: nn.Module, data, device: str):
+    """Prune/fake-quantize ``model`` per ``policy`` without fine-tuning.
+
+    Returns (trainable compressed model, its distillation loss or None, the policy with the
+    exact kept channel indices recorded).
+    """
+    from compress.apply import apply
+
+    result = apply(policy, model, data=data, finetune=False, device=device, progress=False)
+    work = result.model
+    extra = _distill_loss(result.policy, work, model, device) if result.policy.distill.active else None
+    return work, extra, result.policy
+
+
+def _save_compressed_or_plain(out: Path, policy, model: nn.Module, config: dict) -> None:
+    from compress.train import save_checkpoint
+
+    try:
+        from compress.artifact import save_compressed
+    except ImportError:
+        log.warning("compress.artifact is not available: saving a plain state_dict of the compressed model")
+        save_checkpoint(out / "model.pt", model, config)
+        return
+    save_compressed(out, policy, model)
+    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str) + "\n")

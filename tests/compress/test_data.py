@@ -16,6 +16,15 @@ from compress.data import _imagefolder
 from compress.registry import UnknownNameError
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: steady timings on a shared, oversubscribed 2-core box."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def digits():
     return get_dataset("digits")
