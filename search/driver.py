@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import subprocess
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -25,15 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from search.backends import BACKENDS, BackendResult, ObjectiveFactory, SearchContext
-from search.backends._records import _versions
 from search.backends._study import parse_storage
 from search.records import RunInfo, read_run_info, write_run_info
+from search.trial import git_sha, versions
 from spaces._schema import read_document, write_document
 
 log = logging.getLogger("search")
-
-REPO = Path(__file__).resolve().parents[1]
-
 
 class SearchConfigError(ValueError):
     """The run directory holds a different search space than the one given."""
@@ -124,15 +120,6 @@ def _check_config(run_dir: Path, space: Any) -> None:
         )
 
 
-def git_sha() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                             timeout=10, check=True)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -156,7 +143,7 @@ def _run_info(space: Any, objective: Any, ctx: SearchContext, storage_url: str,
         budget=to_dict(space.budget),
         started=previous.started if previous else _now(),
         wall_time_s=previous.wall_time_s if previous else None,
-        versions=_versions(), git_sha=git_sha(),
+        versions=versions(), git_sha=git_sha(),
         groups=list(getattr(objective, "groups", None) or []),
         layers=list(getattr(objective, "layers", None) or []),
     )

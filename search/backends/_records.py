@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from search.records import TrialRecord
+from search.trial import versions
 
 
 def failed_record(number: int, policy: Any, error: str, *, seed: int, baseline: str | None = None,
@@ -18,22 +19,4 @@ def failed_record(number: int, policy: Any, error: str, *, seed: int, baseline: 
         policy_dict, policy_hash = {"params": dict(params or {})}, ""
     return TrialRecord(trial=number, status="failed", policy=policy_dict, policy_hash=policy_hash,
                        feasible=False, baseline=baseline, seed=seed, error=error, finished=now,
-                       worker=worker, versions=_versions())
-
-
-def _versions() -> dict[str, str]:
-    try:
-        from search.trial import versions  # the objective engineer's helper, when present
-
-        return dict(versions())
-    except (ImportError, AttributeError, TypeError):
-        pass
-    from importlib import metadata
-
-    out = {}
-    for dist in ("torch", "torchvision", "optuna", "ray", "autocompress"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
+                       worker=worker, versions=versions())

@@ -107,9 +107,19 @@ def parse_storage(url: str | None, run_dir: Path) -> StorageSpec:
 
 
 def open_storage(spec: StorageSpec) -> optuna.storages.BaseStorage:
-    """Open the storage; RDB storages get a heartbeat and retry stale trials."""
-    if spec.path is not None:
-        spec.path.parent.mkdir(parents=True, exist_ok=True)
+    """Open the storage; RDB storages get a heartbeat and retry stale trials.
+
+    A local file storage is opened under its lock: two processes creating the same new SQLite
+    schema at once would otherwise collide (``UNIQUE constraint failed: alembic_version``).
+    """
+    if spec.path is None:
+        return _open_storage(spec)
+    spec.path.parent.mkdir(parents=True, exist_ok=True)
+    with study_lock(spec.lock_path(spec.path.parent)):
+        return _open_storage(spec)
+
+
+def _open_storage(spec: StorageSpec) -> optuna.storages.BaseStorage:
     if spec.kind == "journal":
         from optuna.storages.journal import JournalFileBackend
 
@@ -160,10 +170,11 @@ def make_sampler(name: str, seed: int | None, n_objectives: int) -> optuna.sampl
 
 
 def create_study(storage: optuna.storages.BaseStorage, study_name: str, directions: Sequence[str],
-                 sampler: optuna.samplers.BaseSampler) -> optuna.Study:
-    """Create or load the study; refuse to continue a study whose objectives point elsewhere."""
-    study = optuna.create_study(storage=storage, study_name=study_name, directions=list(directions),
-                                sampler=sampler, load_if_exists=True)
+                 sampler: optuna.samplers.BaseSampler, lock: Path | None = None) -> optuna.Study:
+    """Create or load the study (under ``lock``); refuse a study whose objectives point elsewhere."""
+    with study_lock(lock) if lock is not None else contextlib.nullcontext():
+        study = optuna.create_study(storage=storage, study_name=study_name, directions=list(directions),
+                                    sampler=sampler, load_if_exists=True)
     have = [d.name.lower() for d in study.directions]
     if have != [d.lower() for d in directions]:
         raise StorageError(
@@ -236,17 +247,28 @@ def worker_is_dead(trial: FrozenTrial) -> bool:
 
 
 def requeue(study: optuna.Study, trial: FrozenTrial) -> bool:
-    """Queue ``trial``'s parameters again (like optuna's retry callback); False past :data:`MAX_RETRY`."""
+    """Queue ``trial``'s parameters again (like optuna's retry callback); False past :data:`MAX_RETRY`.
+
+    The parameters are those already suggested plus, for an enqueued trial (a baseline or a
+    retry), its fixed parameters, so a trial killed half-way through ``suggest`` is retried
+    with the same values. ``failed_trial``/``retry_history`` system attributes link the retry to
+    the original, as optuna's ``RetryHeartbeatStaleTrialCallback`` does.
+    """
     history = list(trial.system_attrs.get("retry_history", [])) + [trial.number]
     if len(history) > MAX_RETRY:
         return False
+    params = dict(trial.system_attrs.get("fixed_params") or {})
+    params.update(trial.params)
     user_attrs = {k: v for k, v in trial.user_attrs.items() if k == ATTR_BASELINE}
-    study.add_trial(optuna.trial.create_trial(
-        state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
-        user_attrs=user_attrs,
-        system_attrs={"failed_trial": trial.system_attrs.get("failed_trial", trial.number),
-                      "retry_history": history},
-    ))
+    study.enqueue_trial(params, user_attrs=user_attrs)
+    waiting = [t for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+               if t.system_attrs.get("fixed_params") == params and "failed_trial" not in t.system_attrs]
+    if waiting:
+        new = waiting[-1]
+        storage = study._storage  # noqa: SLF001
+        storage.set_trial_system_attr(new._trial_id, "failed_trial",  # noqa: SLF001
+                                      trial.system_attrs.get("failed_trial", trial.number))
+        storage.set_trial_system_attr(new._trial_id, "retry_history", history)  # noqa: SLF001
     return True
 
 

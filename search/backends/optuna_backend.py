@@ -72,8 +72,8 @@ class _Session:
         self.spec = parse_storage(ctx.storage, ctx.run_dir)
         self.storage = storage or open_storage(self.spec)
         sampler = make_sampler(ctx.sampler, ctx.seed, len(ctx.objectives))
-        self.study = create_study(self.storage, ctx.study, ctx.directions, sampler)
         self.lock = self.spec.lock_path(ctx.run_dir)
+        self.study = create_study(self.storage, ctx.study, ctx.directions, sampler, self.lock)
         self.shared_lock = self.spec.path is not None  # every worker of this study sees this lock file
         self.objective = ctx.objective_factory(ctx.space, ctx.run_dir)
         self.dims = self.objective.dims
@@ -84,10 +84,13 @@ class _Session:
         return policy_from_params(self.ctx.space, self.dims, params)
 
     def record_dead(self, dead: list[FrozenTrial]) -> None:
-        """Write a failed record for trials whose worker died (unless it wrote one)."""
+        """Write a failed record for each trial whose worker died.
+
+        Overwrites a record the dead worker may have written just before it was killed (between
+        ``run_trial`` and ``tell``), so records always agree with the study: that trial is FAIL
+        there and its parameters run again under a new number.
+        """
         for t in dead:
-            if record_path(self.ctx.run_dir, t.number).exists():
-                continue
             try:
                 policy = self.policy_for(t.params)
             except Exception:  # noqa: BLE001 - the record is still useful without a policy
@@ -251,10 +254,12 @@ def _trial_count(storage: optuna.storages.BaseStorage, study_name: str) -> int:
 def _result(spec, storage, ctx: SearchContext, before: int) -> BackendResult:
     study = optuna.load_study(study_name=ctx.study, storage=storage)
     counts = count_states(study)
-    complete = counts[TrialState.COMPLETE]
+    complete, running = counts[TrialState.COMPLETE], counts[TrialState.RUNNING]
     stopped = None
-    if complete < ctx.trials:
+    if complete + running < ctx.trials:
         stopped = f"{complete} of {ctx.trials} trials complete"
+    elif complete < ctx.trials:
+        log.info("this worker is done; %d trial(s) still running in other workers finish the study", running)
     return BackendResult(complete=complete, failed=counts[TrialState.FAIL],
                          ran=_trial_count(storage, ctx.study) - before,
                          storage_url=spec.url, study=ctx.study, stopped_early=stopped)

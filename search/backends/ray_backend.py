@@ -188,10 +188,11 @@ def run_ray(ctx: SearchContext) -> BackendResult:
 
     spec = parse_storage(ctx.storage, ctx.run_dir)
     storage = open_storage(spec)
-    study = create_study(storage, ctx.study, ctx.directions, make_sampler(ctx.sampler, ctx.seed, len(ctx.objectives)))
+    lock = spec.lock_path(ctx.run_dir)
+    study = create_study(storage, ctx.study, ctx.directions,
+                         make_sampler(ctx.sampler, ctx.seed, len(ctx.objectives)), lock)
     objective = ctx.objective_factory(ctx.space, ctx.run_dir)
     dims = objective.dims
-    lock = spec.lock_path(ctx.run_dir)
     with study_lock(lock):
         if ctx.baselines:
             from spaces.space import baseline_params

@@ -53,7 +53,7 @@ class AnalyticObjective:
                           "latency_ratio": 1.0, "flops_ratio": 1.0, "accuracy_drop": 0.0}
         self.evaluations = 0
 
-    def evaluate(self, policy: Any, *, seed: int = 0) -> dict[str, float]:
+    def evaluate(self, policy: Any, *, seed: int = 0, trial: int | None = None) -> dict[str, float]:
         self.evaluations += 1
         if self.sleep_s:
             time.sleep(self.sleep_s)
