@@ -64,16 +64,28 @@ def example_input(input_size: int | tuple[int, ...], like: nn.Module) -> torch.T
     return torch.zeros(shape) if p is None else torch.zeros(shape, device=p.device, dtype=p.dtype)
 
 
+#: tracing resolution cap: channel coupling does not depend on the spatial size, and a
+#: small example keeps tracing a ResNet-152 cheap (falls back to the full size on failure)
+TRACE_SIDE = 8
+
+
 def build_graph(model: nn.Module, input_size: int | tuple[int, ...] = 32) -> tp.DependencyGraph:
     """Trace ``model`` (already option-A converted) in eval mode; BN statistics stay untouched."""
+    full = example_input(input_size, model)
+    small = full[..., :TRACE_SIDE, :TRACE_SIDE]
     was_training = model.training
     model.eval()
     try:
         with torch.enable_grad():
-            dg = tp.DependencyGraph().build_dependency(model, example_input(input_size, model), verbose=False)
+            for example in (small, full) if small.shape != full.shape else (full,):
+                try:
+                    return tp.DependencyGraph().build_dependency(model, example, verbose=False)
+                except RuntimeError:
+                    if example is full:
+                        raise
     finally:
         model.train(was_training)
-    return dg
+    raise AssertionError("unreachable")
 
 
 def discover(model: nn.Module, dg: tp.DependencyGraph) -> list[_GroupInfo]:
