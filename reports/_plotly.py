@@ -15,6 +15,7 @@ from reports._format import fmt
 TEMPLATE = "plotly_white"
 COLORS = {"pareto": "#d62728", "feasible": "#1f77b4", "infeasible": "#b0b0b0", "line": "#d62728"}
 BASELINE_SYMBOLS = {"original": "star", "uniform-prune": "diamond", "uniform-int8": "square"}
+BASELINE_TEXT = {"original": "top center", "uniform-prune": "bottom center", "uniform-int8": "top left"}
 PHASE_COLORS = {"prune": "#9467bd", "finetune": "#1f77b4", "evaluate": "#2ca02c", "cost": "#8c564b",
                 "latency": "#ff7f0e"}
 HOVER_METRICS = ("accuracy", "accuracy_drop", "flops", "latency", "size", "bops")
@@ -26,6 +27,13 @@ def baseline_symbol(name: str) -> str:
         if name == prefix or name.startswith(prefix + "-"):
             return symbol
     return "triangle-up"
+
+
+def _text_position(name: str) -> str:
+    for prefix, pos in BASELINE_TEXT.items():
+        if name == prefix or name.startswith(prefix + "-"):
+            return pos
+    return "top right"
 
 
 def _hover(row: dict[str, Any], metrics: list[str]) -> str:
@@ -87,7 +95,7 @@ def scatter(data: dict[str, Any], proj: dict[str, Any]) -> go.Figure:
             COLORS["feasible"] if _truthy(r.get("feasible")) else COLORS["infeasible"])
         fig.add_trace(go.Scatter(
             x=[r[x]], y=[r[y]], mode="markers+text", name=f"baseline: {r['baseline']}",
-            text=[r["baseline"]], textposition="top center", textfont={"size": 10},
+            text=[r["baseline"]], textposition=_text_position(r["baseline"]), textfont={"size": 10},
             marker={"symbol": baseline_symbol(r["baseline"]), "size": 14, "color": color,
                     "line": {"color": "black", "width": 1}},
             customdata=[[r["trial"]]], hovertext=[_hover(r, metrics)], hoverinfo="text"))
@@ -105,7 +113,7 @@ def hypervolume_progress(data: dict[str, Any]) -> go.Figure | None:
     fig = go.Figure(go.Scatter(x=c["trial"], y=c["fraction"], mode="lines+markers", line={"shape": "hv"},
                                name="hypervolume",
                                hovertemplate="after trial %{x}: %{y:.5f} of the reference box<extra></extra>"))
-    fig.update_layout(template=TEMPLATE, title="Hypervolume (fraction of the reference-to-ideal box) by trial",
+    fig.update_layout(template=TEMPLATE, title="Hypervolume by trial",
                       xaxis_title="trial", yaxis_title="hypervolume fraction", height=360,
                       margin={"l": 60, "r": 20, "t": 50, "b": 50})
     return fig

@@ -115,7 +115,7 @@ def _projections(objectives: list[tuple[str, str]], trials: pd.DataFrame) -> lis
                 pairs.append((a, b))
     out = []
     for x, y in pairs:
-        primary = x in names and y in names
+        primary = len(names) == 2 and x in names and y in names  # else: a projection of the front
         out.append({"x": x, "y": y, "x_label": label(x), "y_label": label(y),
                     "x_direction": direction(x, objectives), "y_direction": direction(y, objectives),
                     "objective_pair": primary})
