@@ -60,3 +60,24 @@ def test_blank_page_is_detected(tmp_path, run_dir):
     assert result.rendered and result.pareto_plots >= 1
     assert result.points_per_plot[0] == 0
     assert result.nonwhite_fraction < 0.02, result.nonwhite_fraction
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_real_search_run_report_renders(tmp_path):
+    """A small REAL search (quickstart: ResNet-20 trained on digits), then its report in Chromium."""
+    import subprocess
+
+    from search.cli import main
+
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "search.cli", "search", "quickstart", "--trials", "6", "--out", str(run_dir),
+           "--no-progress", "--set", "budget.finetune.steps=10"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=3000)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert main(["report", str(run_dir), "--no-figures"]) == 0
+    trials = read_csv(run_dir / "trials.csv")
+    assert (trials["status"] == "complete").sum() >= 6
+    assert set(trials["baseline"].dropna()) >= {"original"}
+    result = assert_renders(run_dir / "report.html", run_dir, tmp_path / "real.png")
+    assert result.pareto_plots >= 1
