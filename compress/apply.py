@@ -242,15 +242,18 @@ def rebuild_compressed(policy: Policy, state_dict: Mapping[str, torch.Tensor], *
     """
     from compress.models import build_model
     from compress.models.checkpoint import load_state_dict_checked
-    from compress.prune import rebuild
+    from compress.prune import convert_option_a, rebuild
     from compress.quantize import fake_quantize
 
-    model = build_model(policy.model)
-    if policy.prune.kept:
-        model = rebuild(model, policy.prune.kept, input_size=policy.model.input_size)
-    elif any(r > 0 for r in policy.prune.ratios.values()):
+    if any(r > 0 for r in policy.prune.ratios.values()) and not policy.prune.kept:
         raise PolicyError([FieldError("prune.kept", {}, "a pruned model's policy must record the kept "
                                       "channel indices (the policy returned by apply has them)")], source)
+    model = build_model(policy.model)
+    # pruned models (and artifacts, which save_compressed writes option-A converted) hold the
+    # converted structure; an unpruned apply() result may still have its padding shortcuts
+    converted_keys = set(convert_option_a(model).state_dict()) - set(model.state_dict())
+    if policy.prune.kept or converted_keys & set(state_dict):
+        model = rebuild(model, policy.prune.kept, input_size=policy.model.input_size)
     # fake-quant layers keep the float layers' state_dict keys: load first, then calibrate
     load_state_dict_checked(model, state_dict, source=source)
     if policy.quant.active:

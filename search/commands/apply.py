@@ -25,6 +25,9 @@ from torch import nn
 
 log = logging.getLogger("autocompress.apply")
 
+#: val images the ONNX export is verified on (INT8 agreement is a rate: too few samples make it 0/1)
+VERIFY_SAMPLES = 256
+
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
@@ -126,6 +129,9 @@ def run(args: argparse.Namespace) -> int:
     (out / "summary.txt").write_text(summary + "\n")
     print(summary)
     log.info("wrote %s", ", ".join(sorted(p.name for p in out.iterdir())))
+    if not metrics["onnx"].get("verified"):
+        log.error("model.onnx did not pass verification (see metrics.json onnx.error); exit code 3")
+        return 3
     return 0
 
 
@@ -133,7 +139,7 @@ def _run(args: argparse.Namespace, policy, ckpt: Path, out: Path) -> tuple[dict[
     from compress.apply import apply
     from compress.artifact import save_compressed
     from compress.data import get_dataset
-    from compress.export import export_onnx
+    from compress.export import ExportError, export_onnx
     from compress.models import build_model, load_checkpoint
     from search.cli import CLIError
 
@@ -154,8 +160,15 @@ def _run(args: argparse.Namespace, policy, ckpt: Path, out: Path) -> tuple[dict[
     t0 = time.perf_counter()
     save_compressed(out, result.policy, result.model)
     example = next(iter(data.loader("val", args.latency_batch, shuffle=False)))[0]
-    onnx_report = export_onnx(result.deploy, out / "model.onnx", example[:1],
-                              verify_loader=data.loader("val", 32, shuffle=False, limit=32))
+    try:
+        onnx_report: Any = _plain(export_onnx(
+            result.deploy, out / "model.onnx", example[:1],
+            verify_loader=data.loader("val", 64, shuffle=False, limit=VERIFY_SAMPLES),
+            verify_batches=VERIFY_SAMPLES // 64))
+        onnx_report["verified"] = True
+    except ExportError as exc:  # keep the compressed model and metrics; flag the export loudly
+        log.warning("ONNX export/verification failed: %s", exc)
+        onnx_report = {"verified": False, "error": str(exc)}
     export_s = time.perf_counter() - t0
 
     costs = _costs(model, result, policy.model.input_size)
@@ -171,7 +184,7 @@ def _run(args: argparse.Namespace, policy, ckpt: Path, out: Path) -> tuple[dict[
         "precision": result.precision,
         "notes": result.notes,
         "train": _plain(result.train_result),
-        "onnx": _plain(onnx_report),
+        "onnx": onnx_report,
         "timings": {**result.timings, "export": round(export_s, 3),
                     "total": round(time.perf_counter() - t_start, 3)},
     }
@@ -280,5 +293,12 @@ def _summary(m: dict[str, Any]) -> str:
     if precisions:
         lines.append("precision: " + ", ".join(f"{k} x{v}" for k, v in sorted(precisions.items())))
     lines += [f"note: {n}" for n in m["notes"]]
+    onnx = m["onnx"]
+    if onnx.get("verified"):
+        agree = onnx.get("top1_agreement")
+        lines.append(f"onnx: model.onnx verified on {onnx.get('verified_samples')} val images"
+                     + (f", top-1 agreement {agree:.2%}" if agree is not None else ""))
+    else:
+        lines.append(f"onnx: VERIFICATION FAILED: {onnx.get('error')}")
     lines.append("timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in m["timings"].items()))
     return "\n".join(lines)

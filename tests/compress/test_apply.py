@@ -203,13 +203,14 @@ def _check_outputs(out: Path, quantized: bool) -> dict:
 
 
 def test_cli_apply_no_finetune_writes_everything(tmp_path, trained):
-    policy = uniform_block_inner("resnet20", 0.5, quant=QuantSpec(backend="x86", default=LayerBits(8, 8)),
+    policy = uniform_block_inner("resnet20", 0.3, quant=QuantSpec(backend="x86", default=LayerBits(8, 8)),
                                  input_size=SIZE)
     out = _cli(tmp_path, trained, policy, "--no-finetune", "--eval-limit", "128", "--threads", "1")
     m = _check_outputs(out, quantized=True)
     lat = m["latency"]
     assert lat["ci_low"] <= lat["ratio"] <= lat["ci_high"] and lat["batch"] == 1
     assert m["train"] is None
+    assert m["onnx"]["verified"] and m["onnx"]["quantized"] and m["onnx"]["verified_samples"] >= 256
 
 
 @pytest.mark.slow
@@ -220,7 +221,7 @@ def test_cli_apply_with_kd_finetune(tmp_path, trained):
     assert m["train"]["steps"] == 20
 
 
-def test_cli_bad_recipe_is_one_clear_error(tmp_path, trained, caplog):
+def test_cli_bad_recipe_is_one_clear_error(tmp_path, trained, capsys):
     from search.cli import main
 
     ckpt = tmp_path / "m.pt"
@@ -228,7 +229,8 @@ def test_cli_bad_recipe_is_one_clear_error(tmp_path, trained, caplog):
     rc = main(["apply", str(RECIPES_DIR / "resnet56-prune50.yaml"), "--checkpoint", str(ckpt),
                "--dataset", "digits", "--out", str(tmp_path / "o")])
     assert rc == 2
-    assert "model.name" in caplog.text or "checkpoint does not match" in caplog.text
+    err = capsys.readouterr().err
+    assert "checkpoint does not match" in err and "layer1.3.conv1.weight" in err and "Traceback" not in err
 
 
 def test_rebuild_compressed_reproduces_the_model(trained, digits):
@@ -244,3 +246,14 @@ def test_rebuild_compressed_reproduces_the_model(trained, digits):
         torch.testing.assert_close(again(x), out.model.eval()(x))
     with pytest.raises(PolicyError, match="prune.kept"):
         rebuild_compressed(policy, out.model.state_dict())
+
+
+def test_rebuild_compressed_unpruned_option_a_model(trained):
+    from compress.apply import rebuild_compressed
+    from compress.prune import convert_option_a
+
+    policy = uniform_block_inner("resnet20", 0, input_size=SIZE)
+    x = torch.randn(2, 3, SIZE, SIZE)
+    for sd in (trained.state_dict(), convert_option_a(trained).state_dict()):
+        with torch.no_grad():
+            torch.testing.assert_close(rebuild_compressed(policy, sd)(x), trained(x))
