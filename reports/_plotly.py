@@ -16,8 +16,8 @@ TEMPLATE = "plotly_white"
 COLORS = {"pareto": "#d62728", "feasible": "#1f77b4", "infeasible": "#b0b0b0", "line": "#d62728"}
 BASELINE_SYMBOLS = {"original": "star", "uniform-prune": "diamond", "uniform-int8": "square"}
 BASELINE_TEXT = {"original": "top center", "uniform-prune": "bottom center", "uniform-int8": "top left"}
-PHASE_COLORS = {"prune": "#9467bd", "finetune": "#1f77b4", "evaluate": "#2ca02c", "cost": "#8c564b",
-                "latency": "#ff7f0e"}
+PHASE_COLORS = {"prune": "#9467bd", "finetune": "#1f77b4", "convert": "#17becf", "evaluate": "#2ca02c",
+                "cost": "#8c564b", "latency": "#ff7f0e"}
 HOVER_METRICS = ("accuracy", "accuracy_drop", "flops", "latency", "size", "bops")
 
 

@@ -33,7 +33,7 @@ DATA_VERSION = 1
 MAX_POLICIES = 12
 COST_METRICS = ("flops", "latency", "latency_ratio", "flops_ratio", "size", "bops", "params")
 PLOT_COSTS = ("flops", "latency", "latency_ratio", "flops_ratio", "size", "bops")
-PHASES = ("prune", "finetune", "evaluate", "cost", "latency")
+PHASES = ("prune", "finetune", "convert", "evaluate", "cost", "latency")  # known order; others follow
 
 LABELS = {
     "accuracy": "Top-1 accuracy (%)",
@@ -212,7 +212,8 @@ def _policies(run: Run, front: pd.DataFrame, trials: pd.DataFrame,
 
 
 def _times(trials: pd.DataFrame) -> dict[str, Any]:
-    phases = [p for p in PHASES if f"time.{p}" in trials.columns]
+    seen = [c[len("time."):] for c in trials.columns if c.startswith("time.") and c != "time.total"]
+    phases = [p for p in PHASES if p in seen] + [p for p in seen if p not in PHASES]
     return {"phases": phases, "trial": trials["trial"].astype(int).tolist(),
             "status": trials["status"].tolist(),
             "seconds": {p: jsonable(trials[f"time.{p}"].tolist()) for p in phases},

@@ -175,3 +175,17 @@ def test_run_info_groups_order_is_used(run_dir):
     write_run_info(run_dir, RunInfo(**{**info.to_dict(), "groups": order}))
     data = report_data(run_dir)
     assert data["policies"][0]["groups"] == order
+
+
+def test_duration_phases_follow_the_records(run_dir):
+    import json as _json
+
+    from search.records import record_path
+
+    p = record_path(run_dir, 3)
+    rec = _json.loads(p.read_text())
+    rec["times"]["convert"] = 0.25
+    p.write_text(_json.dumps(rec))
+    times = report_data(run_dir)["times"]
+    assert times["phases"] == ["prune", "finetune", "convert", "evaluate", "cost", "latency"]
+    assert times["seconds"]["convert"][3] == 0.25 and times["seconds"]["convert"][0] is None
