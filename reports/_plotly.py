@@ -36,6 +36,16 @@ def _text_position(name: str) -> str:
     return "top right"
 
 
+def _latency_ci(points: list[dict[str, Any]], x: str) -> dict[str, Any] | None:
+    """Asymmetric error bars from the latency ratio's confidence interval, when measured."""
+    if x not in ("latency", "latency_ratio") or not any(p.get("latency_ci_low") is not None for p in points):
+        return None
+    hi = [max(0.0, p["latency_ci_high"] - p[x]) if p.get("latency_ci_high") is not None else 0.0 for p in points]
+    lo = [max(0.0, p[x] - p["latency_ci_low"]) if p.get("latency_ci_low") is not None else 0.0 for p in points]
+    return {"type": "data", "symmetric": False, "array": hi, "arrayminus": lo, "thickness": 1, "width": 2,
+            "color": "rgba(80,80,80,0.45)"}
+
+
 def _hover(row: dict[str, Any], metrics: list[str]) -> str:
     head = f"<b>trial {row['trial']}</b>"
     if row.get("baseline"):
@@ -48,6 +58,10 @@ def _hover(row: dict[str, Any], metrics: list[str]) -> str:
     for m in metrics:
         if row.get(m) is not None:
             lines.append(f"{m}: {fmt(m, row[m])}")
+            if m in ("latency", "latency_ratio") and row.get("latency_ci_low") is not None:
+                lines[-1] += f" (95% CI {fmt(m, row['latency_ci_low'])}-{fmt(m, row.get('latency_ci_high'))})"
+    if _truthy(row.get("latency_busy")):
+        lines.append("latency measured on a busy machine")
     lines.append(row.get("summary") or "")
     return "<br>".join(lines)
 
@@ -69,7 +83,7 @@ def scatter(data: dict[str, Any], proj: dict[str, Any]) -> go.Figure:
             return
         fig.add_trace(go.Scatter(
             x=[p[x] for p in points], y=[p[y] for p in points], mode="markers", name=name,
-            marker=marker, customdata=[[p["trial"]] for p in points],
+            marker=marker, customdata=[[p["trial"]] for p in points], error_x=_latency_ci(points, x),
             hovertext=[_hover(p, metrics) for p in points], hoverinfo="text"))
 
     searched = [r for r in rows if not r.get("baseline")]
@@ -98,7 +112,8 @@ def scatter(data: dict[str, Any], proj: dict[str, Any]) -> go.Figure:
             text=[r["baseline"]], textposition=_text_position(r["baseline"]), textfont={"size": 10},
             marker={"symbol": baseline_symbol(r["baseline"]), "size": 14, "color": color,
                     "line": {"color": "black", "width": 1}},
-            customdata=[[r["trial"]]], hovertext=[_hover(r, metrics)], hoverinfo="text"))
+            customdata=[[r["trial"]]], error_x=_latency_ci([r], x), hovertext=[_hover(r, metrics)],
+            hoverinfo="text"))
     fig.update_layout(template=TEMPLATE, title=f"{proj['y']} vs {proj['x']}", height=460,
                       margin={"l": 60, "r": 20, "t": 50, "b": 50}, legend={"font": {"size": 10}},
                       xaxis_title=proj["x_label"], yaxis_title=proj["y_label"])
