@@ -49,6 +49,15 @@ def _card(title: str, body: str) -> str:
     return f"<div class='card'><div class='k'>{_e(title)}</div>{body}</div>"
 
 
+def _compact(value: Any) -> Any:
+    """``{"steps": 30, "lr": 0.02}`` -> ``steps=30, lr=0.02`` (nulls left out)."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_compact(v)}" for k, v in value.items() if v is not None)
+    if isinstance(value, list):
+        return "[" + ", ".join(str(_compact(v)) for v in value) + "]"
+    return value
+
+
 def _duration(seconds: Any) -> str:
     if seconds is None:
         return "-"
@@ -67,10 +76,8 @@ def _header(data: dict[str, Any]) -> str:
                             "space": r["space"]})),
         _card("Objectives", _kv({"objectives": objectives, "constraints": "; ".join(r["constraints"]) or "none",
                                  "hypervolume": hv_text})),
-        _card("Search", _kv({k: json.dumps(v) if isinstance(v, (dict, list)) else v
-                             for k, v in r["search"].items()})),
-        _card("Budget", _kv({k: json.dumps(v) if isinstance(v, (dict, list)) else v
-                             for k, v in r["budget"].items()})),
+        _card("Search", _kv({k: _compact(v) for k, v in r["search"].items()})),
+        _card("Budget", _kv({k: _compact(v) for k, v in r["budget"].items()})),
         _card("Trials", _kv({"total": c["total"], "complete": c["complete"], "failed": c["failed"],
                              "pruned": c["pruned"], "running": c["running"] or None, "feasible": c["feasible"],
                              "Pareto points": c["pareto"], "cached results": c.get("cached") or None,
