@@ -117,7 +117,8 @@ def _frame(run: Run) -> pd.DataFrame:
     # column order: head, objectives, other metrics/vs/time/violation, policy fields, tail
     objectives, _ = objective_columns(run)
     cols = list(df.columns)
-    policy_cols = [c for c in cols if c.split(".", 1)[0] in POLICY_SECTIONS]
+    policy_cols = sorted((c for c in cols if c.split(".", 1)[0] in POLICY_SECTIONS),
+                         key=lambda c: POLICY_SECTIONS.index(c.split(".", 1)[0]))  # stable: keeps layer order
     first = [c for c in HEAD_COLUMNS if c in cols] + [c for c in objectives if c in cols]
     last = policy_cols + [c for c in TAIL_COLUMNS if c in cols]
     middle = [c for c in cols if c not in first and c not in last]
