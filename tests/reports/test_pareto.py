@@ -136,3 +136,13 @@ def test_bad_input_errors():
         default_reference({"accuracy": 80}, [("flops", "minimize")])
     with pytest.raises(ParetoError, match="hv_reference"):
         default_reference({}, [("weird", "minimize")])
+
+
+@pytest.mark.parametrize("dim", [2, 3, 4])
+def test_hypervolume_agrees_with_optuna(dim):
+    hv_mod = pytest.importorskip("optuna._hypervolume")
+    rng = np.random.default_rng(dim)
+    pts = rng.uniform(0, 1, size=(30, dim))
+    ref = np.full(dim, 1.1)
+    expected = hv_mod.compute_hypervolume(pts, ref)
+    assert hypervolume(pts, ["minimize"] * dim, ref) == pytest.approx(expected, rel=1e-9)
