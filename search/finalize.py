@@ -341,10 +341,11 @@ def _export_onnx(deploy: Any, path: Path, data: Any, input_size: int) -> dict[st
     except Exception as exc:  # noqa: BLE001 - keep the PyTorch artifact; say why ONNX failed
         log.warning("ONNX export failed: %s", exc)
         return {"path": None, "error": f"{type(exc).__name__}: {exc}"}
-    info = {"path": path.name}
+    info: dict[str, Any] = {}
     if dataclasses.is_dataclass(report):
         info.update({k: v for k, v in dataclasses.asdict(report).items()
                      if isinstance(v, (int, float, str, bool)) or v is None})
+    info["path"] = path.name  # relative to RUN/final
     return info
 
 

@@ -22,7 +22,7 @@ def tiny_space_dict(**changes) -> dict:
         "budget": {"bn_recal_batches": 1, "val_limit": 64, "eval_batch_size": 64,
                    "finetune": {"epochs": None, "steps": 2, "lr": 0.01, "batch_size": 16},
                    "final": {"epochs": None, "steps": 3, "lr": 0.01, "batch_size": 16},
-                   "latency": {"measure": "never"}},
+                   "latency": {"measure": "never", "rounds": 3, "warmup_s": 0.05, "threads": 1}},
         "search": {"trials": 4, "seed": 0},
     }
     for key, value in changes.items():
