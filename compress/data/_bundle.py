@@ -21,37 +21,54 @@ class TensorImageDataset(Dataset):
     Yields ``(float C x H x W normalized tensor, int label)``. With ``augment=True`` each image
     gets a zero-padded random crop and a horizontal flip. ``__getitems__`` lets the DataLoader
     fetch a whole batch at once so conversion, augmentation and normalization run batched.
+    ``rows`` (optional) selects rows of the storage: subsets share memory instead of copying.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean: Sequence[float],
-                 std: Sequence[float], *, augment: bool = False, padding: int | None = None):
+                 std: Sequence[float], *, augment: bool = False, padding: int | None = None,
+                 rows: torch.Tensor | None = None):
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(f"images must be uint8 N x C x H x W, got {images.dtype} {tuple(images.shape)}")
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
-        self.images = images
-        self.labels = labels.to(torch.int64)
+        self._images = images
+        self._labels = labels.to(torch.int64)
+        self._rows = None if rows is None else torch.as_tensor(rows, dtype=torch.int64)
         self.mean = tuple(mean)
         self.std = tuple(std)
         self.augment = augment
         self.padding = padding if padding is not None else T.crop_padding(images.shape[-1])
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self._images) if self._rows is None else len(self._rows)
+
+    def _select(self, indices: torch.Tensor | Sequence[int]) -> torch.Tensor:
+        idx = torch.as_tensor(indices, dtype=torch.int64)
+        return idx if self._rows is None else self._rows[idx]
+
+    @property
+    def images(self) -> torch.Tensor:
+        """This dataset's uint8 images ``N x C x H x W`` (a copy when it is a subset)."""
+        return self._images if self._rows is None else self._images[self._rows]
+
+    @property
+    def labels(self) -> torch.Tensor:
+        """This dataset's int64 labels."""
+        return self._labels if self._rows is None else self._labels[self._rows]
 
     def subset(self, indices: torch.Tensor | Sequence[int], *, augment: bool | None = None) -> "TensorImageDataset":
-        """A new dataset holding the given rows (a copy), optionally with augmentation switched."""
-        idx = torch.as_tensor(indices, dtype=torch.int64)
-        return TensorImageDataset(self.images[idx], self.labels[idx], self.mean, self.std,
-                                  augment=self.augment if augment is None else augment, padding=self.padding)
+        """A view of the given rows (shares the storage), optionally with augmentation switched."""
+        return TensorImageDataset(self._images, self._labels, self.mean, self.std,
+                                  augment=self.augment if augment is None else augment, padding=self.padding,
+                                  rows=self._select(indices))
 
     def batch(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """The normalized (and, when training, augmented) batch for ``indices``."""
-        idx = torch.as_tensor(indices, dtype=torch.int64)
-        x = T.to_float(self.images[idx])
+        rows = self._select(indices)
+        x = T.to_float(self._images[rows])
         if self.augment:
             x = T.random_crop_flip(x, self.padding)
-        return T.normalize(x, self.mean, self.std), self.labels[idx]
+        return T.normalize(x, self.mean, self.std), self._labels[rows]
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         x, y = self.batch([int(i)])

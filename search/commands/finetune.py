@@ -71,6 +71,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="seed for weights, data order and augmentation")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="training device")
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers (default 0: in-process)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op CPU threads (default: torch's; 1 is often faster on a busy machine)")
     p.add_argument("--eval-limit", type=int, default=None, help="evaluate at most this many images per split")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--out", required=True, help="output directory")
@@ -139,6 +141,10 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--device cuda: no CUDA device is available; use --device cpu")
     if args.num_workers < 0:
         raise CLIError(f"--num-workers {args.num_workers}: must be >= 0")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise CLIError(f"--threads {args.threads}: must be >= 1")
+        torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
     policy = Policy.load(args.recipe) if args.recipe else None
     artifact = Path(args.checkpoint).expanduser() if args.checkpoint else None
@@ -198,7 +204,8 @@ def run(args: argparse.Namespace) -> int:
     config = {
         "model": name, "num_classes": data.num_classes, "source": source, "checkpoint": args.checkpoint,
         "weights": args.weights, "recipe": args.recipe, "dataset": data.describe(), "data_dir": args.data_dir,
-        "finetune": dataclasses.asdict(spec), "device": args.device, "torch": torch.__version__,
+        "finetune": dataclasses.asdict(spec), "device": args.device, "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
     }
     if compressed is not None or (policy is not None and (policy.prune.active or policy.quant.active)):
         _save_compressed_or_plain(out, policy, model, config)
