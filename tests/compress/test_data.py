@@ -290,3 +290,17 @@ def test_shared_resnet20_scores_published_accuracy_on_jpeg_test(cifar_jpeg_dir):
     model = load_checkpoint(get_model("resnet20"), shared_checkpoint(20))
     acc = evaluate(model, data.loader("test", 500), progress=False)
     assert abs(acc["top1"] - 81.0) <= 0.3, acc
+
+
+def test_datasets_cli_lists_registry(capsys):
+    import json
+
+    from search.cli import main
+
+    assert main(["datasets", "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in rows] == DATASETS.names()
+    assert all(r["description"] and r["classes"] and r["needs_data_dir"] for r in rows)
+    assert main(["datasets"]) == 0
+    table = capsys.readouterr().out
+    assert "cifar100" in table and "needs --data-dir" in table

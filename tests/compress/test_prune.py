@@ -201,15 +201,16 @@ def _masked_reference(model: nn.Module, kept: dict[str, tuple[int, ...]]) -> nn.
     return ref
 
 
-@pytest.mark.parametrize("shortcut", ["A", "B"])
-def test_pruned_outputs_match_masked_reference(shortcut):
-    model = make("resnet20", shortcut=shortcut)
-    spec = PruneSpec(ratios={"layer1": 0.25, "layer2": 0.5, "layer3": 0.25, "layer2.1.conv1": 0.5,
-                             "layer3.0.conv1": 0.75})
-    pruned, kept = prune(model, spec, input_size=32)
+@pytest.mark.parametrize("case", ["resnet20", "resnet20-B", "resnet18", "resnet50"])
+def test_pruned_outputs_match_masked_reference(case):
+    model = _build(case)
+    groups = list_groups(model)
+    ratios = {g.name: (0.25, 0.5, 0.75)[i % 3] for i, g in enumerate(groups) if i % 2 == 0 or g.kind == "stage"}
+    pruned, kept = prune(model, PruneSpec(ratios=ratios), input_size=side(case))
+    assert {g.kind for g in groups if g.name in kept} == {"block", "stage"}
     ref = _masked_reference(model, kept)
     with torch.no_grad():
-        assert (pruned.eval()(X) - ref(X)).abs().max() < 1e-5
+        assert (pruned.eval()(xs(case)) - ref(xs(case))).abs().max() < 1e-4
 
 
 def test_unconverted_option_a_breaks_torch_pruning():

@@ -214,3 +214,53 @@ def test_save_checkpoint_round_trip(tmp_path, digits):
     again = load_checkpoint(tiny_cnn(), w)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
     assert isinstance(torch.load(w, weights_only=True), dict)
+
+
+# ---------------------------------------------------------------- CLI
+def test_finetune_cli_trains_saves_and_reports(tmp_path, capsys):
+    from search.cli import main
+
+    out = tmp_path / "ft"
+    rc = main(["-q", "finetune", "--model", "resnet20", "--dataset", "digits", "--steps", "2", "--batch-size", "16",
+               "--lr", "0.05", "--eval-limit", "64", "--no-progress", "--threads", "1", "--out", str(out)])
+    assert rc == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["train"]["steps"] == 2 and metrics["val"]["n"] == 64 and metrics["test"]["n"] == 64
+    assert 0 <= metrics["test"]["top1"] <= 100 and metrics["before"] is None
+    config = json.loads((out / "config.json").read_text())
+    assert config["finetune"]["lr"] == 0.05 and config["finetune"]["steps"] == 2
+    assert config["dataset"]["name"] == "digits" and config["model"] == "resnet20"
+    load_checkpoint(get_model("resnet20"), out / "model.pt")
+    assert "test top-1" in capsys.readouterr().out
+
+    # continue from that checkpoint (a finetune --out dir): "before" accuracy is reported
+    rc = main(["-q", "finetune", "--model", "resnet20", "--checkpoint", str(out), "--steps", "1",
+               "--batch-size", "16", "--eval-limit", "32", "--no-progress", "--out", str(tmp_path / "ft2")])
+    assert rc == 0
+    assert json.loads((tmp_path / "ft2" / "metrics.json").read_text())["before"]["test"]["n"] == 32
+
+
+def test_finetune_cli_user_errors(tmp_path, capsys):
+    from search.cli import main
+
+    assert main(["finetune", "--model", "resnet20", "--dataset", "cifar10", "--data-dir", str(tmp_path),
+                 "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "cifar-10-batches-py" in err and "--download" in err and "Traceback" not in err
+    assert main(["finetune", "--model", "resnet21", "--out", str(tmp_path / "o")]) == 2
+    assert "resnet20" in capsys.readouterr().err  # unknown model lists the known ones
+    assert main(["finetune", "--model", "resnet20", "--lr", "-1", "--out", str(tmp_path / "o")]) == 2
+    assert "lr = -1" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fit_on_cuda_uses_amp_and_channels_last(digits):
+    model = get_model("resnet20")
+    batch = [t.cuda() for t in next(iter(digits.loader("val", 256)))]
+    before = _loss_on(model.cuda(), batch)
+    res = fit(model, digits.loader("train", 64), FinetuneSpec(steps=60, lr=0.1, batch_size=64), device="cuda",
+              progress=False)
+    assert next(model.parameters()).is_cuda and next(model.parameters()).dtype == torch.float32
+    assert model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert res.steps == 60 and _loss_on(model, batch) < 0.5 * before
