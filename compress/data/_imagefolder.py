@@ -121,7 +121,12 @@ def decode_all(split_dir: Path, files: list[FileEntry], size: tuple[int, int], d
     out = np.empty((len(files), h, w, 3), dtype=np.uint8)
 
     def work(i: int) -> int:
-        out[i] = decode_image(split_dir / files[i].path, size)
+        path = split_dir / files[i].path
+        try:
+            out[i] = decode_image(path, size)
+        except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad files
+            raise DatasetError(f"{path}: cannot decode image ({type(exc).__name__}: {exc}); "
+                               "remove or replace the file") from None
         return i
 
     workers = max(1, min(8, os.cpu_count() or 1))

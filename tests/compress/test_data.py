@@ -203,6 +203,14 @@ def test_imagefolder_cache_is_reused_and_invalidated(jpeg_root, monkeypatch):
     assert len(list((jpeg_root / ".autocompress-cache").glob("test-*.pt"))) == 1  # stale one removed
 
 
+def test_imagefolder_broken_image_names_the_file(jpeg_root):
+    bad = jpeg_root / "train" / "c_eel" / "003.jpg"
+    bad.write_bytes(b"not a jpeg at all")
+    with pytest.raises(DatasetError) as exc:
+        get_dataset("imagefolder", jpeg_root)
+    assert str(bad) in str(exc.value)
+
+
 def test_imagefolder_val_folder_and_class_mismatch(tmp_path):
     _write_jpegs(tmp_path, "train", {"a": 4, "b": 4})
     _write_jpegs(tmp_path, "val", {"a": 2, "b": 2})
