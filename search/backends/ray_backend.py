@@ -174,6 +174,10 @@ def _init_ray(ctx: SearchContext) -> bool:
     return True
 
 
+def _started(study: optuna.Study) -> int:
+    return sum(1 for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING)
+
+
 def _experiments(ray_dir: Path, name: str) -> list[Path]:
     found = [p for p in ray_dir.glob(f"{name}*") if p.is_dir() and
              (p.name == name or (p.name[len(name):].startswith("-") and p.name[len(name) + 1:].isdigit()))]
@@ -198,7 +202,7 @@ def run_ray(ctx: SearchContext) -> BackendResult:
             from spaces.space import baseline_params
 
             enqueue_baselines(study, baseline_params(ctx.space, dims))
-    before = len(study.get_trials(deepcopy=False))
+    before = _started(study)
     cpus = float(ctx.ray.get("cpus_per_trial") or 1)
     gpus = float(ctx.ray.get("gpus_per_trial") or 0)
     max_concurrent = int(ctx.ray.get("max_concurrent") or ctx.workers or 1)
@@ -262,7 +266,7 @@ def run_ray(ctx: SearchContext) -> BackendResult:
     counts = count_states(study)
     complete = counts[TrialState.COMPLETE]
     return BackendResult(complete=complete, failed=counts[TrialState.FAIL],
-                         ran=len(study.get_trials(deepcopy=False)) - before, storage_url=spec.url, study=ctx.study,
+                         ran=_started(study) - before, storage_url=spec.url, study=ctx.study,
                          stopped_early=None if complete >= ctx.trials else f"{complete} of {ctx.trials} trials complete")
 
 

@@ -178,7 +178,9 @@ def test_real_quickstart_search(tmp_path):
                                                   "uniform-int8"]
     info = read_run_info(tmp_path / "run")
     orig, pruned = records[0].metrics, records[2].metrics
-    assert pruned["flops"] < 0.5 * orig["flops"] < info.reference["flops"]
+    assert orig["flops"] == pytest.approx(info.reference["flops"])
+    # half the channels inside every block: conv1 and conv2 (its input) cost about half
+    assert 0.4 * orig["flops"] < pruned["flops"] < 0.6 * orig["flops"]
     assert records[3].policy["quant"]["default"]["w"] == 8 or records[3].policy["quant"]["layers"]
     study = _study(tmp_path / "run" / "study.db")
     assert [t.values for t in study.trials] == [[x.metrics["accuracy"], x.metrics["flops"]] for x in records]

@@ -1,0 +1,127 @@
+"""Ray Tune backend: in-process Ray (CI) and a real `ray start --head` cluster on loopback (slow).
+
+Trials use the closed-form :class:`AnalyticObjective` through the real suggest_policy /
+run_trial / records / Optuna-storage path. Ray workers import it by name, so ``PYTHONPATH``
+includes this directory.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+from _analytic_objective import factory  # noqa: E402
+
+from search.driver import run_search  # noqa: E402
+from search.records import read_records  # noqa: E402
+from spaces.space import load_space  # noqa: E402
+
+pytest.importorskip("ray.tune")
+
+
+@pytest.fixture
+def worker_path(monkeypatch):
+    path = os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    monkeypatch.setenv("PYTHONPATH", path)
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    return path
+
+
+def _check_run(run: Path, trials: int) -> optuna.Study:
+    study = optuna.load_study(study_name="quickstart", storage=f"sqlite:///{run / 'study.db'}")
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == trials
+    records = {r.trial: r for r in read_records(run)}
+    started = [t.number for t in study.trials if t.state != TrialState.WAITING]  # queued baselines wait
+    assert sorted(records) == started  # one record per optuna trial, same numbers
+    for t in complete:
+        rec = records[t.number]
+        assert rec.status == "complete"
+        assert t.values == [rec.metrics["accuracy"], rec.metrics["flops"]]
+        assert t.user_attrs["metrics"]["flops"] == rec.metrics["flops"]
+        assert (t.constraints["accuracy_drop <= 5.0"] <= 0) == rec.feasible
+    return study
+
+
+def test_ray_in_process_and_resume(tmp_path, worker_path):
+    """Local ray.init(): 3 trials (2 baselines first); a rerun with more trials tops up the same study."""
+    space = load_space("quickstart")
+    run = tmp_path / "run"
+    r = run_search(space, run, backend="ray", trials=3, objective_factory=factory, progress=False,
+                   ray={"num_cpus": 2, "max_concurrent": 2})
+    assert (r.complete, r.ran) == (3, 3)
+    study = _check_run(run, 3)
+    labels = [t.user_attrs.get("baseline") for t in study.trials]
+    assert labels == ["original", "uniform-prune-0.25", "uniform-prune-0.5", "uniform-int8"]
+    assert study.trials[3].state == TrialState.WAITING  # the 4th baseline waits for a larger budget
+    assert (run / "ray" / "quickstart").is_dir() and (run / "pareto.csv").is_file()
+    r = run_search(space, run, backend="ray", trials=5, objective_factory=factory, progress=False,
+                   ray={"num_cpus": 2, "max_concurrent": 2})
+    assert (r.complete, r.ran) == (5, 2)
+    study = _check_run(run, 5)
+    assert study.trials[3].state == TrialState.COMPLETE
+    assert sum(1 for t in study.trials if t.user_attrs.get("baseline")) == 4  # queued once
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_ray_against_local_cluster(tmp_path, worker_path):
+    """`ray start --head` on 127.0.0.1 (its own temp dir and process group), joined via address."""
+    ray_bin = Path(sys.executable).parent / "ray"
+    if not ray_bin.exists():
+        pytest.skip("ray CLI not installed")
+    port = _free_port()
+    temp = Path("/tmp") / f"acray{port}"  # short: Ray's socket paths must stay under 107 bytes
+    env = dict(os.environ)
+    head = subprocess.Popen(
+        [str(ray_bin), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
+         "--num-cpus", "2", "--include-dashboard", "false", "--temp-dir", str(temp), "--block"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if head.poll() is not None:
+                pytest.fail(f"ray start exited: {head.stdout.read()[-2000:]}")
+            time.sleep(1)
+        time.sleep(3)
+        space = load_space("quickstart")
+        run = tmp_path / "run"
+        r = run_search(space, run, backend="ray", trials=3, objective_factory=factory, progress=False,
+                       ray={"address": f"127.0.0.1:{port}", "max_concurrent": 2})
+        assert r.complete == 3
+        study = _check_run(run, 3)
+        # trials ran in the cluster's worker processes, not in this driver
+        assert all(rec.worker and not rec.worker.endswith(f":{os.getpid()}") for rec in read_records(run))
+        assert study.trials[0].user_attrs["worker"]["id"].endswith(f":{os.getpid()}")  # the driver asked
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)  # only the process group this test started
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
+        head.stdout.close()
+        shutil.rmtree(temp, ignore_errors=True)
