@@ -108,7 +108,8 @@ def _checkpoint_file(arg: str) -> Path:
     return p
 
 
-def _load_artifact(path: Path):
+def _load_artifact(path: Path, calib_loader):
+    """(policy, trainable compressed model) from an ``autocompress apply`` output directory."""
     try:
         from compress.artifact import load_compressed
     except ImportError:
@@ -116,7 +117,14 @@ def _load_artifact(path: Path):
 
         raise CLIError(f"--checkpoint {path}: a compressed artifact directory, but compress.artifact "
                        "is not available in this installation") from None
-    return load_compressed(path)
+    try:
+        from compress.apply import rebuild_compressed
+    except ImportError:
+        rebuild_fn = None
+    else:
+        def rebuild_fn(policy, state):
+            return rebuild_compressed(policy, state, calib_loader=calib_loader, source=str(path / "model.pt"))
+    return load_compressed(path, rebuild_fn=rebuild_fn, calib_loader=calib_loader)
 
 
 def _accuracy(model: nn.Module, data, limit: int | None, device: str, what: str) -> dict[str, dict]:
@@ -148,11 +156,10 @@ def run(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
     policy = Policy.load(args.recipe) if args.recipe else None
     artifact = Path(args.checkpoint).expanduser() if args.checkpoint else None
-    compressed = None
-    if artifact is not None and _is_artifact_dir(artifact):
-        art_policy, art_model = _load_artifact(artifact)
-        policy = policy or art_policy
-        compressed = art_model
+    if artifact is not None and not _is_artifact_dir(artifact):
+        artifact = None
+    if artifact is not None and policy is None:
+        policy = Policy.load(next(p for p in (artifact / "policy.yaml", artifact / "policy.json") if p.is_file()))
     spec = resolve_spec(args, policy.finetune if policy is not None else None)
     name = args.model or (policy.model.name if policy is not None else None)
     if name is None:
@@ -166,7 +173,11 @@ def run(args: argparse.Namespace) -> int:
              data.name, len(data.train), len(data.val), len(data.test), data.num_classes, data.input_size,
              data.input_size, data.normalization)
 
-    if compressed is not None:
+    compressed = None
+    if artifact is not None:
+        calib = data.loader("calib", 64, shuffle=False, limit=512)
+        art_policy, compressed = _load_artifact(artifact, calib)
+        policy = art_policy.replace(finetune=spec)  # the artifact's structure, the resolved schedule
         model = compressed
         source = f"compressed artifact {artifact}"
     else:
@@ -188,7 +199,8 @@ def run(args: argparse.Namespace) -> int:
     extra_loss = None
     if policy is not None and compressed is None and (policy.prune.active or policy.quant.active):
         model, extra_loss, policy = _compress_for_finetune(policy, model, data, args.device)
-    elif policy is not None and policy.distill.active:
+    elif policy is not None and policy.distill.active and (compressed is None or policy.distill.teacher != "self"):
+        # teacher "self" is the uncompressed input model: for an artifact that model is gone
         extra_loss = _distill_loss(policy, model, None, args.device)
 
     loader = data.loader("train", spec.batch_size, seed=spec.seed, num_workers=args.num_workers)

@@ -264,3 +264,29 @@ def test_fit_on_cuda_uses_amp_and_channels_last(digits):
     assert next(model.parameters()).is_cuda and next(model.parameters()).dtype == torch.float32
     assert model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     assert res.steps == 60 and _loss_on(model, batch) < 0.5 * before
+
+
+def test_finetune_cli_recipe_compresses_then_artifact_reloads(tmp_path, capsys):
+    from search.cli import main
+    from spaces.policy import Policy
+
+    from pathlib import Path
+
+    recipe = Policy.load(Path(__file__).resolve().parents[2] / "spaces" / "recipes" / "resnet20-prune30-kd.yaml")
+    ratios = {k: 0.5 for k in list(recipe.prune.ratios)[:2]}  # two blocks: quick to prune
+    small = recipe.replace(prune=recipe.prune.__class__(ratios=ratios))
+    small.save(tmp_path / "r.yaml")
+    out = tmp_path / "c"
+    rc = main(["-q", "finetune", "--recipe", str(tmp_path / "r.yaml"), "--dataset", "digits", "--steps", "1",
+               "--batch-size", "16", "--lr", "0.03", "--eval-limit", "32", "--no-progress", "--out", str(out)])
+    assert rc == 0
+    saved = Policy.load(out / "policy.yaml")
+    assert set(saved.prune.kept) == set(ratios) and len(saved.prune.kept["layer1.0.conv1"]) == 8
+    assert json.loads((out / "config.json").read_text())["finetune"]["lr"] == 0.03
+    # the artifact directory is itself a starting point
+    rc = main(["-q", "finetune", "--checkpoint", str(out), "--dataset", "digits", "--steps", "1", "--batch-size",
+               "16", "--eval-limit", "32", "--no-progress", "--out", str(tmp_path / "c2")])
+    assert rc == 0
+    m = json.loads((tmp_path / "c2" / "metrics.json").read_text())
+    assert m["model"] == "resnet20" and m["before"]["test"]["n"] == 32
+    assert Policy.load(tmp_path / "c2" / "policy.yaml").prune.kept == saved.prune.kept
