@@ -248,9 +248,11 @@ def finalize(run_dir: str | Path, pick: str = "knee", *, trial: int | None = Non
     from search.objective import Objective
 
     run_dir = Path(run_dir)
+    if trial is None:
+        parse_pick(pick)  # a typo fails before anything is read
     run = load_run(run_dir)
-    space = _load_space(run_dir)
     number, why = choose_trial(run, pick, trial=trial)
+    space = _load_space(run_dir)
     record = next(r for r in run.records if r.trial == number)
     log.info("finalizing trial %d (%s)", number, why)
     chosen = recipe_policy(run, number)

@@ -48,6 +48,17 @@ class ObjectiveSetupError(RuntimeError):
     """The objective cannot be prepared (model/data mismatch, missing weights source)."""
 
 
+def _register_user_error() -> None:
+    try:
+        from search._errors import register_user_error
+    except ImportError:  # pragma: no cover
+        return
+    register_user_error(ObjectiveSetupError)
+
+
+_register_user_error()
+
+
 class Metrics(dict):
     """Metrics of one evaluation (a plain ``dict[str, float]``) plus ``times`` per phase,
     ``cached_from`` (trial whose cached result was reused, or -1 for an unnumbered one) and notes."""

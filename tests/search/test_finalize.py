@@ -136,3 +136,16 @@ def test_finalize_tiny_run_end_to_end(tmp_path):
     with pytest.raises(FinalizeError, match="none of the"):
         finalize(run_dir, "max accuracy where flops_ratio <= 0.01", progress=False)
     assert np.isfinite(m["val_accuracy"])
+
+
+def test_cli_reports_bad_picks_clearly(tmp_path, capsys):
+    from search.cli import main
+
+    _fake_run(tmp_path, ROWS)
+    assert main(["finalize", str(tmp_path), "--pick", "max speed"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown metric 'speed'" in err and "latency_ratio" in err
+    assert main(["finalize", str(tmp_path), "--pick", "max accuracy where flops_ratio <= 0.01"]) == 2
+    assert "none of the 4 feasible complete trials" in capsys.readouterr().err
+    assert main(["finalize", str(tmp_path / "nope")]) == 2
+    assert "no such run directory" in capsys.readouterr().err

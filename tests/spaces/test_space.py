@@ -331,3 +331,43 @@ def test_search_space_is_frozen():
     with pytest.raises(Exception):
         space.name = "other"  # type: ignore[misc]
     assert isinstance(space, SearchSpace)
+
+
+def test_x86_couples_weight_and_activation_bits():
+    groups, layers, _ = model_info("resnet20")
+    space = space_from_dict(space_dict(quant={"backend": "x86", "weight_bits": [4, 32], "act_bits": [8, 32],
+                                              "share": "model"}))
+    dims = expand(space, groups, layers)
+    base = dict(baseline_params(space, dims))["original"]
+    mixed = {**base, "wbits/model": 4, "abits/model": 32}  # int weights, float activations
+    policy = policy_from_params(space, dims, mixed)
+    assert {(b.w, b.a) for b in policy.quant.layers.values()} == {(4, 8)}
+    floaty = {**base, "wbits/model": 32, "abits/model": 8}  # float weights: the layer stays float
+    assert not policy_from_params(space, dims, floaty).quant.active
+    from compress.quantize import check_bits
+
+    check_bits(policy.quant)  # what the x86 backend accepts
+
+
+def test_budget_final_schedule():
+    space = load_space("resnet20-cifar10")
+    assert space.budget.final.epochs and space.budget.final.steps is None
+    assert space.budget.finetune.steps and space.budget.finetune.epochs is None
+
+
+def test_cli_spaces_and_space_show(capsys):
+    from search.cli import main
+
+    assert main(["spaces"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in BUILTINS)
+    assert main(["space", "show", "resnet20-cifar10", "--set", "prune.granularity=stage", "--format", "json"]) == 0
+    shown = __import__("json").loads(capsys.readouterr().out)
+    assert shown["config"]["prune"]["granularity"] == "stage"
+    names = {d["name"] for d in shown["dims"]}
+    assert {"prune/layer1", "prune/layer2", "prune/layer3", "wbits/layer2", "kd/alpha"} <= names
+    assert main(["space", "show", "quickstart"]) == 0
+    text = capsys.readouterr().out
+    assert "prune/layer3.2.conv1" in text and "wbits/model" in text and "{8, 32}" in text
+    assert main(["space", "show", "quickstart", "--set", "prune.pin.layer9=0.1"]) == 2
+    assert main(["space", "show", "no-such-space"]) == 2
