@@ -93,13 +93,15 @@ def _ref_min(reference: Sequence[float], directions: Sequence[str]) -> np.ndarra
 
 
 def _nd_mask_min(pts: np.ndarray) -> np.ndarray:
-    n = pts.shape[0]
+    """Non-dominated mask of minimisation points (vectorised, in blocks to bound memory)."""
+    n, d = pts.shape
     mask = np.ones(n, dtype=bool)
-    for i in range(n):
-        no_worse = np.all(pts <= pts[i], axis=1)
-        better = np.any(pts < pts[i], axis=1)
-        if np.any(no_worse & better):
-            mask[i] = False
+    block = max(1, 2_000_000 // max(1, n * d))
+    for s in range(0, n, block):
+        blk = pts[s:s + block, None, :]
+        no_worse = np.all(pts[None, :, :] <= blk, axis=2)  # [i, j]: j is no worse than i everywhere
+        better = np.any(pts[None, :, :] < blk, axis=2)
+        mask[s:s + block] = ~np.any(no_worse & better, axis=1)
     return mask
 
 
@@ -123,15 +125,11 @@ def nondominated_sort(points: np.ndarray | Sequence[Sequence[float]], directions
 
 
 def _hv2(pts: np.ndarray, ref: np.ndarray) -> float:
-    """Exact 2-D hypervolume of minimisation points that are all strictly better than ``ref``."""
-    order = np.lexsort((pts[:, 1], pts[:, 0]))
-    volume = 0.0
-    best_y = ref[1]
-    for x, y in pts[order]:
-        if y < best_y:
-            volume += (ref[0] - x) * (best_y - y)
-            best_y = y
-    return float(volume)
+    """Exact 2-D hypervolume of minimisation points strictly better than ``ref`` (dominated ones add 0)."""
+    p = pts[np.lexsort((pts[:, 1], pts[:, 0]))]
+    best_before = np.minimum.accumulate(np.concatenate([[ref[1]], p[:, 1]]))[:-1]
+    gain = np.clip(best_before - p[:, 1], 0.0, None)
+    return float(np.sum((ref[0] - p[:, 0]) * gain))
 
 
 def _hv(pts: np.ndarray, ref: np.ndarray) -> float:
@@ -143,17 +141,12 @@ def _hv(pts: np.ndarray, ref: np.ndarray) -> float:
     if d == 2:
         return _hv2(pts, ref)
     # slice along the last objective: between consecutive values the dominated region is the
-    # (d-1)-D hypervolume of every point at or below the slice
+    # (d-1)-D hypervolume of every point at or below the slice (dominated points add nothing)
     pts = pts[np.argsort(pts[:, -1], kind="stable")]
+    depth = np.diff(np.append(pts[:, -1], ref[-1]))
     volume = 0.0
-    zs = np.append(pts[:, -1], ref[-1])
-    for i in range(pts.shape[0]):
-        depth = zs[i + 1] - zs[i]
-        if depth <= 0:
-            continue
-        active = pts[: i + 1, :-1]
-        active = active[_nd_mask_min(active)]
-        volume += depth * _hv(active, ref[:-1])
+    for i in np.flatnonzero(depth > 0):
+        volume += float(depth[i]) * _hv(pts[: i + 1, :-1], ref[:-1])
     return float(volume)
 
 
@@ -196,10 +189,12 @@ def hypervolume_curve(points: np.ndarray | Sequence[Sequence[float]], directions
     value = 0.0
     for i in range(pts.shape[0]):
         if ok[i] and np.all(pts[i] < ref):
-            cand = np.vstack([front, pts[i]])
-            mask = _nd_mask_min(cand)
-            if mask[-1]:  # the new point adds volume only if it is non-dominated
-                front = np.unique(cand[mask], axis=0)
+            p = pts[i]
+            dominated = np.any(np.all(front <= p, axis=1) & np.any(front < p, axis=1)) if len(front) else False
+            duplicate = np.any(np.all(front == p, axis=1)) if len(front) else False
+            if not dominated and not duplicate:  # only a new non-dominated point adds volume
+                keep = ~(np.all(p <= front, axis=1) & np.any(p < front, axis=1))
+                front = np.vstack([front[keep], p])
                 value = _hv(front, ref)
         out[i] = value
     return out
