@@ -48,7 +48,8 @@ class SearchResult:
     wall_time_s: float
     exports: dict[str, Path] = field(default_factory=dict)
     stopped_early: str | None = None
-    final_dir: Path | None = None
+    backend_wall_s: float = 0.0  # time inside the backend (trials + sampling + storage + scheduling)
+    final: dict[str, Any] | None = None  # search.finalize.finalize's metrics, with --finalize
 
 
 class DefaultObjective:
@@ -199,9 +200,11 @@ def run_search(space: Any, run_dir: str | Path | None = None, *, backend: str | 
              space.name, s.backend, s.sampler, s.trials, s.parallelism, spec.url, ctx.study)
 
     result: BackendResult
+    t_backend = time.perf_counter()
     try:
         result = runner(ctx)
     finally:
+        backend_wall = time.perf_counter() - t_backend
         elapsed = time.perf_counter() - t0
         info.finished = _now()
         info.wall_time_s = (info.wall_time_s or 0.0) + elapsed
@@ -212,7 +215,7 @@ def run_search(space: Any, run_dir: str | Path | None = None, *, backend: str | 
     exports = write_exports(run_dir)
     out = SearchResult(run_dir=run_dir, complete=result.complete, failed=result.failed, ran=result.ran,
                        storage_url=result.storage_url, study=result.study, wall_time_s=elapsed,
-                       exports=exports, stopped_early=result.stopped_early)
+                       exports=exports, stopped_early=result.stopped_early, backend_wall_s=backend_wall)
     if result.stopped_early:
         log.warning("search stopped early: %s; rerun the same command to continue", result.stopped_early)
     n_pareto = sum(1 for k in exports if k.startswith("recipes/"))
@@ -225,5 +228,7 @@ def run_search(space: Any, run_dir: str | Path | None = None, *, backend: str | 
     if finalize:
         from search.finalize import finalize as run_finalize
 
-        out.final_dir = run_finalize(run_dir)
+        log.info("finalizing: full fine-tune of the chosen Pareto point (knee)")
+        out.final = run_finalize(run_dir, device=device, progress=progress)
+        log.info("final model, metrics and ONNX export: %s", run_dir / "final")
     return out

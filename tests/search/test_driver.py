@@ -163,8 +163,12 @@ def test_cli_entry_point_and_unknown_space(tmp_path):
     assert "Traceback" not in res.stderr
 
 
+@pytest.mark.slow
 def test_real_quickstart_search(tmp_path):
-    """The real objective (baseline trained on the fly, proxy fine-tune, int8, latency), tiny budget."""
+    """The real objective (baseline trained on the fly, proxy fine-tune, int8, latency), tiny budget.
+
+    Slow: minutes on 2 busy cores (training the baseline plus five real trials).
+    """
     from search.driver import run_search
     from spaces.space import load_space
 
