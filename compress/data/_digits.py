@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from compress.data._bundle import DataBundle
@@ -12,11 +14,16 @@ DIGITS_SPLIT = (0.70, 0.15, 0.15)
 DIGITS_SPLIT_SEED = 0
 
 
-def digits_arrays(input_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
-    """All 1,797 digits as uint8 ``N x 3 x S x S`` (bilinear upsampled) and int64 labels."""
+@functools.lru_cache(maxsize=1)
+def _load_digits():
     from sklearn.datasets import load_digits
 
-    d = load_digits()
+    return load_digits()
+
+
+def digits_arrays(input_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """All 1,797 digits as uint8 ``N x 3 x S x S`` (bilinear upsampled) and int64 labels."""
+    d = _load_digits()
     x = torch.as_tensor(d.images, dtype=torch.float32)  # N x 8 x 8, values 0..16
     x = (x * (255.0 / 16.0)).round().to(torch.uint8).unsqueeze(1)
     x = resize_uint8(x, input_size).expand(-1, 3, -1, -1).contiguous()
@@ -25,10 +32,9 @@ def digits_arrays(input_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
 
 def digits_split_indices() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Stratified, fixed (seed 0) 70/15/15 train/val/test indices; disjoint and covering all."""
-    from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-    y = load_digits().target
+    y = _load_digits().target
     idx = list(range(len(y)))
     train, rest = train_test_split(idx, test_size=1.0 - DIGITS_SPLIT[0], stratify=y,
                                    random_state=DIGITS_SPLIT_SEED)
