@@ -87,7 +87,23 @@ def _header(data: dict[str, Any]) -> str:
     ]
     if r["reference"]:
         cards.append(_card("Original model (reference)", _kv({k: fmt(k, v) for k, v in r["reference"].items()})))
-    return "<section id='summary'><h2>Run</h2><div class='cards'>" + "".join(cards) + "</div></section>"
+    failures = _failures(data)
+    return ("<section id='summary'><h2>Run</h2><div class='cards'>" + "".join(cards) + "</div>" + failures
+            + "</section>")
+
+
+def _failures(data: dict[str, Any]) -> str:
+    """Failed trials grouped by their first error line."""
+    reasons: dict[str, list[int]] = {}
+    for r in data["trials"]:
+        if r.get("status") == "failed":
+            first = (r.get("error") or "no error message").strip().splitlines()[0][:200]
+            reasons.setdefault(first, []).append(r["trial"])
+    if not reasons:
+        return ""
+    items = "".join(f"<li><code>{_e(reason)}</code>: trials {_e(', '.join(map(str, trials)))}</li>"
+                    for reason, trials in sorted(reasons.items(), key=lambda kv: -len(kv[1])))
+    return f"<div id='failures'><h3>Failed trials</h3><ul>{items}</ul></div>"
 
 
 def _height(fig: dict[str, Any]) -> str:

@@ -189,3 +189,8 @@ def test_duration_phases_follow_the_records(run_dir):
     times = report_data(run_dir)["times"]
     assert times["phases"] == ["prune", "finetune", "convert", "evaluate", "cost", "latency"]
     assert times["seconds"]["convert"][3] == 0.25 and times["seconds"]["convert"][0] is None
+
+
+def test_failed_trials_listed_with_reasons(report):
+    text = report.read_text()
+    assert "Failed trials" in text and "DivergenceError: loss became nan at step 7</code>: trials 14" in text
