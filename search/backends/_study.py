@@ -106,20 +106,20 @@ def parse_storage(url: str | None, run_dir: Path) -> StorageSpec:
     return StorageSpec(url, "rdb", None)
 
 
-def open_storage(spec: StorageSpec) -> optuna.storages.BaseStorage:
-    """Open the storage; RDB storages get a heartbeat and retry stale trials.
+def open_storage(spec: StorageSpec, *, heartbeat: bool = True) -> optuna.storages.BaseStorage:
+    """Open the storage; RDB storages get a heartbeat (unless ``heartbeat=False``) and retry stale trials.
 
     A local file storage is opened under its lock: two processes creating the same new SQLite
     schema at once would otherwise collide (``UNIQUE constraint failed: alembic_version``).
     """
     if spec.path is None:
-        return _open_storage(spec)
+        return _open_storage(spec, heartbeat)
     spec.path.parent.mkdir(parents=True, exist_ok=True)
     with study_lock(spec.lock_path(spec.path.parent)):
-        return _open_storage(spec)
+        return _open_storage(spec, heartbeat)
 
 
-def _open_storage(spec: StorageSpec) -> optuna.storages.BaseStorage:
+def _open_storage(spec: StorageSpec, heartbeat: bool) -> optuna.storages.BaseStorage:
     if spec.kind == "journal":
         from optuna.storages.journal import JournalFileBackend
 
@@ -130,10 +130,10 @@ def _open_storage(spec: StorageSpec) -> optuna.storages.BaseStorage:
         kwargs: dict[str, Any] = {}
         if spec.url.startswith("sqlite"):
             kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
-        storage = optuna.storages.RDBStorage(
-            spec.url, heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=GRACE_PERIOD_S,
-            heartbeat_stale_trial_callback=retry, **kwargs,
-        )
+        if heartbeat:
+            kwargs.update(heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=GRACE_PERIOD_S,
+                          heartbeat_stale_trial_callback=retry)
+        storage = optuna.storages.RDBStorage(spec.url, **kwargs)
     if spec.url.startswith("sqlite"):
         _sqlite_wal(storage)
     return storage

@@ -18,6 +18,7 @@
   missing from the study (failures, trials orphaned by a killed driver, a larger ``--trials``)
   run in a follow-up experiment ``RUN/ray/<study>-2``, ``-3``, ..., so the study ends with exactly
   the requested number of COMPLETE trials, as with the Optuna backend.
+- Ctrl-C: Ray Tune saves the experiment state and stops; the rerun restores it (above).
 - Cluster: ``address=None`` starts Ray in this process (``ray.init(num_cpus=...)``);
   ``address="auto"`` or ``"HOST:PORT"`` joins a cluster started with ``ray start --head``.
   ``RAY_AUTH_MODE=disabled`` is set for local clusters.
@@ -191,7 +192,9 @@ def run_ray(ctx: SearchContext) -> BackendResult:
     from ray.tune.search import ConcurrencyLimiter
 
     spec = parse_storage(ctx.storage, ctx.run_dir)
-    storage = open_storage(spec)
+    # no heartbeat: OptunaSearch asks in this driver process, which runs no heartbeat thread; trials
+    # orphaned by a dead driver are recovered by the pid check (fail_dead_local_trials) instead
+    storage = open_storage(spec, heartbeat=False)
     lock = spec.lock_path(ctx.run_dir)
     study = create_study(storage, ctx.study, ctx.directions,
                          make_sampler(ctx.sampler, ctx.seed, len(ctx.objectives)), lock)
@@ -246,7 +249,7 @@ def run_ray(ctx: SearchContext) -> BackendResult:
                 trainable,
                 tune_config=tune.TuneConfig(num_samples=remaining,
                                             search_alg=ConcurrencyLimiter(searcher, max_concurrent=max_concurrent),
-                                            reuse_actors=True),
+                                            reuse_actors=True, time_budget_s=ctx.timeout_s),
                 run_config=tune.RunConfig(storage_path=str(ray_dir), name=name, verbose=0,
                                           log_to_file=True),
             )
