@@ -29,9 +29,20 @@ def _same(a, b) -> bool:
     return str(a) == str(b)
 
 
+@pytest.fixture(scope="module")
+def shared_report(tmp_path_factory):
+    """One report for the read-only tests of this module (tests must not modify its run)."""
+    return write_html_report(build_run(tmp_path_factory.mktemp("shared") / "run"))
+
+
 @pytest.fixture
-def report(run_dir):
-    return write_html_report(run_dir)
+def report(shared_report):
+    return shared_report
+
+
+@pytest.fixture
+def run_dir(shared_report):  # noqa: F811 - the run behind the shared report (read-only here)
+    return shared_report.parent
 
 
 def test_self_contained_no_external_loads(report):
@@ -76,7 +87,7 @@ def test_pareto_table_cells_equal_csv(run_dir, report):
     assert checked >= len(rows) * 4
 
 
-def test_recipe_links_resolve(run_dir, report, tmp_path):
+def test_recipe_links_resolve(run_dir, report, tmp_path):  # writes only outside the run
     links = [h for h in parse(report).links if h.endswith(".yaml")]
     assert len(links) == len(read_csv(run_dir / "pareto.csv"))
     for href in links:
@@ -125,7 +136,8 @@ def test_sections_and_header(run_dir, report):
     assert 0 < hv["fraction"] <= 1 and hv["curve"]["fraction"][-1] == hv["fraction"]
 
 
-def test_final_section(run_dir):
+def test_final_section(tmp_path):
+    run_dir = build_run(tmp_path / "own")
     (run_dir / "final").mkdir()
     (run_dir / "final" / "metrics.json").write_text(json.dumps(
         {"test_accuracy": 80.123, "latency_speedup": 1.87, "flops_speedup": 2.5}))
@@ -161,7 +173,8 @@ def test_only_failed_run_is_a_clear_error(tmp_path):
     assert "out of memory" in msg and "DivergenceError" in msg
 
 
-def test_old_schema_run_is_a_clear_error(run_dir):
+def test_old_schema_run_is_a_clear_error(tmp_path):
+    run_dir = build_run(tmp_path / "own")
     data = json.loads((run_dir / "run.json").read_text())
     data["schema"] = 0
     (run_dir / "run.json").write_text(json.dumps(data))
@@ -169,7 +182,8 @@ def test_old_schema_run_is_a_clear_error(run_dir):
         write_html_report(run_dir)
 
 
-def test_run_info_groups_order_is_used(run_dir):
+def test_run_info_groups_order_is_used(tmp_path):
+    run_dir = build_run(tmp_path / "own")
     info = read_run_info(run_dir)
     order = [f"layer{s}.{b}.conv1" for s in (3, 2, 1) for b in range(3)]
     write_run_info(run_dir, RunInfo(**{**info.to_dict(), "groups": order}))
@@ -177,7 +191,8 @@ def test_run_info_groups_order_is_used(run_dir):
     assert data["policies"][0]["groups"] == order
 
 
-def test_duration_phases_follow_the_records(run_dir):
+def test_duration_phases_follow_the_records(tmp_path):
+    run_dir = build_run(tmp_path / "own")
     import json as _json
 
     from search.records import record_path
