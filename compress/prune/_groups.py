@@ -52,7 +52,7 @@ class _GroupInfo:
 
 
 def example_input(input_size: int | tuple[int, ...], like: nn.Module) -> torch.Tensor:
-    """A single random example for tracing: ``input_size`` is S, (H, W), (C, H, W) or (N, C, H, W)."""
+    """A zero example for tracing: ``input_size`` is S, (H, W), (C, H, W) or (N, C, H, W)."""
     if isinstance(input_size, int):
         shape: tuple[int, ...] = (1, 3, input_size, input_size)
     else:

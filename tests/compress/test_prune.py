@@ -398,3 +398,16 @@ def test_rebuild_reproduces_pruned_model(case):
     assert kept2 == kept
     with torch.no_grad():
         assert torch.equal(replay.eval()(x), pruned(x))
+
+
+def test_imagenet_stem_with_maxpool():
+    """The default 7x7/stride-2 stem + max-pool: layer1 still couples with the stem (BasicBlock)."""
+    model = get_model("resnet18", num_classes=10).eval()
+    groups = {g.name: g for g in list_groups(model, input_size=224)}
+    assert groups["layer1"].layers[0] == "conv1"
+    pruned, kept = prune(model, PruneSpec(ratios={"layer1": 0.5, "layer3.1.conv1": 0.5}), input_size=224)
+    assert pruned.conv1.out_channels == pruned.layer2[0].conv1.in_channels == 32
+    ref = _masked_reference(model, kept)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert (pruned.eval()(x) - ref(x)).abs().max() < 1e-4
