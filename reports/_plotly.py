@@ -108,7 +108,7 @@ def scatter(data: dict[str, Any], proj: dict[str, Any]) -> go.Figure:
         color = COLORS["pareto"] if _truthy(r.get("pareto")) else (
             COLORS["feasible"] if _truthy(r.get("feasible")) else COLORS["infeasible"])
         fig.add_trace(go.Scatter(
-            x=[r[x]], y=[r[y]], mode="markers+text", name=f"baseline: {r['baseline']}",
+            x=[r[x]], y=[r[y]], mode="markers+text", name=f"baseline: {r['baseline']}", cliponaxis=False,
             text=[r["baseline"]], textposition=_text_position(r["baseline"]), textfont={"size": 10},
             marker={"symbol": baseline_symbol(r["baseline"]), "size": 14, "color": color,
                     "line": {"color": "black", "width": 1}},
