@@ -26,7 +26,7 @@ from reports import pareto as _pareto
 from reports._format import exact, fmt
 from reports._load import Run, load_run, require_complete
 from reports.data import frame_records, jsonable, label
-from reports.tables import pareto_frame, trials_frame
+from reports.tables import flatten, pareto_frame, trials_frame
 
 
 class CompareError(ValueError):
@@ -77,8 +77,18 @@ def compare_data(run_dirs: list[str | Path], labels: list[str] | None = None) ->
         values = {getattr(r.info, key) for r in runs}
         if len(values) > 1:
             warnings.append(f"runs use different {key}s ({sorted(map(str, values))}): fronts are not comparable")
+    for metric in names:
+        values = {r.info.reference.get(metric) for r in runs}
+        nums = [float(v) for v in values if isinstance(v, (int, float))]
+        if len(nums) > 1 and max(nums) > 1.01 * min(nums) and metric not in _pareto.PERCENT_METRICS:
+            warnings.append(f"the original models differ in {metric} ({', '.join(f'{v:.6g}' for v in sorted(nums))}): "
+                            "different input sizes or models, fronts are not comparable")
+    settings = [flatten({"search": r.info.search, "budget": r.info.budget}) for r in runs]
+    keys = list(dict.fromkeys(k for st in settings for k in st))
+    differ = [k for k in keys if len({json.dumps(st.get(k), sort_keys=True) for st in settings}) > 1
+              and not k.startswith("search.storage")]
     fronts = []
-    for run, name in zip(runs, labels):
+    for run, name, st in zip(runs, labels, settings):
         trials = trials_frame(run)
         front = pareto_frame(run, trials)
         pts = front[names].to_numpy(float) if len(front) else np.zeros((0, len(names)))
@@ -94,7 +104,8 @@ def compare_data(run_dirs: list[str | Path], labels: list[str] | None = None) ->
                        "model": run.info.model, "dataset": run.info.dataset, "space": run.info.space,
                        "sampler": run.info.search.get("sampler"), "backend": run.info.search.get("backend"),
                        "seed": run.info.search.get("seed"), "budget": run.info.budget,
-                       "wall_time_s": run.info.wall_time_s, "git_sha": run.info.git_sha})
+                       "wall_time_s": run.info.wall_time_s, "git_sha": run.info.git_sha,
+                       "differs": {k: st.get(k) for k in differ}})
     union = np.vstack([f["points"] for f in fronts])
     owner = np.concatenate([[i] * len(f["points"]) for i, f in enumerate(fronts)]).astype(int)
     mask = _pareto.non_dominated(union, dirs) if len(union) else np.zeros(0, dtype=bool)
@@ -138,7 +149,7 @@ def render_compare_html(data: dict[str, Any]) -> str:
         cells = "".join(f"<td data-col='{k}' data-value='{_e(exact(r[k]))}'>"
                         f"{_e(f'{r[k]:.6g}' if isinstance(r[k], float) else r[k])}</td>" for k, _ in cols)
         cells += "".join(f"<td class='text'>{_e(r[k])}</td>" for k, _ in text_cols)
-        budget = html.escape(json.dumps(r["budget"]))
+        budget = html.escape(", ".join(f"{k.split('.', 1)[1]}={v}" for k, v in r["differs"].items()) or "same")
         rows.append(f"<tr data-run='{_e(r['label'])}'><td class='text' title='{_e(r['dir'])}'>{_e(r['label'])}</td>"
                     f"{cells}<td class='text muted'>{budget}</td></tr>")
     warn = "".join(f"<p><b>Warning:</b> {_e(w)}</p>" for w in data["warnings"])
@@ -152,7 +163,7 @@ def render_compare_html(data: dict[str, Any]) -> str:
 <section id="runs"><h2>Runs</h2><p class="muted">Hypervolume of every run's Pareto front against the SHARED reference
 point {_e(data['reference'])} ({_e(data['reference_rule'])}); fraction = share of the box from the reference to the
 ideal point {_e(data['ideal'])}.</p><div class="scroll"><table class="data sortable" id="compare">
-<thead><tr><th class="text">run</th>{head}<th class="text">budget</th></tr></thead><tbody>{''.join(rows)}</tbody>
+<thead><tr><th class="text">run</th>{head}<th class="text">settings that differ</th></tr></thead><tbody>{''.join(rows)}</tbody>
 </table></div></section>
 <section id="fronts"><h2>Pareto fronts</h2><div class="grid2">{''.join(plots)}</div></section></main>
 <footer><p>Data embedded as JSON (<code>#report-data</code>).</p></footer>

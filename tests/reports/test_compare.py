@@ -71,3 +71,16 @@ def test_compare_errors(two_runs, tmp_path):
         compare_data([a, c])
     with pytest.raises(CompareError, match="2 names for 3 runs"):
         compare_data([a, b, build_run(tmp_path / "third", seed=5)], labels=["x", "y"])
+
+
+def test_settings_that_differ_and_reference_warning(two_runs):
+    a, b = two_runs
+    info = read_run_info(b)
+    ref = dict(info.reference, flops=info.reference["flops"] / 4)
+    budget = dict(info.budget, finetune_steps=50)
+    write_run_info(b, RunInfo(**{**info.to_dict(), "reference": ref, "budget": budget}))
+    data = compare_data([a, b])
+    assert data["runs"][0]["differs"]["budget.finetune_steps"] == 20
+    assert data["runs"][1]["differs"]["budget.finetune_steps"] == 50
+    assert "search.sampler" not in data["runs"][0]["differs"]  # same in both runs
+    assert any("differ in flops" in w for w in data["warnings"])
