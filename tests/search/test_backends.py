@@ -193,7 +193,7 @@ def test_ctrl_c_leaves_resumable_study(tmp_path, space):
     assert interrupted[0].user_attrs["error"].startswith("KeyboardInterrupt")
     waiting = [t for t in study.trials if t.state == TrialState.WAITING]
     requeued = [t for t in waiting if t.system_attrs.get("failed_trial") == 2]
-    assert len(requeued) == 1 and requeued[0].params == interrupted[0].params
+    assert len(requeued) == 1 and requeued[0].system_attrs["fixed_params"] == interrupted[0].params
     assert requeued[0].user_attrs.get("baseline") == "uniform-prune-0.5"
     assert read_records(run)[2].status == "failed"
     r = run_search(space, run, trials=6, objective_factory=Factory(), progress=False)
