@@ -16,7 +16,7 @@ WEIGHT_METHODS = ("minmax", "mse")
 ACT_METHODS = ("minmax", "percentile", "mse")
 
 _EPS = 1e-8
-_MSE_GRID = torch.linspace(0.3, 1.0, 29)
+_MSE_GRID = torch.linspace(0.4, 1.0, 16)
 
 
 def weight_qmax(bits: int) -> int:
@@ -28,7 +28,7 @@ def weight_scale(weight: torch.Tensor, bits: int, method: WeightMethod = "mse") 
     """Per-output-channel scale (shape ``[out]``) for symmetric ``bits``-bit weights.
 
     ``minmax`` maps the largest magnitude to ``qmax``; ``mse`` picks, per channel, the clipping
-    fraction of the largest magnitude (grid 0.3..1.0) with the lowest squared error.
+    fraction of the largest magnitude (16 steps 0.4..1.0) with the lowest squared error.
     """
     w = weight.detach().reshape(weight.shape[0], -1).float()
     qmax = weight_qmax(bits)
@@ -76,7 +76,7 @@ def act_range(lo: float, hi: float, sample: torch.Tensor, bits: int, method: Act
     """Calibrated clipping range from the observed extremes and a sample of activations.
 
     ``minmax``: the observed extremes; ``percentile``: 0.01/99.99 percentiles of the sample;
-    ``mse``: the extremes shrunk by the factor (grid 0.3..1.0) with the lowest quantization
+    ``mse``: the extremes shrunk by the factor (16 steps 0.4..1.0) with the lowest quantization
     error on the sample.
     """
     lo, hi = min(lo, 0.0), max(hi, 0.0)

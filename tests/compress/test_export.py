@@ -13,7 +13,7 @@ from compress.models import get_model
 from compress.quantize import convert
 from spaces.policy import LayerBits, QuantSpec
 
-SIZE = 16
+SIZE = 8
 
 
 def _batches(n: int, bs: int = 16, seed: int = 1) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -28,7 +28,7 @@ def float_model() -> nn.Module:
     m = get_model("resnet20", num_classes=10)
     with torch.no_grad():  # non-trivial BN statistics, as in a trained network
         m.train()
-        for x, _ in _batches(2, 32, seed=7):
+        for x, _ in _batches(1, 32, seed=7):
             m(x)
     return m.eval()
 
