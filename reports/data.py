@@ -31,7 +31,6 @@ from search.records import METRICS
 
 DATA_VERSION = 1
 MAX_POLICIES = 12
-COST_METRICS = ("flops", "latency", "latency_ratio", "flops_ratio", "size", "bops", "params")
 PLOT_COSTS = ("flops", "latency", "latency_ratio", "flops_ratio", "size", "bops")
 PHASES = ("prune", "finetune", "convert", "evaluate", "cost", "latency")  # known order; others follow
 

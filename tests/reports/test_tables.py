@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -13,7 +12,7 @@ from reports.tables import pareto_frame, read_csv, trials_frame, write_exports
 from search.records import RunFormatError, record_path
 from spaces.policy import Policy
 
-from .conftest import GROUPS, build_run
+from .conftest import build_run
 
 
 def test_trials_frame_flattens_policy_and_metrics(run_dir):
