@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 
 from compress.quantize._bits import is_int, resolve_bits
 from compress.quantize._quantizer import (
-    ACT_METHODS, WEIGHT_METHODS, ActMethod, WeightMethod, act_range, fake_quant_act, fake_quant_weight, round_half, weight_scale,
+    ACT_METHODS, WEIGHT_METHODS, ActMethod, WeightMethod, act_qparams, act_range, fake_quant_act, fake_quant_weight,
+    round_half, weight_scale,
 )
 from spaces.policy import LayerBits, QuantSpec
 
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 _SAMPLE_PER_BATCH = 8192
 _EMA = 0.1
+_FQ_BUFFERS = ("act_lo", "act_hi", "act_scale", "act_zero")
 _FQ_ATTRS = ("w_bits", "a_bits", "half_dtype", "weight_method", "act_method", "observing", "calibrated",
              "_samples", "_float_cls", "_scale_cache")
 
@@ -66,6 +68,9 @@ class _FakeQuantMixin:
         device = mod.weight.device
         new.register_buffer("act_lo", torch.full((), float("inf"), device=device), persistent=False)
         new.register_buffer("act_hi", torch.full((), float("-inf"), device=device), persistent=False)
+        # calibrated qparams as tensors: no host sync per forward on accelerators
+        new.register_buffer("act_scale", torch.ones((), device=device), persistent=False)
+        new.register_buffer("act_zero", torch.zeros((), dtype=torch.int32, device=device), persistent=False)
         return new
 
     def to_float(self) -> nn.Module:
@@ -73,8 +78,8 @@ class _FakeQuantMixin:
         mod = self._float_cls.__new__(self._float_cls)
         d = {k: (copy.copy(v) if isinstance(v, (dict, set)) else v) for k, v in self.__dict__.items()
              if k not in _FQ_ATTRS}
-        d["_buffers"] = {k: v for k, v in d["_buffers"].items() if k not in ("act_lo", "act_hi")}
-        d["_non_persistent_buffers_set"] = d["_non_persistent_buffers_set"] - {"act_lo", "act_hi"}
+        d["_buffers"] = {k: v for k, v in d["_buffers"].items() if k not in _FQ_BUFFERS}
+        d["_non_persistent_buffers_set"] = d["_non_persistent_buffers_set"] - set(_FQ_BUFFERS)
         mod.__dict__ = d
         return mod
 
@@ -101,6 +106,8 @@ class _FakeQuantMixin:
             return x
         if not is_int(self.a_bits):
             return round_half(x, self.half_dtype) if self._half() else x
+        if self.calibrated:
+            return torch.fake_quantize_per_tensor_affine(x, self.act_scale, self.act_zero, 0, 2 ** self.a_bits - 1)
         lo, hi = self._act_range(x)
         return fake_quant_act(x, lo, hi, self.a_bits)
 
@@ -141,6 +148,10 @@ class _FakeQuantMixin:
             if is_int(self.a_bits) else (float(self.act_lo), float(self.act_hi))
         self.act_lo.fill_(lo)
         self.act_hi.fill_(hi)
+        if is_int(self.a_bits):
+            scale, zero = act_qparams(lo, hi, self.a_bits)
+            self.act_scale.fill_(scale)
+            self.act_zero.fill_(zero)
         self._samples = []
         self.observing = False
         self.calibrated = True
