@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from compress.quantize._bits import check_bits, describe, is_int, resolve_bits
-from compress.quantize._fake import _batches, _set_module, _strip_inplace, calibrate, fake_quantize
+from compress.quantize._fake import _batches, _strip_inplace, fake_quantize
 from compress.quantize._quantizer import WeightMethod, weight_qmax, weight_scale
 from spaces.policy import BACKENDS, QuantSpec
 
