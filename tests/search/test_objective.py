@@ -118,3 +118,19 @@ def test_num_classes_mismatch_is_clear(tmp_path):
     space = tiny_space(model={"name": "resnet20", "num_classes": 7, "input_size": 16, "checkpoint": "x.pt"})
     with pytest.raises(Exception, match="num_classes = 7.*10 classes"):
         _ = Objective(space, tmp_path).data
+
+
+@pytest.mark.shared_data
+def test_builtin_cifar_space_with_shared_checkpoint(tmp_path, cifar_jpeg_dir):
+    """resnet20-cifar10 as shipped: the shared checkpoint loads and scores well on val; a trial runs."""
+    from spaces.space import load_space
+
+    space = load_space("resnet20-cifar10", [f"data.data_dir={cifar_jpeg_dir}", "budget.val_limit=500",
+                                            "budget.latency.measure=never", "budget.finetune.steps=2",
+                                            "budget.finetune.batch_size=32", "budget.bn_recal_batches=1"])
+    obj = Objective(space, tmp_path)
+    ref = obj.reference
+    assert ref["accuracy"] > 75.0 and ref["val_images"] == 500
+    assert ref["flops"] == pytest.approx(40.6e6, rel=0.05)  # resnet20 at 32x32 (fvcore MACs)
+    m = obj.evaluate(_policy(obj, "uniform-prune-0.5"), seed=0)
+    assert m["flops_ratio"] < 0.75 and 0.0 <= m["accuracy"] <= 100.0
