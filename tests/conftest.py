@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import fcntl
 import os
+
+# Idle OpenMP workers sleep instead of spinning: on a busy 2-core machine spinning threads starve
+# each other (measured: 9.6 -> 55 img/s for ResNet-20 training). Must be set before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import tarfile
 from pathlib import Path
 
