@@ -286,6 +286,8 @@ def finalize(run_dir: str | Path, pick: str = "knee", *, trial: int | None = Non
     onnx_info: dict[str, Any] = {}
     if onnx:
         onnx_info = _export_onnx(out.deploy, final_dir / "model.onnx", data, objective.input_size)
+    else:
+        (final_dir / "model.onnx").unlink(missing_ok=True)  # never leave a stale export beside new weights
 
     provenance = dict(chosen.provenance)
     provenance.update({"finalized_from_trial": number, "pick": why, "search_metrics": dict(record.metrics)})
@@ -320,7 +322,8 @@ def finalize(run_dir: str | Path, pick: str = "knee", *, trial: int | None = Non
         "notes": list(out.notes),
         "finetune_seconds": round(finetune_s, 2),
         "onnx": onnx_info,
-        "files": sorted(p.name for p in final_dir.iterdir() if p.is_file()) + ["metrics.json"],
+        "files": sorted({p.name for p in final_dir.iterdir() if p.is_file() and not p.name.startswith(".")}
+                        | {"metrics.json"}),
     }
     if "top5" in test:
         metrics["test_top5"] = float(test["top5"])
