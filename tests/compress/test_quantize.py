@@ -323,3 +323,25 @@ def test_convert_rejects_bits_the_target_cannot_run():
         convert(m, q, _batches(1), _batches(1)[0][0][:1])
     with pytest.raises(ValueError, match="calib_loader"):
         convert(m, QuantSpec(backend="x86", default=LayerBits(8, 8)), None, _batches(1)[0][0][:1])
+
+
+@pytest.mark.slow  # ~30 s on 2 free cores (imagefolder load, 3 evaluations of 600 images)
+@pytest.mark.shared_data
+def test_real_resnet20_int8_keeps_accuracy_and_matches_simulation(cifar_jpeg_dir):
+    from compress.data import get_dataset
+    from compress.measure import evaluate
+    from compress.models import load_checkpoint
+    from tests.conftest import shared_checkpoint
+
+    data = get_dataset("imagefolder", cifar_jpeg_dir, normalization="imagenet", input_size=32)
+    m = load_checkpoint(get_model("resnet20"), shared_checkpoint(20)).eval()
+    calib = [b for _, b in zip(range(4), data.loader("calib", 64))]
+    test = data.loader("test", 200, limit=600)
+    base = evaluate(m, test, progress=False)["top1"]
+    res = convert(m, QuantSpec(backend="x86", default=LayerBits(8, 8)), calib, calib[0][0][:1])
+    int8 = evaluate(res.model, test, progress=False)["top1"]
+    assert base > 70 and int8 > base - 1.5, (base, int8)
+    q4 = QuantSpec(backend="x86", default=LayerBits(8, 8), layers={"layer3.2.conv2": LayerBits(4, 8)})
+    sim = evaluate(fake_quantize(m, q4, calib), test, progress=False)["top1"]
+    real = evaluate(convert(m, q4, calib, calib[0][0][:1]).model, test, progress=False)["top1"]
+    assert abs(sim - real) < 2.0, (sim, real)
