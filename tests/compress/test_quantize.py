@@ -325,8 +325,7 @@ def test_convert_rejects_bits_the_target_cannot_run():
         convert(m, QuantSpec(backend="x86", default=LayerBits(8, 8)), None, _batches(1)[0][0][:1])
 
 
-@pytest.mark.slow  # ~30 s on 2 free cores (imagefolder load, 3 evaluations of 600 images)
-@pytest.mark.shared_data
+@pytest.mark.shared_data  # ~12 s on 2 free cores
 def test_real_resnet20_int8_keeps_accuracy_and_matches_simulation(cifar_jpeg_dir):
     from compress.data import get_dataset
     from compress.measure import evaluate
