@@ -37,7 +37,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search.backends import BackendResult, SearchContext
 from search.backends._progress import Progress
-from search.backends._records import failed_record
+from search.backends._records import failed_record, record_dead_trials
 from search.backends._study import (
     ATTR_BASELINE,
     ATTR_ERROR,
@@ -52,7 +52,6 @@ from search.backends._study import (
     requeue,
     study_lock,
     tag_worker,
-    trial_worker,
     tell_record,
 )
 from search.records import read_run_info, record_path, write_record
@@ -78,27 +77,9 @@ class _Session:
         self.objective = ctx.objective_factory(ctx.space, ctx.run_dir)
         self.dims = self.objective.dims
 
-    def policy_for(self, params: dict[str, Any]):
-        from spaces.space import policy_from_params
-
-        return policy_from_params(self.ctx.space, self.dims, params)
-
     def record_dead(self, dead: list[FrozenTrial]) -> None:
-        """Write a failed record for each trial whose worker died.
-
-        Overwrites a record the dead worker may have written just before it was killed (between
-        ``run_trial`` and ``tell``), so records always agree with the study: that trial is FAIL
-        there and its parameters run again under a new number.
-        """
-        for t in dead:
-            try:
-                policy = self.policy_for(t.params)
-            except Exception:  # noqa: BLE001 - the record is still useful without a policy
-                policy = None
-            write_record(self.ctx.run_dir, failed_record(
-                t.number, policy, t.user_attrs.get(ATTR_ERROR) or "WorkerDied: worker exited while running",
-                seed=self.ctx.seed, baseline=t.user_attrs.get(ATTR_BASELINE), params=t.params,
-                worker=trial_worker(t)[0]))
+        """Failed records for trials whose worker died (see :func:`record_dead_trials`)."""
+        record_dead_trials(self.ctx.run_dir, self.ctx.space, self.dims, dead, seed=self.ctx.seed)
 
 
 def _hv_reference(run_dir: Path) -> dict[str, float]:

@@ -13,12 +13,14 @@
   complete even when actors run on other nodes.
 - Resources: ``tune.with_resources(trainable, {"cpu": cpus_per_trial, "gpu": gpus_per_trial})``,
   concurrency: ``ConcurrencyLimiter(max_concurrent)``.
-- Resume: the Tune experiment lives in ``RUN/ray/<study>``; when interrupted, the rerun restores
-  it with ``Tuner.restore(path, trainable, resume_errored=True)``. Afterwards any trials still
-  missing from the study (failures, trials orphaned by a killed driver, a larger ``--trials``)
-  run in a follow-up experiment ``RUN/ray/<study>-2``, ``-3``, ..., so the study ends with exactly
-  the requested number of COMPLETE trials, as with the Optuna backend.
-- Ctrl-C: Ray Tune saves the experiment state and stops; the rerun restores it (above).
+- Resume: the Optuna study, not Ray's experiment state, decides what is left. A rerun marks the
+  trials orphaned by a killed driver FAIL (their process is gone), re-queues their parameters,
+  writes their failed records, and runs only the missing trials in a new experiment
+  ``RUN/ray/<study>-2``, ``-3``, ... so the study ends with exactly the requested number of
+  COMPLETE trials, as with the Optuna backend. ``Tuner.restore(path, resume_errored=True)`` is
+  deliberately not used: it replays its own searcher checkpoint and sample count, which ran
+  one trial more than requested after a ``kill -9`` of the driver in our test (8 of 7).
+- Ctrl-C: Ray Tune stops its trials; the rerun continues as above.
 - Cluster: ``address=None`` starts Ray in this process (``ray.init(num_cpus=...)``);
   ``address="auto"`` or ``"HOST:PORT"`` joins a cluster started with ``ray start --head``.
   ``RAY_AUTH_MODE=disabled`` is set for local clusters.
@@ -39,6 +41,7 @@ from optuna.trial import TrialState
 
 from search.backends import BackendResult, SearchContext
 from search.backends._progress import Progress
+from search.backends._records import record_dead_trials
 from search.backends._study import (
     ATTR_BASELINE,
     ATTR_ERROR,
@@ -222,16 +225,10 @@ def run_ray(ctx: SearchContext) -> BackendResult:
     _PROGRESS[key] = progress
     started = _init_ray(ctx)
     try:
-        experiments = _experiments(ray_dir, ctx.study)
-        if experiments and tune.Tuner.can_restore(str(experiments[-1])):
-            last = experiments[-1]
-            log.info("restoring the Ray Tune experiment %s", last)
-            tuner = tune.Tuner.restore(str(last), trainable, resume_errored=True)
-            tuner.fit()
-        # top up: whatever the study still misses runs in a new experiment
+        # the study is the source of truth: whatever it still misses runs in a new experiment
         for _ in range(ctx.max_consecutive_failures):
             with study_lock(lock):
-                fail_dead_local_trials(study)
+                record_dead_trials(ctx.run_dir, ctx.space, dims, fail_dead_local_trials(study), seed=ctx.seed)
                 counts = count_states(study)
             remaining = ctx.trials - counts[TrialState.COMPLETE] - counts[TrialState.RUNNING]
             if remaining <= 0:

@@ -125,3 +125,35 @@ def test_ray_against_local_cluster(tmp_path, worker_path):
             head.wait()
         head.stdout.close()
         shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_ray_driver_sigkill_then_rerun(tmp_path, worker_path):
+    """Kill -9 the Ray driver mid-search; the rerun tops the study up to exactly N complete trials."""
+    autocompress = str(Path(sys.executable).parent / "autocompress")
+    out = tmp_path / "run"
+    cmd = [autocompress, "search", "quickstart", "--out", str(out), "--trials", "7", "--backend", "ray",
+           "--objective", "_analytic_objective:factory", "--no-progress"]
+    env = {**os.environ, "AC_TEST_SLEEP": "2"}
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # its own process group: Ray's helpers included
+    try:
+        deadline = time.monotonic() + 300
+        while len(list((out / "records").glob("trial-*.json"))) < 3 and time.monotonic() < deadline:
+            assert proc.poll() is None, "search exited before it could be killed"
+            time.sleep(0.5)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray processes it started, nothing else
+        proc.wait()
+    res = subprocess.run(cmd, cwd=tmp_path, env={**os.environ}, capture_output=True, text=True, timeout=600,
+                         start_new_session=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    study = optuna.load_study(study_name="quickstart", storage=f"sqlite:///{out / 'study.db'}")
+    assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 7
+    assert not any(t.state == TrialState.RUNNING for t in study.trials)
+    records = {r.trial: r for r in read_records(out)}
+    for t in study.trials:
+        if t.state == TrialState.COMPLETE:
+            assert records[t.number].status == "complete"
+        elif t.state == TrialState.FAIL:  # killed trials: FAIL in the study and in the records
+            assert records[t.number].status == "failed"
