@@ -25,7 +25,7 @@ from typing import Any
 
 from search.backends import BACKENDS, BackendResult, ObjectiveFactory, SearchContext
 from search.backends._study import parse_storage
-from search.records import RunInfo, read_run_info, write_run_info
+from search.records import RunInfo, read_records, read_run_info, write_run_info
 from search.trial import git_sha, versions
 from spaces._schema import read_document, write_document
 
@@ -222,7 +222,6 @@ def run_search(space: Any, run_dir: str | Path | None = None, *, backend: str | 
     log.info("%d complete, %d failed trials (%d this run, %.0f s); %d Pareto recipes",
              result.complete, result.failed, result.ran, elapsed, n_pareto)
     log.info("outputs: %s (trials.csv, pareto.csv, recipes/, records/)", run_dir)
-    log.info("report:    autocompress report %s", run_dir)
     if spec.kind == "rdb":
         log.info("dashboard: optuna-dashboard %s", spec.url)
     if finalize:
@@ -231,4 +230,16 @@ def run_search(space: Any, run_dir: str | Path | None = None, *, backend: str | 
         log.info("finalizing: full fine-tune of the chosen Pareto point (knee)")
         out.final = run_finalize(run_dir, device=device, progress=progress)
         log.info("final model, metrics and ONNX export: %s", run_dir / "final")
+    _write_report(run_dir)
     return out
+
+
+def _write_report(run_dir: Path) -> None:
+    """Write RUN/report.html (self-contained) so a person can open the result straight away."""
+    from reports.html import write_html_report
+
+    if not any(r.status == "complete" and r.feasible for r in read_records(run_dir)):
+        log.info("no feasible complete trial yet: no report written")
+        return
+    path = write_html_report(run_dir)
+    log.info("report:    %s (regenerate with `autocompress report %s`)", path, run_dir)

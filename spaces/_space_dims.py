@@ -378,6 +378,12 @@ def _baseline(dims: Sequence[Dim], *, ratio: float, bits: int, kd_off: bool = Tr
     return out
 
 
+def uniform_params(dims: Sequence[Dim], ratio: float, bits: int = 32) -> dict[str, Any]:
+    """Params for a uniform policy: every free prune dim at ``ratio`` and every free bit dim at
+    ``bits`` (snapped to the grid), KD off. Used for baselines and uniform sweeps."""
+    return _baseline(dims, ratio=ratio, bits=bits)
+
+
 def baseline_params(space: "SearchSpace", dims: Sequence[Dim]) -> list[tuple[str, dict[str, Any]]]:
     """Labelled params for the baselines enqueued before the search.
 

@@ -471,11 +471,12 @@ from spaces._space_dims import (  # noqa: E402
     expand,
     policy_from_params,
     suggest_policy,
+    uniform_params,
 )
 
 __all__ = [
     "BUILTIN_DIR", "BaselineSpec", "Budget", "Constraint", "Dim", "LatencyBudget", "Range", "SearchSettings",
     "SearchSpace", "SpaceData", "SpaceDistill", "SpaceError", "SpaceModel", "SpacePrune", "SpaceQuant",
     "baseline_params", "expand", "list_spaces", "load_space", "parse_constraint", "policy_from_params",
-    "resolve_path", "space_from_dict", "space_path", "suggest_policy",
+    "resolve_path", "space_from_dict", "space_path", "suggest_policy", "uniform_params",
 ]
