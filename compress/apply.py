@@ -229,6 +229,14 @@ def _finetune(policy: Policy, original: nn.Module, work: nn.Module, data: Any, t
         t = freeze(copy.deepcopy(teacher)) if teacher is not None else \
             build_teacher(policy.distill, original, policy.model.num_classes)
         t.to(device)
+        if policy.distill.teacher_bn_recal > 0:
+            from compress.train import bn_recalibrate
+
+            # re-estimate the teacher's BN statistics on the target data (e.g. weights trained on PNG
+            # CIFAR-10 distilling on a JPEG copy): cheap domain adaptation, weights untouched
+            bn_recalibrate(t, data.loader("train", spec.batch_size, shuffle=True, seed=spec.seed + 1),
+                           policy.distill.teacher_bn_recal, device=device)
+            freeze(t)
         work.to(device)
         kd = DistillLoss(t, work, policy.distill, label_smoothing=spec.label_smoothing,
                          input_size=policy.model.input_size)

@@ -137,9 +137,12 @@ class DistillSpec:
     temperature: float = 4.0
     feature_weight: float = 0.0
     feature_layers: tuple[str, ...] = ()
+    #: re-estimate the teacher's BatchNorm statistics on this many train batches before distilling
+    teacher_bn_recal: int = 0
 
     def __post_init__(self) -> None:
         errors: list[FieldError] = []
+        _check(errors, self.teacher_bn_recal >= 0, "teacher_bn_recal", self.teacher_bn_recal, "must be >= 0")
         _check(errors, 0.0 <= self.alpha <= 1.0, "alpha", self.alpha, "allowed 0 <= alpha <= 1")
         _check(errors, self.temperature > 0, "temperature", self.temperature, "must be > 0")
         _check(errors, self.feature_weight >= 0, "feature_weight", self.feature_weight, "must be >= 0")

@@ -109,3 +109,8 @@ def test_keep_count(n, r, m, expected):
 def test_finetune_needs_a_budget():
     with pytest.raises(PolicyError, match="give epochs or steps"):
         FinetuneSpec(epochs=None, steps=None)
+
+
+def test_teacher_bn_recal_must_be_non_negative():
+    with pytest.raises(PolicyError, match="teacher_bn_recal = -1: must be >= 0"):
+        DistillSpec(alpha=0.5, teacher_bn_recal=-1)
