@@ -140,11 +140,16 @@ def _run(args: argparse.Namespace, policy, ckpt: Path, out: Path) -> tuple[dict[
     from compress.artifact import save_compressed
     from compress.data import get_dataset
     from compress.export import ExportError, export_onnx
-    from compress.models import build_model, load_checkpoint
+    from compress.models import CheckpointError, build_model, load_checkpoint
     from search.cli import CLIError
 
     t_start = time.perf_counter()
-    model = load_checkpoint(build_model(policy.model), ckpt).eval()
+    try:
+        model = load_checkpoint(build_model(policy.model), ckpt).eval()
+    except CheckpointError as exc:
+        raise CheckpointError(
+            f"{args.recipe}: model.name = {policy.model.name!r} (num_classes {policy.model.num_classes}) does not "
+            f"fit the checkpoint; is the recipe for another model?\n{exc}") from None
     data = get_dataset(args.dataset, args.data_dir, normalization=args.normalization,
                        input_size=policy.model.input_size, seed=policy.finetune.seed)
     if data.num_classes != policy.model.num_classes:
