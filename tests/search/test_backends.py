@@ -51,7 +51,7 @@ class Interrupting(AnalyticObjective):
 
 @pytest.fixture(scope="module")
 def space():
-    return load_space("quickstart")
+    return load_space("quickstart", overrides=["objectives=[accuracy, flops]"])
 
 
 def _study(run_dir: Path, name: str = "quickstart", storage: str | None = None) -> optuna.Study:
@@ -114,7 +114,7 @@ def test_exact_count_resume_and_baselines(tmp_path, space):
     assert labels == ["original", "uniform-prune-0.25", "uniform-prune-0.5", "uniform-int8"]
     # optuna sees metrics, constraints and record path; objective values match the records
     for t, rec in zip(study.trials, records):
-        assert t.values == [rec.metrics["accuracy"], rec.metrics["flops"]]
+        assert t.values == [rec.metrics[m] for m in space.objectives]
         assert t.user_attrs["metrics"]["accuracy"] == rec.metrics["accuracy"]
         assert t.user_attrs["record"]["path"].endswith(f"trial-{rec.trial:05d}.json")
         assert set(t.constraints) == {"accuracy_drop <= 5.0"}

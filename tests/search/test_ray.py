@@ -59,7 +59,7 @@ def _check_run(run: Path, trials: int) -> optuna.Study:
 
 def test_ray_in_process_and_resume(tmp_path, worker_path):
     """Local ray.init(): 3 trials (2 baselines first); a rerun with more trials tops up the same study."""
-    space = load_space("quickstart")
+    space = load_space("quickstart", overrides=["objectives=[accuracy, flops]"])
     run = tmp_path / "run"
     r = run_search(space, run, backend="ray", trials=3, objective_factory=factory, progress=False,
                    ray={"num_cpus": 2, "max_concurrent": 2})
@@ -107,7 +107,7 @@ def test_ray_against_local_cluster(tmp_path, worker_path):
                 pytest.fail(f"ray start exited: {head.stdout.read()[-2000:]}")
             time.sleep(1)
         time.sleep(3)
-        space = load_space("quickstart")
+        space = load_space("quickstart", overrides=["objectives=[accuracy, flops]"])
         run = tmp_path / "run"
         r = run_search(space, run, backend="ray", trials=3, objective_factory=factory, progress=False,
                        ray={"address": f"127.0.0.1:{port}", "max_concurrent": 2})
