@@ -6,6 +6,7 @@ Regenerate the shipped files with ``python -m compress._apply_recipes``.
 
 from __future__ import annotations
 
+import dataclasses
 from functools import lru_cache
 from pathlib import Path
 
@@ -68,10 +69,13 @@ def shipped() -> dict[str, tuple[Policy, str]]:
             "ResNet-56 (CIFAR-10): uniform 50% block-inner pruning + INT8 (w8/a8) for every layer on x86.\n"
             "The fine-tune is quantization-aware (fake-quant); the deploy model is a real FX INT8 model."),
         "resnet20-prune30-kd.yaml": (
-            uniform_block_inner("resnet20", 0.3, distill=DistillSpec(teacher="self", alpha=0.5, temperature=4.0),
-                                finetune=ONE_EPOCH, provenance=src),
+            uniform_block_inner("resnet20", 0.3,
+                                distill=DistillSpec(teacher="self", alpha=0.3, temperature=4.0, teacher_bn_recal=40),
+                                finetune=dataclasses.replace(ONE_EPOCH, lr=0.03), provenance=src),
             "ResNet-20 (CIFAR-10): uniform 30% block-inner pruning, L1 criterion, knowledge distillation\n"
-            "from the unpruned input model (alpha 0.5, T 4), 1 epoch SGD lr 0.02 cosine, batch 128."),
+            "from the unpruned input model (alpha 0.3, T 4; the teacher's BN statistics re-estimated on 40\n"
+            "train batches first, since the shared weights were trained on PNG, not JPEG, CIFAR-10),\n"
+            "1 epoch SGD lr 0.03 cosine, batch 128. Measured: 85.1% on the CIFAR-10 JPEG test split."),
     }
 
 
