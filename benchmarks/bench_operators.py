@@ -147,12 +147,12 @@ def run_case(case: Case, batches: list[int], threads: int, rounds: int, tmp: Pat
 
 
 # ----- accuracy --------------------------------------------------------------------------------------
-def run_accuracy(steps: int | None, eval_limit: int | None, device: str, adapt_teacher_bn: int = 0) -> dict[str, Any]:
+def run_accuracy(steps: int | None, eval_limit: int | None, device: str) -> dict[str, Any]:
     """Shared ResNet-20 + resnet20-prune30-kd.yaml on CIFAR-10 JPEG; INT8 conversion of the result.
 
-    ``adapt_teacher_bn`` > 0 re-estimates the (unpruned) teacher's BatchNorm statistics on that
-    many batches of 128 JPEG train images before distilling: the shared weights were trained on
-    PNG CIFAR-10, and their BN statistics do not match JPEG inputs (81.0% -> ~83.8% on test).
+    The recipe re-estimates the (unpruned) teacher's BatchNorm statistics on 40 train batches
+    (``distill.teacher_bn_recal``): the shared weights were trained on PNG CIFAR-10, and their BN
+    statistics do not match JPEG inputs (81.0% -> ~83.8% on test).
     """
     import dataclasses
 
@@ -178,15 +178,7 @@ def run_accuracy(steps: int | None, eval_limit: int | None, device: str, adapt_t
         return evaluate(model, loader, progress=False)["top1"]
 
     before = acc(original)
-    teacher = None
-    if adapt_teacher_bn > 0:
-        import copy
-
-        from compress.train import bn_recalibrate
-
-        teacher = bn_recalibrate(copy.deepcopy(original), data.loader("train", 128, shuffle=True, seed=0),
-                                 adapt_teacher_bn)
-    result = apply(policy, original, data=data, device=device, teacher=teacher)
+    result = apply(policy, original, data=data, device=device)
     t_apply = time.perf_counter() - t0
     float_top1 = acc(result.deploy)
     calib = [b for i, b in zip(range(8), data.loader("calib", 64, shuffle=False))]
@@ -196,7 +188,7 @@ def run_accuracy(steps: int | None, eval_limit: int | None, device: str, adapt_t
             "int8_cost_pt": round(float_top1 - int8_top1, 3), "target_top1": 85.0, "max_int8_cost_pt": 0.5,
             "meets_top1": float_top1 >= 85.0, "meets_int8": float_top1 - int8_top1 <= 0.5,
             "finetune": result.train_result.to_dict() if result.train_result else None,
-            "timings": result.timings, "apply_wall_s": round(t_apply, 1), "adapt_teacher_bn": adapt_teacher_bn,
+            "timings": result.timings, "apply_wall_s": round(t_apply, 1),
             "wall_s": round(time.perf_counter() - t0, 1), "eval_images": eval_limit or "all"}
 
 
@@ -230,8 +222,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--accuracy", action="store_true", help="also run the ResNet-20 KD accuracy check")
     p.add_argument("--no-latency", action="store_true", help="skip the latency cases")
     p.add_argument("--device", default="cpu", help="device for the accuracy fine-tune")
-    p.add_argument("--adapt-teacher-bn", type=int, default=0, metavar="N",
-                   help="accuracy check: re-estimate the teacher's BN statistics on N train batches first")
     p.add_argument("--out", default=None, help="write results as JSON here")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -253,8 +243,7 @@ def main(argv: list[str] | None = None) -> int:
                 report["cases"].append(run_case(case, case_batches, args.threads, rounds, Path(tmp)))
         print(table(report["cases"], batches))
     if args.accuracy:
-        report["accuracy"] = run_accuracy(20 if args.quick else None, 1000 if args.quick else None, args.device,
-                                          args.adapt_teacher_bn)
+        report["accuracy"] = run_accuracy(20 if args.quick else None, 1000 if args.quick else None, args.device)
         a = report["accuracy"]
         print(f"accuracy: original {a['original_top1']:.2f}%  pruned+KD {a['pruned_kd_top1']:.2f}% "
               f"(target >= 85.0: {'ok' if a['meets_top1'] else 'MISSED'})  int8 {a['int8_top1']:.2f}% "
