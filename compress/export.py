@@ -67,17 +67,9 @@ def ort_session(path: str | Path, threads: int | None = None):
     """
     import onnxruntime as ort
 
-    so = ort.SessionOptions()
-    if threads is not None:
-        if threads < 1:
-            raise ValueError(f"threads = {threads}: must be >= 1 or None")
-        so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    so.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    so.log_severity_level = 3
+    from compress.measure._runners import session_options
+
+    so = session_options(threads)
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 

@@ -94,12 +94,18 @@ class TorchRunner(Runner):
             return (time.perf_counter() - t0) * 1e3
 
 
-def session_options(threads: int) -> Any:
-    """ONNX Runtime options for timing: fixed thread pools, no busy-waiting between runs."""
+def session_options(threads: int | None) -> Any:
+    """ONNX Runtime options for timing: fixed thread pools, no busy-waiting between runs.
+
+    ``threads`` sets the intra-op thread count (None: ONNX Runtime's default); inter-op is 1.
+    """
     import onnxruntime as ort
 
     so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads = {threads}: must be >= 1 or None")
+        so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
