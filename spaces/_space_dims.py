@@ -308,6 +308,7 @@ def policy_from_params(space: "SearchSpace", dims: Sequence[Dim], params: Mappin
         temperature=_float_value(params, "kd/temperature", cfg.temperature),
         feature_weight=_float_value(params, "kd/feature_weight", cfg.feature_weight),
         feature_layers=tuple(cfg.feature_layers),
+        teacher_bn_recal=cfg.teacher_bn_recal,
     )
     m = space.model
     model = ModelSpec(name=m.name, num_classes=m.num_classes or _default_classes(m.name),

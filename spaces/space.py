@@ -233,9 +233,11 @@ class SpaceDistill:
     temperature: FloatOrRange = 4.0
     feature_weight: FloatOrRange = 0.0
     feature_layers: tuple[str, ...] = ()
+    teacher_bn_recal: int = 0  # see spaces.policy.DistillSpec
 
     def __post_init__(self) -> None:
         errors: list[FieldError] = []
+        _check(errors, self.teacher_bn_recal >= 0, "teacher_bn_recal", self.teacher_bn_recal, "must be >= 0")
         for key in ("alpha", "temperature", "feature_weight"):
             _range_errors(errors, key, getattr(self, key))
         lo, hi = _range_bounds(self.alpha)
