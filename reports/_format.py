@@ -47,3 +47,11 @@ def fmt(metric: str, value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
+
+
+def by_baseline(label: str, table: dict[str, Any], default: Any) -> Any:
+    """Look up a baseline label by its family: ``uniform-prune-0.25`` matches key ``uniform-prune``."""
+    for prefix, value in table.items():
+        if label == prefix or label.startswith(prefix + "-"):
+            return value
+    return default

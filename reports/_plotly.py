@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from reports import pareto as _pareto
-from reports._format import fmt
+from reports._format import by_baseline, fmt
 
 TEMPLATE = "plotly_white"
 COLORS = {"pareto": "#d62728", "feasible": "#1f77b4", "infeasible": "#b0b0b0", "line": "#d62728"}
@@ -23,17 +23,11 @@ HOVER_METRICS = ("accuracy", "accuracy_drop", "flops", "latency", "size", "bops"
 
 def baseline_symbol(name: str) -> str:
     """Marker symbol of a baseline label (``uniform-prune-0.25`` -> diamond)."""
-    for prefix, symbol in BASELINE_SYMBOLS.items():
-        if name == prefix or name.startswith(prefix + "-"):
-            return symbol
-    return "triangle-up"
+    return by_baseline(name, BASELINE_SYMBOLS, "triangle-up")
 
 
 def _text_position(name: str) -> str:
-    for prefix, pos in BASELINE_TEXT.items():
-        if name == prefix or name.startswith(prefix + "-"):
-            return pos
-    return "top right"
+    return by_baseline(name, BASELINE_TEXT, "top right")
 
 
 def _latency_ci(points: list[dict[str, Any]], x: str) -> dict[str, Any] | None:

@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from reports import pareto as _pareto  # noqa: E402
+from reports._format import by_baseline  # noqa: E402
 from reports._load import Run  # noqa: E402
 from reports.data import report_data  # noqa: E402
 
@@ -25,10 +26,7 @@ FORMATS = ("png", "svg")
 
 
 def _marker(baseline: str) -> str:
-    for prefix, m in MARKERS.items():
-        if baseline == prefix or baseline.startswith(prefix + "-"):
-            return m
-    return "^"
+    return by_baseline(baseline, MARKERS, "^")
 
 
 def _truthy(v: Any) -> bool:
