@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from spaces._schema import UserError
+
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
 F = TypeVar("F", bound=Callable)
 
 
-class UnknownNameError(KeyError):
+class UnknownNameError(UserError, KeyError):
     """Raised for a name that is not registered; the message lists the known names."""
 
     def __str__(self) -> str:  # KeyError quotes its message; we want plain text

@@ -13,6 +13,8 @@ models or datasets are allowed but reported as warnings (their fronts are not co
 
 from __future__ import annotations
 
+from spaces._schema import UserError
+
 import html
 import json
 from pathlib import Path
@@ -29,7 +31,7 @@ from reports.data import frame_records, jsonable, label
 from reports.tables import flatten, pareto_frame, trials_frame
 
 
-class CompareError(ValueError):
+class CompareError(UserError, ValueError):
     """The runs cannot be compared (fewer than two, different objectives)."""
 
 

@@ -1,19 +1,11 @@
-"""Exception types that are the user's to fix: the CLI prints them as one message, no traceback."""
+"""Exception types that are the user's to fix: the CLI prints them as one message, no traceback.
+
+Every such error derives from :class:`spaces._schema.UserError` (schema, checkpoint, unknown
+name, dataset, divergence, run format, storage, ...); missing files are the user's too.
+"""
 
 from __future__ import annotations
 
-from compress.models.checkpoint import CheckpointError
-from compress.registry import UnknownNameError
-from search.records import RunFormatError
-from spaces._schema import SchemaError
+from spaces._schema import UserError
 
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    SchemaError, CheckpointError, UnknownNameError, RunFormatError, FileNotFoundError, NotADirectoryError,
-)
-
-
-def register_user_error(exc_type: type[BaseException]) -> None:
-    """Let a module add its own user-facing error type (e.g. dataset errors)."""
-    global USER_ERRORS
-    if exc_type not in USER_ERRORS:
-        USER_ERRORS = USER_ERRORS + (exc_type,)
+USER_ERRORS: tuple[type[BaseException], ...] = (UserError, FileNotFoundError, NotADirectoryError)

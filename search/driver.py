@@ -15,6 +15,8 @@ space: resuming with a space that differs in anything but the ``search`` setting
 
 from __future__ import annotations
 
+from spaces._schema import UserError
+
 import dataclasses
 import logging
 import time
@@ -31,7 +33,7 @@ from spaces._schema import read_document, write_document
 
 log = logging.getLogger("search")
 
-class SearchConfigError(ValueError):
+class SearchConfigError(UserError, ValueError):
     """The run directory holds a different search space than the one given."""
 
 

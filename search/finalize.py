@@ -28,6 +28,8 @@ speed-up reported, and exported: ``RUN/final/{policy.yaml, model.pt}``
 
 from __future__ import annotations
 
+from spaces._schema import UserError
+
 import dataclasses
 import json
 import logging
@@ -52,19 +54,8 @@ PICK_HELP = ("'knee', or 'max METRIC [where COND and COND ...]' / 'min METRIC ..
              "'max accuracy where latency_ratio <= 0.5'")
 
 
-class FinalizeError(ValueError):
+class FinalizeError(UserError, ValueError):
     """The pick cannot be parsed or no trial satisfies it (a user error, shown without traceback)."""
-
-
-def _register() -> None:
-    try:
-        from search._errors import register_user_error
-    except ImportError:  # pragma: no cover
-        return
-    register_user_error(FinalizeError)
-
-
-_register()
 
 
 # ----- picking ---------------------------------------------------------------------------------

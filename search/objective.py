@@ -20,6 +20,8 @@ duplicate proposal is answered from the cache.
 
 from __future__ import annotations
 
+from spaces._schema import UserError
+
 import contextlib
 import dataclasses
 import fcntl
@@ -44,19 +46,8 @@ log = logging.getLogger("search.objective")
 CACHE_VERSION = 1
 
 
-class ObjectiveSetupError(RuntimeError):
+class ObjectiveSetupError(UserError, RuntimeError):
     """The objective cannot be prepared (model/data mismatch, missing weights source)."""
-
-
-def _register_user_error() -> None:
-    try:
-        from search._errors import register_user_error
-    except ImportError:  # pragma: no cover
-        return
-    register_user_error(ObjectiveSetupError)
-
-
-_register_user_error()
 
 
 class Metrics(dict):

@@ -18,6 +18,8 @@ field's meaning changes; readers refuse other versions with a clear message.
 
 from __future__ import annotations
 
+from spaces._schema import UserError
+
 import json
 import os
 import tempfile
@@ -132,7 +134,7 @@ class RunInfo:
         return cls(**data)
 
 
-class RunFormatError(ValueError):
+class RunFormatError(UserError, ValueError):
     """A run directory is missing, empty, or written by an incompatible version."""
 
 

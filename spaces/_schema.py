@@ -39,7 +39,14 @@ class FieldError:
         return f"{prefix}{self.path} = {_show(self.value)}: {self.allowed}"
 
 
-class SchemaError(ValueError):
+class UserError(Exception):
+    """Marker base for errors the user fixes (bad input, missing files, wrong names).
+
+    The CLI prints these as one clear message, without a traceback.
+    """
+
+
+class SchemaError(UserError, ValueError):
     """A document failed validation; ``errors`` lists every problem found."""
 
     def __init__(self, errors: Sequence[FieldError], source: str | None = None):

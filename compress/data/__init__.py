@@ -55,15 +55,5 @@ def get_dataset(name: str, data_dir: str | Path | None = None, *, download: bool
                    calib_size=calib_size, seed=seed, augment=augment, input_size=input_size)
 
 
-def _register_user_error() -> None:
-    try:
-        from search._errors import register_user_error
-    except ImportError:  # search is optional for library use
-        return
-    register_user_error(DatasetError)
-
-
-_register_user_error()
-
 __all__ = ["DATASETS", "DATASET_FACTS", "DEFAULT_DATASET", "DataBundle", "DatasetError", "NORMALIZATIONS",
            "SPLITS", "TensorImageDataset", "get_dataset"]

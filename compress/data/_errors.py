@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from spaces._schema import UserError
 
-class DatasetError(RuntimeError):
+
+class DatasetError(UserError, RuntimeError):
     """A dataset is missing, malformed or misconfigured; the message says what to pass."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from spaces._schema import UserError
+
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -12,7 +14,7 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint is missing, unreadable, or does not match the model."""
 
 

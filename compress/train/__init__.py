@@ -11,15 +11,5 @@ from compress.train._loop import TrainResult, build_optimizer, fit, param_groups
 from compress.train._schedule import SCHEDULES, lr_factor
 
 
-def _register_user_errors() -> None:
-    try:
-        from search._errors import register_user_error
-    except ImportError:  # search is optional for library use
-        return
-    register_user_error(DivergenceError)
-
-
-_register_user_errors()
-
 __all__ = ["SCHEDULES", "DivergenceError", "TrainResult", "TrainingError", "bn_recalibrate", "build_optimizer",
            "fit", "lr_factor", "param_groups", "save_checkpoint", "total_steps"]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from spaces._schema import UserError
 
-class TrainingError(RuntimeError):
+
+class TrainingError(UserError, RuntimeError):
     """Training could not run or did not produce a usable model."""
 
 

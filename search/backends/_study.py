@@ -24,6 +24,8 @@ Exact trial counts
 
 from __future__ import annotations
 
+from spaces._schema import UserError
+
 import contextlib
 import fcntl
 import logging
@@ -57,7 +59,7 @@ ATTR_METRICS = "metrics"
 STUDY_ATTR_BASELINES = "autocompress:baselines_enqueued"
 
 
-class StorageError(ValueError):
+class StorageError(UserError, ValueError):
     """A storage URL or study cannot be used (bad URL, directions differ from the existing study)."""
 
 

@@ -23,6 +23,8 @@ Semantics (documented for users in ``autocompress search --help``):
 
 from __future__ import annotations
 
+from spaces._schema import UserError
+
 import logging
 import multiprocessing
 import os
@@ -59,7 +61,7 @@ from search.records import read_run_info, record_path, write_record
 log = logging.getLogger("search")
 
 
-class SearchFailedError(RuntimeError):
+class SearchFailedError(UserError, RuntimeError):
     """Too many trials in a row failed: the setup (data, model, space) is probably broken."""
 
 

@@ -57,23 +57,6 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
-def _register_errors() -> None:
-    from search._errors import register_user_error
-
-    try:
-        from compress.train import DivergenceError
-
-        register_user_error(DivergenceError)
-    except ImportError:  # pragma: no cover - compress.train always ships with apply
-        pass
-    try:
-        from compress.data import DatasetError
-
-        register_user_error(DatasetError)
-    except ImportError:  # pragma: no cover
-        pass
-
-
 def _policy(args: argparse.Namespace):
     from spaces.policy import Policy
 
@@ -108,7 +91,6 @@ def _file_logger(out: Path) -> logging.Handler:
 
 
 def run(args: argparse.Namespace) -> int:
-    _register_errors()
     from search.cli import CLIError
 
     if args.latency_batch < 1 or args.threads < 1:

@@ -25,10 +25,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reports.compare import CompareError, compare_data, write_compare_report
-    from search._errors import register_user_error
+    from reports.compare import compare_data, write_compare_report
 
-    register_user_error(CompareError)
     labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
     data = compare_data(args.runs, labels)
     if args.out == "-":

@@ -77,15 +77,9 @@ def load_factory(text: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    from search._errors import register_user_error
-    from search.backends._study import StorageError
-    from search.backends.optuna_backend import SearchFailedError
     from search.cli import CLIError
-    from search.driver import SearchConfigError, run_search
+    from search.driver import run_search
     from spaces.space import load_space
-
-    for exc_type in (SearchConfigError, StorageError, SearchFailedError):
-        register_user_error(exc_type)
 
     if args.trials is not None and args.trials < 1:
         raise CLIError(f"--trials = {args.trials}: must be >= 1")
