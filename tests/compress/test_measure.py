@@ -226,7 +226,8 @@ def test_measure_latency_time_based():
 def test_compare_latency_heavier_model_is_slower():
     light, heavy = conv_stack(8), conv_stack(32)  # 4x the channels: ~16x the MACs
     x = torch.randn(1, 3, 32, 32)
-    r = compare_latency(heavy, light, x, rounds=6, block_s=0.02, **FAST)
+    # max_block high enough that neither block size hits the cap on a fast machine
+    r = compare_latency(heavy, light, x, rounds=6, block_s=0.02, max_block=100_000, **FAST)
     assert r.ratio > 1.5
     assert r.ci_low <= r.ratio <= r.ci_high
     assert r.speedup == pytest.approx(1 / r.ratio)
