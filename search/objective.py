@@ -5,7 +5,8 @@
 - the dataset (``compress.data.get_dataset`` with the space's ``data`` section);
 - the original model: a checkpoint, torchvision weights, or (quickstart) a baseline trained
   on the fly with ``compress.train.fit`` and cached as ``RUN/baseline/model.pt`` under a file
-  lock, so resumed runs and parallel workers reuse it instead of training again;
+  lock, so resumed runs and parallel workers reuse it instead of training again; loaded
+  weights with ``model.adapt`` are fine-tuned on the space's train split once, cached the same way;
 - its reference metrics on the *val* split (the same fixed subset every trial uses), cached in
   ``RUN/baseline/reference.json``;
 - the model's prune groups and quantizable layers, and the space's dimensions (``dims``).
@@ -192,22 +193,35 @@ class Objective:
         m = self.space.model
         model = build_model(self.spec)
         if m.checkpoint:
-            return load_checkpoint(model, self.space.resolve_path(m.checkpoint))
-        if m.weights:
-            return load_pretrained(model, m.name, m.weights)
-        if m.baseline is not None and m.baseline.train:
-            return self._baseline(model)
-        raise ObjectiveSetupError(
-            f"{self.space.source or self.space.name}: model {m.name!r} has no trained weights; give "
-            "model.checkpoint (a path), model.weights (e.g. IMAGENET1K_V1) or model.baseline: {train: true}")
+            model = load_checkpoint(model, self.space.resolve_path(m.checkpoint))
+        elif m.weights:
+            model = load_pretrained(model, m.name, m.weights)
+        elif m.baseline is not None and m.baseline.train:
+            return self._train_once(model, m.baseline.finetune_spec(), "baseline")
+        else:
+            raise ObjectiveSetupError(
+                f"{self.space.source or self.space.name}: model {m.name!r} has no trained weights; give "
+                "model.checkpoint (a path), model.weights (e.g. IMAGENET1K_V1) or model.baseline: {train: true}")
+        if m.adapt is not None:
+            return self._train_once(model, m.adapt, "adapted")
+        return model
 
     def _baseline_key(self) -> str:
         d = {"model": dataclasses.asdict(self.spec), "data": self.space.to_dict()["data"],
-             "baseline": self.space.to_dict()["model"]["baseline"]}
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+             "baseline": self.space.to_dict()["model"]["baseline"], "adapt": self.space.to_dict()["model"]["adapt"]}
+        if self.space.model.checkpoint:
+            p = self.space.resolve_path(self.space.model.checkpoint)
+            d["checkpoint"] = [str(p), p.stat().st_mtime if p.exists() else None]
+        if self.space.model.weights:
+            d["weights"] = self.space.model.weights
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
-    def _baseline(self, model: nn.Module) -> nn.Module:
-        """Train the original model once per run (file-locked; other workers wait and reuse it)."""
+    def _train_once(self, model: nn.Module, spec: FinetuneSpec, what: str) -> nn.Module:
+        """Train ``model`` with ``spec`` once per run (file-locked; other workers wait and reuse it).
+
+        ``what`` is ``baseline`` (trained from scratch) or ``adapted`` (a loaded checkpoint
+        fine-tuned on this data); either way the result is ``RUN/baseline/model.pt``.
+        """
         from compress.models import load_checkpoint
 
         folder = self.run_dir / "baseline"
@@ -215,23 +229,28 @@ class Objective:
         key = self._baseline_key()
         with file_lock(folder / ".lock"):
             if weights.is_file() and meta.is_file() and json.loads(meta.read_text()).get("key") == key:
-                log.info("reusing the trained baseline %s", weights)
+                log.info("reusing the %s model %s", what, weights)
                 return load_checkpoint(model, weights)
             from compress.train import fit
 
-            spec: FinetuneSpec = self.space.model.baseline.finetune_spec()
-            log.info("training the %s baseline on %s (%s epochs); cached in %s", self.spec.name,
-                     self.space.data.dataset, spec.epochs if spec.steps is None else f"{spec.steps} steps", folder)
+            budget = spec.epochs if spec.steps is None else f"{spec.steps} steps"
+            if what == "baseline":
+                log.info("training the %s baseline on %s (%s epochs); cached in %s", self.spec.name,
+                         self.space.data.dataset, budget, folder)
+            else:
+                log.info("adapting the %s weights to %s (%s epochs); cached in %s", self.spec.name,
+                         self.space.data.dataset, budget, folder)
             torch.manual_seed(spec.seed)
             loader = self.data.loader("train", spec.batch_size, shuffle=True, seed=spec.seed)
             t0 = time.perf_counter()
-            result = fit(model, loader, spec, device=self.device, progress=self.progress, desc="baseline")
+            result = fit(model, loader, spec, device=self.device, progress=self.progress, desc=what)
             model = model.cpu().eval()
             folder.mkdir(parents=True, exist_ok=True)
             tmp = folder / ".model.pt.tmp"
             torch.save(model.state_dict(), tmp)
             tmp.replace(weights)
-            atomic_write_json(meta, {"key": key, "model": dataclasses.asdict(self.spec),
+            atomic_write_json(meta, {"key": key, "kind": what, "model": dataclasses.asdict(self.spec),
+                                     "checkpoint": self.space.model.checkpoint, "weights": self.space.model.weights,
                                      "finetune": dataclasses.asdict(spec), "seconds": round(time.perf_counter() - t0, 2),
                                      "train": _plain(result)})
             return model

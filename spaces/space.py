@@ -116,6 +116,14 @@ class SpaceModel:
 
     Exactly one of ``checkpoint`` (path), ``weights`` (torchvision name, e.g. IMAGENET1K_V1)
     or ``baseline`` (train on the fly) should be given.
+
+    ``adapt`` fine-tunes the loaded ``checkpoint``/``weights`` on the space's ``train`` split once
+    before the search (cached in ``RUN/baseline/model.pt``, like a trained baseline). Use it when
+    the weights were trained on a different version of the data (the shared CIFAR ResNets: PNG
+    images, the search data: JPEG): the adapted model is then the original that every candidate
+    starts from, the reference of ``accuracy_drop`` and the distillation teacher, so a candidate's
+    proxy fine-tune measures what its compression costs, not how much domain shift it undoes.
+    Replay recipes of such a run with ``autocompress apply --checkpoint RUN/baseline``.
     """
 
     name: str
@@ -126,12 +134,16 @@ class SpaceModel:
     checkpoint: str | None = None
     weights: str | None = None
     baseline: BaselineSpec | None = None
+    adapt: FinetuneSpec | None = None
 
     def __post_init__(self) -> None:
         errors: list[FieldError] = []
         sources = [k for k in ("checkpoint", "weights", "baseline") if getattr(self, k) is not None]
         _check(errors, len(sources) <= 1, sources[-1] if sources else "checkpoint", "...",
                f"give only one of checkpoint, weights, baseline (got {', '.join(sources)})")
+        _check(errors, self.adapt is None or self.checkpoint is not None or self.weights is not None,
+               "adapt", "{...}", "adapt fine-tunes loaded weights: it needs checkpoint or weights "
+               "(a trained-on-the-fly baseline already trains on this data: lengthen its schedule instead)")
         _check(errors, self.num_classes is None or self.num_classes >= 2, "num_classes", self.num_classes,
                "must be >= 2")
         _check(errors, self.input_size is None or self.input_size >= 8, "input_size", self.input_size,

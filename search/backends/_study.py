@@ -28,6 +28,7 @@ from spaces._schema import UserError
 
 import contextlib
 import fcntl
+import hashlib
 import logging
 import math
 import os
@@ -172,18 +173,39 @@ def make_sampler(name: str, seed: int | None, n_objectives: int) -> optuna.sampl
 
 
 def create_study(storage: optuna.storages.BaseStorage, study_name: str, directions: Sequence[str],
-                 sampler: optuna.samplers.BaseSampler, lock: Path | None = None) -> optuna.Study:
-    """Create or load the study (under ``lock``); refuse a study whose objectives point elsewhere."""
+                 sampler: str, seed: int | None, lock: Path | None = None) -> tuple[optuna.Study, int | None]:
+    """Create or load the study (under ``lock``) with a ``sampler`` seeded for this worker.
+
+    Returns the study and the sampler seed used. The process that creates the study uses
+    ``seed`` itself, so a fresh single-worker run is reproducible. A process that joins an
+    existing study (a resumed run, or another worker on the same storage) gets a seed derived
+    from ``seed``, its worker id and the number of trials already in the study: reusing ``seed``
+    would replay the very proposals the study already holds (the random start of NSGA-II/TPE),
+    which the objective's cache answers but which use up the trial budget.
+    Refuses a study whose objectives point elsewhere.
+    """
     with study_lock(lock) if lock is not None else contextlib.nullcontext():
+        try:
+            existing = optuna.load_study(study_name=study_name, storage=storage)
+        except KeyError:
+            existing = None
+        if existing is None:
+            used = seed
+        else:
+            mix = f"{seed}:{worker_id()}:{len(existing.get_trials(deepcopy=False))}"
+            used = int.from_bytes(hashlib.sha256(mix.encode()).digest()[:4], "little")
         study = optuna.create_study(storage=storage, study_name=study_name, directions=list(directions),
-                                    sampler=sampler, load_if_exists=True)
+                                    sampler=make_sampler(sampler, used, len(directions)), load_if_exists=True)
     have = [d.name.lower() for d in study.directions]
     if have != [d.lower() for d in directions]:
         raise StorageError(
             f"study {study_name!r} in this storage has directions {have}, but the space asks for "
             f"{list(directions)}; use another --study or --storage"
         )
-    return study
+    if existing is not None:
+        log.info("joined study %r (%d trials so far): sampler seed %s derived from seed %s",
+                 study_name, len(existing.get_trials(deepcopy=False)), used, seed)
+    return study, used
 
 
 @contextlib.contextmanager

@@ -48,7 +48,6 @@ from search.backends._study import (
     enqueue_baselines,
     fail_dead_local_trials,
     is_surplus,
-    make_sampler,
     open_storage,
     parse_storage,
     requeue,
@@ -72,9 +71,9 @@ class _Session:
         self.ctx = ctx
         self.spec = parse_storage(ctx.storage, ctx.run_dir)
         self.storage = storage or open_storage(self.spec)
-        sampler = make_sampler(ctx.sampler, ctx.seed, len(ctx.objectives))
         self.lock = self.spec.lock_path(ctx.run_dir)
-        self.study = create_study(self.storage, ctx.study, ctx.directions, sampler, self.lock)
+        self.study, self.sampler_seed = create_study(self.storage, ctx.study, ctx.directions, ctx.sampler,
+                                                     ctx.seed, self.lock)
         self.shared_lock = self.spec.path is not None  # every worker of this study sees this lock file
         self.objective = ctx.objective_factory(ctx.space, ctx.run_dir)
         self.dims = self.objective.dims

@@ -199,8 +199,7 @@ def run_ray(ctx: SearchContext) -> BackendResult:
     # orphaned by a dead driver are recovered by the pid check (fail_dead_local_trials) instead
     storage = open_storage(spec, heartbeat=False)
     lock = spec.lock_path(ctx.run_dir)
-    study = create_study(storage, ctx.study, ctx.directions,
-                         make_sampler(ctx.sampler, ctx.seed, len(ctx.objectives)), lock)
+    study, sampler_seed = create_study(storage, ctx.study, ctx.directions, ctx.sampler, ctx.seed, lock)
     objective = ctx.objective_factory(ctx.space, ctx.run_dir)
     dims = objective.dims
     with study_lock(lock):
@@ -226,7 +225,7 @@ def run_ray(ctx: SearchContext) -> BackendResult:
     started = _init_ray(ctx)
     try:
         # the study is the source of truth: whatever it still misses runs in a new experiment
-        for _ in range(ctx.max_consecutive_failures):
+        for attempt in range(ctx.max_consecutive_failures):
             with study_lock(lock):
                 record_dead_trials(ctx.run_dir, ctx.space, dims, fail_dead_local_trials(study), seed=ctx.seed)
                 counts = count_states(study)
@@ -235,11 +234,13 @@ def run_ray(ctx: SearchContext) -> BackendResult:
                 break
             n = len(_experiments(ray_dir, ctx.study))
             name = ctx.study if n == 0 else f"{ctx.study}-{n + 1}"
+            # a further experiment must not replay the previous one's proposals
+            seed = None if sampler_seed is None else (sampler_seed + 7919 * attempt) % 2**32
             searcher = _searcher_class()(
                 space=_DefineByRun(ctx.space, dims), metric=list(ctx.objectives),
                 mode=["max" if d == "maximize" else "min" for d in ctx.directions],
-                sampler=make_sampler(ctx.sampler, ctx.seed, len(ctx.objectives)),
-                study_name=ctx.study, storage=storage, seed=ctx.seed,
+                sampler=make_sampler(ctx.sampler, seed, len(ctx.objectives)),
+                study_name=ctx.study, storage=storage, seed=seed,
                 run_dir=str(ctx.run_dir), objectives=list(ctx.objectives), progress_key=key,
             )
             tuner = tune.Tuner(

@@ -137,6 +137,24 @@ def test_exact_count_resume_and_baselines(tmp_path, space):
     assert list((run / "recipes").glob("trial-*.yaml"))
 
 
+@pytest.mark.parametrize("sampler", ["random", "nsga2"])
+def test_resume_does_not_replay_earlier_proposals(tmp_path, space, sampler):
+    """A rerun (or a second worker) must not reuse the creator's sampler seed: with it, the random
+    start of NSGA-II/TPE proposes exactly the policies the study already holds."""
+    run = tmp_path / "run"
+    sp = load_space("quickstart", overrides=["objectives=[accuracy, flops]", f"search.sampler={sampler}",
+                                             "search.baselines=false"])
+    run_search(sp, run, trials=5, objective_factory=Factory(), progress=False)
+    run_search(sp, run, trials=10, objective_factory=Factory(), progress=False)
+    params = [tuple(sorted(t.params.items())) for t in _study(run).trials]
+    assert len(params) == 10
+    assert len(set(params)) == 10, "the resumed run replayed proposals of the first run"
+    # the creator's seed is the space's seed: a fresh run is reproducible
+    other = tmp_path / "other"
+    run_search(sp, other, trials=5, objective_factory=Factory(), progress=False)
+    assert [tuple(sorted(t.params.items())) for t in _study(other).trials] == params[:5]
+
+
 def test_failures_are_recorded_and_search_continues(tmp_path, space):
     run = tmp_path / "run"
     r = run_search(space, run, trials=8, objective_factory=Factory(fail_alpha=0.4), sampler="random",

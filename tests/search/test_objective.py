@@ -134,3 +134,40 @@ def test_builtin_cifar_space_with_shared_checkpoint(tmp_path, cifar_jpeg_dir):
     assert ref["flops"] == pytest.approx(40.6e6, rel=0.05)  # resnet20 at 32x32 (fvcore MACs)
     m = obj.evaluate(_policy(obj, "uniform-prune-0.5"), seed=0)
     assert m["flops_ratio"] < 0.75 and 0.0 <= m["accuracy"] <= 100.0
+
+
+def test_adapt_fine_tunes_a_checkpoint_once(objective, tmp_path, monkeypatch):
+    """``model.adapt``: the loaded checkpoint is fine-tuned on train once; that model is the original."""
+    import torch
+
+    import compress.train
+
+    ckpt = tmp_path / "ckpt.pt"
+    torch.save(objective.model.state_dict(), ckpt)
+    model = {k: v for k, v in tiny_space().to_dict()["model"].items() if k != "baseline"}
+    space = tiny_space(model={**model, "baseline": None, "checkpoint": str(ckpt),
+                              "adapt": {"epochs": None, "steps": 3, "lr": 0.05, "batch_size": 16}})
+    run = tmp_path / "run"
+    adapted = Objective(space, run)
+    changed = [not torch.equal(a, b) for a, b in zip(adapted.model.state_dict().values(),
+                                                      objective.model.state_dict().values())]
+    assert any(changed), "adapt must fine-tune the loaded weights"
+    meta = json.loads((run / "baseline" / "baseline.json").read_text())
+    assert meta["kind"] == "adapted" and meta["checkpoint"] == str(ckpt) and meta["finetune"]["steps"] == 3
+    saved = torch.load(run / "baseline" / "model.pt", weights_only=True)
+    assert all(torch.equal(saved[k], v) for k, v in adapted.model.state_dict().items())
+
+    def no_training(*a, **k):
+        raise AssertionError("the adapted model must be reused, not adapted again")
+
+    monkeypatch.setattr(compress.train, "fit", no_training)
+    again = Objective(space, run)
+    assert all(torch.equal(a, b) for a, b in zip(again.model.state_dict().values(),
+                                                 adapted.model.state_dict().values()))
+
+
+def test_adapt_needs_loaded_weights():
+    from spaces._schema import SchemaError
+
+    with pytest.raises(SchemaError, match=r"adapt.*needs checkpoint or weights"):
+        tiny_space(model={**tiny_space().to_dict()["model"], "adapt": {"steps": 3}})
