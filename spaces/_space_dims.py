@@ -8,6 +8,8 @@ Parameter names are stable strings::
 
     prune/layer2.3.conv1   ratio of one block group       (granularity block|both)
     prune/layer2           ratio of one stage group       (granularity stage|both)
+    prune/global           global ratio                   (parametrization: global)
+    prune/offset/layer2    offset of one group's ratio    (parametrization: global)
     prune/criterion        categorical, when several criteria are given
     wbits/layer2.0.conv1   weight bits of one layer       (share: layer)
     wbits/layer3           weight bits of a stage         (share: stage; conv1 / linear are their own stage)
@@ -33,6 +35,8 @@ if TYPE_CHECKING:
     from spaces.space import Range, SearchSpace
 
 FLOAT_BITS = 32
+GLOBAL = "prune/global"
+OFFSET = "prune/offset/"
 
 
 @dataclass(frozen=True)
@@ -171,11 +175,17 @@ def _prune_dims(space: "SearchSpace", groups: Any) -> list[Dim]:
         for g in hit:
             pinned[g] = ratio
     dims: list[Dim] = []
+    free = [g for g in counts if g in active and g not in pinned]
+    if cfg.parametrization == "global" and free:
+        dims.append(_range_dim(GLOBAL, cfg.ratio, tuple(free)))
     for g in counts:
         if g in pinned:
             dims.append(Dim(f"prune/{g}", "categorical", choices=(float(pinned[g]),), targets=(g,)))
         elif g in active:
-            dims.append(_range_dim(f"prune/{g}", cfg.ratio, (g,)))
+            if cfg.parametrization == "global":
+                dims.append(_range_dim(f"{OFFSET}{g}", cfg.offset, (g,)))
+            else:
+                dims.append(_range_dim(f"prune/{g}", cfg.ratio, (g,)))
     if len(cfg.criteria) > 1 and dims:
         dims.append(Dim("prune/criterion", "categorical", choices=tuple(cfg.criteria)))
     return dims
@@ -278,7 +288,12 @@ def policy_from_params(space: "SearchSpace", dims: Sequence[Dim], params: Mappin
     for d in dims:
         value = params[d.name]
         kind, _, _key = d.name.partition("/")
-        if kind == "prune" and d.name != "prune/criterion":
+        if d.name.startswith(OFFSET):
+            for g in d.targets:
+                r = _global_ratio(space, float(params[GLOBAL]) + float(value))
+                if r > 0:
+                    ratios[g] = r
+        elif kind == "prune" and d.name not in ("prune/criterion", GLOBAL):
             for g in d.targets:
                 if float(value) > 0:
                     ratios[g] = round(float(value), 10)
@@ -322,6 +337,11 @@ def policy_from_params(space: "SearchSpace", dims: Sequence[Dim], params: Mappin
         finetune=space.budget.finetune,
         provenance={"space": space.name, "params": {k: params[k] for k in sorted(params)}},
     )
+
+
+def _global_ratio(space: "SearchSpace", value: float) -> float:
+    """``global + offset`` clipped to ``prune.ratio`` and snapped to its grid."""
+    return round(space.prune.ratio.snap(value), 10)
 
 
 def _x86_act(w: int, a: int) -> int:
@@ -368,6 +388,8 @@ def _baseline(dims: Sequence[Dim], *, ratio: float, bits: int, kd_off: bool = Tr
             out[d.name] = d.choices[0] if d.kind == "categorical" else d.low
         elif d.name == "prune/criterion":
             out[d.name] = d.choices[0]
+        elif d.name.startswith(OFFSET):
+            out[d.name] = d.snap(0.0)  # uniform: the global ratio everywhere
         elif d.name.startswith("prune/"):
             out[d.name] = d.snap(ratio)
         elif d.name.startswith(("wbits/", "abits/")):

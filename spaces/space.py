@@ -172,13 +172,29 @@ class SpaceData:
 
 @dataclass(frozen=True)
 class SpacePrune:
-    """Structured pruning dimensions: one ratio per block group, stage group, or both."""
+    """Structured pruning dimensions: one ratio per block group, stage group, or both.
+
+    ``parametrization`` says how the per-group ratios are searched:
+
+    ``independent``
+        one dim per group over ``ratio`` (``prune/<group>``);
+    ``global``
+        one global ratio over ``ratio`` (``prune/global``) plus one offset per group over
+        ``offset`` (``prune/offset/<group>``); a group's ratio is ``global + offset``, clipped
+        to ``ratio`` and snapped to its grid. The global dim spans the whole FLOPs range on its
+        own (independent ratios average out: a random draw of 9 of them rarely prunes very
+        little or very much), and the offsets move channels between groups at a given FLOPs
+        level, so even a short search covers the front from end to end. Offsets of 0
+        everywhere is uniform pruning.
+    """
 
     granularity: Literal["block", "stage", "both", "none"] = "block"
     ratio: FloatOrRange = Range(0.0, 0.7, 0.1)
     criterion: Criterion | tuple[Criterion, ...] = "l1"
     round_to: int = 1
     pin: dict[str, float] = field(default_factory=dict)
+    parametrization: Literal["independent", "global"] = "independent"
+    offset: Range = Range(-0.2, 0.2, 0.1)
 
     def __post_init__(self) -> None:
         errors: list[FieldError] = []
@@ -190,6 +206,13 @@ class SpacePrune:
             _check(errors, len(self.criterion) >= 1, "criterion", [], f"allowed {', '.join(CRITERIA)}")
         for name, r in self.pin.items():
             _check(errors, 0.0 <= r < 1.0, join_path("pin", name), r, "allowed 0 <= ratio < 1")
+        errors.extend(self.offset.errors("offset"))
+        on_grid = not self.offset.step or abs(-self.offset.low / self.offset.step
+                                              - round(-self.offset.low / self.offset.step)) < 1e-6
+        _check(errors, self.offset.low <= 0.0 <= self.offset.high and on_grid and not self.offset.log, "offset",
+               to_dict(self.offset), "must have 0 among its values (offsets of 0 are uniform pruning) and not be log")
+        _check(errors, self.parametrization == "independent" or isinstance(self.ratio, Range), "parametrization",
+               self.parametrization, "global needs a ratio range (low/high) to search")
         _raise(errors)
 
     @property

@@ -13,13 +13,16 @@
   complete even when actors run on other nodes.
 - Resources: ``tune.with_resources(trainable, {"cpu": cpus_per_trial, "gpu": gpus_per_trial})``,
   concurrency: ``ConcurrencyLimiter(max_concurrent)``.
-- Resume: the Optuna study, not Ray's experiment state, decides what is left. A rerun marks the
-  trials orphaned by a killed driver FAIL (their process is gone), re-queues their parameters,
-  writes their failed records, and runs only the missing trials in a new experiment
-  ``RUN/ray/<study>-2``, ``-3``, ... so the study ends with exactly the requested number of
-  COMPLETE trials, as with the Optuna backend. ``Tuner.restore(path, resume_errored=True)`` is
-  deliberately not used: it replays its own searcher checkpoint and sample count, which ran
-  one trial more than requested after a ``kill -9`` of the driver in our test (8 of 7).
+- Resume: a rerun restores the run's last Ray Tune experiment with ``Tuner.restore(path,
+  trainable=..., resume_unfinished=True, resume_errored=False)``: Ray restarts the trials that
+  were running when the driver died, with their configs, and the restored searcher (its Optuna
+  trial map and sampler state are in Ray's searcher checkpoint) tells their results to the same
+  Optuna trials. Running trials of the dead driver that Ray's last checkpoint does not know
+  (asked after it) are marked FAIL afterwards, with failed records, and their parameters
+  re-queued. Whatever the study still misses then runs in a new experiment ``RUN/ray/<study>-2``,
+  ``-3``, ... The searcher refuses to suggest once COMPLETE + RUNNING trials reach the requested
+  count (read from ``run.json``, so a restored searcher obeys the rerun's ``--trials``): the
+  study ends with exactly the requested number of COMPLETE trials, as with the Optuna backend.
 - Ctrl-C: Ray Tune stops its trials; the rerun continues as above.
 - Cluster: ``address=None`` starts Ray in this process (``ray.init(num_cpus=...)``);
   ``address="auto"`` or ``"HOST:PORT"`` joins a cluster started with ``ray start --head``.
@@ -63,8 +66,9 @@ log = logging.getLogger("search")
 _RESULT_RECORD = "ac_record"
 _RESULT_SECONDS = "ac_seconds"
 _CONFIG_KEY = "_autocompress"
-#: progress bars of live searchers, by id (kept out of the searcher's pickled checkpoint)
-_PROGRESS: dict[int, Progress] = {}
+#: progress bars of live searchers, by run directory (kept out of the searcher's pickled checkpoint;
+#: a searcher restored by ``Tuner.restore`` finds the rerun's bar under the same key)
+_PROGRESS: dict[str, Progress] = {}
 
 
 class _DefineByRun:
@@ -85,16 +89,24 @@ class _DefineByRun:
 
 
 def _searcher_class():
+    from ray.tune.search import Searcher
     from ray.tune.search.optuna import OptunaSearch
 
     class _Searcher(OptunaSearch):
         """OptunaSearch that tells trial records like the Optuna backend (see module docstring)."""
 
-        def __init__(self, *args: Any, run_dir: str, objectives: list[str], progress_key: int, **kw: Any):
+        def __init__(self, *args: Any, run_dir: str, objectives: list[str], **kw: Any):
             super().__init__(*args, **kw)
             self._ac_run_dir = run_dir
             self._ac_objectives = objectives
-            self._ac_progress = progress_key
+
+        def suggest(self, trial_id: str) -> dict | None:
+            if trial_id not in self._ot_trials and self._ot_study is not None:
+                target = int(read_run_info(Path(self._ac_run_dir)).search["trials"])
+                busy = self._ot_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+                if len(busy) >= target:
+                    return Searcher.FINISHED
+            return super().suggest(trial_id)
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
             if trial_id in self._completed_trials or trial_id not in self._ot_trials:
@@ -113,7 +125,7 @@ def _searcher_class():
                 else:
                     path = write_record(Path(self._ac_run_dir), record)
                     state = tell_record(self._ot_study, ot_trial, record, self._ac_objectives, str(path))
-                    progress = _PROGRESS.get(self._ac_progress)
+                    progress = _PROGRESS.get(self._ac_run_dir)
                     if progress is not None:
                         progress.update(record, self._ot_study, state, float(result.get(_RESULT_SECONDS, 0.0)))
             except optuna.exceptions.UpdateFinishedTrialError:
@@ -220,44 +232,56 @@ def run_ray(ctx: SearchContext) -> BackendResult:
         hv_ref = {}
     progress = Progress(ctx.trials, count_states(study)[TrialState.COMPLETE], ctx.space.objective_pairs, hv_ref,
                         workers=max_concurrent, enabled=ctx.progress)
-    key = id(progress)
+    key = str(ctx.run_dir)
     _PROGRESS[key] = progress
     started = _init_ray(ctx)
+    previous = _experiments(ray_dir, ctx.study)
+    restore = previous[-1] if previous and tune.Tuner.can_restore(str(previous[-1])) else None
     try:
-        # the study is the source of truth: whatever it still misses runs in a new experiment
         for attempt in range(ctx.max_consecutive_failures):
+            restoring = attempt == 0 and restore is not None
             with study_lock(lock):
-                record_dead_trials(ctx.run_dir, ctx.space, dims, fail_dead_local_trials(study), seed=ctx.seed)
+                if not restoring:  # Tuner.restore resumes the dead driver's running trials itself
+                    record_dead_trials(ctx.run_dir, ctx.space, dims, fail_dead_local_trials(study), seed=ctx.seed)
                 counts = count_states(study)
-            remaining = ctx.trials - counts[TrialState.COMPLETE] - counts[TrialState.RUNNING]
-            if remaining <= 0:
+            if counts[TrialState.COMPLETE] >= ctx.trials:
                 break
-            n = len(_experiments(ray_dir, ctx.study))
-            name = ctx.study if n == 0 else f"{ctx.study}-{n + 1}"
-            # a further experiment must not replay the previous one's proposals
-            seed = None if sampler_seed is None else (sampler_seed + 7919 * attempt) % 2**32
-            searcher = _searcher_class()(
-                space=_DefineByRun(ctx.space, dims), metric=list(ctx.objectives),
-                mode=["max" if d == "maximize" else "min" for d in ctx.directions],
-                sampler=make_sampler(ctx.sampler, seed, len(ctx.objectives)),
-                study_name=ctx.study, storage=storage, seed=seed,
-                run_dir=str(ctx.run_dir), objectives=list(ctx.objectives), progress_key=key,
-            )
-            tuner = tune.Tuner(
-                trainable,
-                tune_config=tune.TuneConfig(num_samples=remaining,
-                                            search_alg=ConcurrencyLimiter(searcher, max_concurrent=max_concurrent),
-                                            reuse_actors=True, time_budget_s=ctx.timeout_s),
-                run_config=tune.RunConfig(storage_path=str(ray_dir), name=name, verbose=0,
-                                          log_to_file=True),
-            )
-            log.info("Ray Tune experiment %s: %d trials, %d at once, %g CPU / %g GPU each",
-                     ray_dir / name, remaining, max_concurrent, cpus, gpus)
+            remaining = ctx.trials - counts[TrialState.COMPLETE] - counts[TrialState.RUNNING]
+            if restoring:
+                log.info("resuming Ray Tune experiment %s (Tuner.restore): %d of %d trials complete",
+                         restore, counts[TrialState.COMPLETE], ctx.trials)
+                tuner = tune.Tuner.restore(str(restore), trainable=trainable, resume_unfinished=True,
+                                           resume_errored=False, restart_errored=False)
+                name = restore.name
+            else:
+                if remaining <= 0:
+                    break
+                n = len(_experiments(ray_dir, ctx.study))
+                name = ctx.study if n == 0 else f"{ctx.study}-{n + 1}"
+                # a further experiment must not replay the previous one's proposals
+                seed = None if sampler_seed is None else (sampler_seed + 7919 * (n + attempt)) % 2**32
+                searcher = _searcher_class()(
+                    space=_DefineByRun(ctx.space, dims), metric=list(ctx.objectives),
+                    mode=["max" if d == "maximize" else "min" for d in ctx.directions],
+                    sampler=make_sampler(ctx.sampler, seed, len(ctx.objectives)),
+                    study_name=ctx.study, storage=storage, seed=seed,
+                    run_dir=str(ctx.run_dir), objectives=list(ctx.objectives),
+                )
+                tuner = tune.Tuner(
+                    trainable,
+                    tune_config=tune.TuneConfig(num_samples=remaining,
+                                                search_alg=ConcurrencyLimiter(searcher, max_concurrent=max_concurrent),
+                                                reuse_actors=True, time_budget_s=ctx.timeout_s),
+                    run_config=tune.RunConfig(storage_path=str(ray_dir), name=name, verbose=0,
+                                              log_to_file=True),
+                )
+                log.info("Ray Tune experiment %s: %d trials, %d at once, %g CPU / %g GPU each",
+                         ray_dir / name, remaining, max_concurrent, cpus, gpus)
             grid = tuner.fit()
             if grid.num_errors:
                 log.warning("%d Ray trials errored; see %s", grid.num_errors, ray_dir / name)
             new_counts = count_states(study)
-            if new_counts[TrialState.COMPLETE] == counts[TrialState.COMPLETE]:
+            if not restoring and new_counts[TrialState.COMPLETE] == counts[TrialState.COMPLETE]:
                 break  # nothing completed in a whole experiment: stop instead of looping
     finally:
         _PROGRESS.pop(key, None)

@@ -1,4 +1,5 @@
-"""Ray Tune backend: in-process Ray (CI) and a real `ray start --head` cluster on loopback (slow).
+"""Ray Tune backend: in-process Ray and a real `ray start --head` cluster on loopback (both in CI);
+kill -9 of the driver then a rerun that resumes through ``Tuner.restore`` (slow).
 
 Trials use the closed-form :class:`AnalyticObjective` through the real suggest_policy /
 run_trial / records / Optuna-storage path. Ray workers import it by name, so ``PYTHONPATH``
@@ -83,7 +84,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
 def test_ray_against_local_cluster(tmp_path, worker_path):
     """`ray start --head` on 127.0.0.1 (its own temp dir and process group), joined via address."""
     ray_bin = Path(sys.executable).parent / "ray"
@@ -148,6 +148,7 @@ def test_ray_driver_sigkill_then_rerun(tmp_path, worker_path):
     res = subprocess.run(cmd, cwd=tmp_path, env={**os.environ}, capture_output=True, text=True, timeout=600,
                          start_new_session=True)
     assert res.returncode == 0, res.stderr[-3000:]
+    assert "(Tuner.restore)" in res.stderr, res.stderr[-3000:]  # the killed experiment was resumed
     study = optuna.load_study(study_name="quickstart", storage=f"sqlite:///{out / 'study.db'}")
     assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 7
     assert not any(t.state == TrialState.RUNNING for t in study.trials)

@@ -116,6 +116,11 @@ def test_unknown_key_names_file_field_and_allowed(tmp_path):
     ("objectives", ["accuracy", "speed"], "objectives[1]", "latency"),
     ("constraints", ["accuracy_drop < = 1"], "constraints[0]", "METRIC OP NUMBER"),
     ("constraints", ["speedup >= 2"], "constraints[0]", "allowed: accuracy"),
+    ("prune", {"parametrization": "layerwise"}, "prune.parametrization", "global"),
+    ("prune", {"parametrization": "global", "offset": {"low": 0.1, "high": 0.2}}, "prune.offset", "must have 0"),
+    ("prune", {"parametrization": "global", "offset": {"low": -0.15, "high": 0.2, "step": 0.1}}, "prune.offset",
+     "must have 0"),
+    ("prune", {"parametrization": "global", "ratio": 0.3}, "prune.parametrization", "needs a ratio range"),
 ])
 def test_bad_values_are_clear_errors(tmp_path, section, value, field, allowed):
     import yaml
@@ -192,6 +197,57 @@ def test_expand_every_model(model, granularity, share):
     policy.check_against(groups, layers, model_name=model)
     assert set(policy.prune.ratios) <= prune
     assert trial.params.keys() == {d.name for d in dims}
+
+
+@pytest.mark.parametrize("model", MODELS.names())
+@pytest.mark.parametrize("granularity", ["block", "stage", "both"])
+def test_global_parametrization_every_model(model, granularity):
+    """prune/global + one prune/offset/<group> per free group; ratio = global + offset, clipped and snapped."""
+    groups, layers, kinds = model_info(model)
+    space = space_from_dict(space_dict(model, prune={
+        "granularity": granularity, "ratio": {"low": 0.0, "high": 0.5, "step": 0.1},
+        "parametrization": "global", "offset": {"low": -0.2, "high": 0.2, "step": 0.1}}))
+    dims = expand(space, groups, layers)
+    wanted = {"block": {"block"}, "stage": {"stage"}, "both": {"block", "stage"}}[granularity]
+    free = [g for g, k in kinds.items() if k in wanted]
+    by_name = {d.name: d for d in dims}
+    assert by_name["prune/global"].describe() == "[0, 0.5] step 0.1"
+    assert set(by_name["prune/global"].targets) == set(free)
+    assert {n[len("prune/offset/"):] for n in by_name if n.startswith("prune/offset/")} == set(free)
+    assert not [n for n in by_name if n.startswith("prune/") and n.count("/") == 1 and n != "prune/global"]
+    # offsets of 0 are uniform pruning: the uniform baselines equal the independent space's
+    indep = space_from_dict(space_dict(model, prune={"granularity": granularity,
+                                                      "ratio": {"low": 0.0, "high": 0.5, "step": 0.1}}))
+    idims = expand(indep, groups, layers)
+    for (label, params), (ilabel, iparams) in zip(baseline_params(space, dims), baseline_params(indep, idims)):
+        assert label == ilabel
+        assert policy_from_params(space, dims, params).prune == policy_from_params(indep, idims, iparams).prune
+    # global + offset, clipped to [0, 0.5]
+    params = dict(baseline_params(space, dims))["original"]
+    first, last = free[0], free[-1]
+    params.update({"prune/global": 0.4, f"prune/offset/{first}": 0.2, f"prune/offset/{last}": -0.2})
+    ratios = policy_from_params(space, dims, params).prune.ratios
+    assert ratios[first] == 0.5 and ratios[last] == pytest.approx(0.2)
+    assert all(ratios[g] == pytest.approx(0.4) for g in free if g not in (first, last))
+    params.update({"prune/global": 0.0, f"prune/offset/{last}": 0.1})
+    assert policy_from_params(space, dims, params).prune.ratios == {first: pytest.approx(0.2),
+                                                                     last: pytest.approx(0.1)}
+    # what optuna suggests validates against the model
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3)).ask()
+    suggest_policy(space, dims, trial).check_against(groups, layers, model_name=model)
+
+
+def test_global_parametrization_keeps_pins():
+    groups, layers, _ = model_info("resnet20")
+    space = space_from_dict(space_dict(prune={"granularity": "block", "ratio": {"low": 0.0, "high": 0.5, "step": 0.1},
+                                              "parametrization": "global", "pin": {"layer1": 0.0}}))
+    dims = expand(space, groups, layers)
+    names = [d.name for d in dims]
+    assert "prune/layer1.0.conv1" in names and "prune/offset/layer1.0.conv1" not in names
+    assert "layer1.0.conv1" not in {t for d in dims if d.name == "prune/global" for t in d.targets}
+    params = dict(baseline_params(space, dims))["uniform-prune-0.5"]
+    ratios = policy_from_params(space, dims, params).prune.ratios
+    assert not any(g.startswith("layer1.") for g in ratios) and ratios["layer3.2.conv1"] == 0.5
 
 
 def test_pins_fix_groups_and_layers():
