@@ -290,7 +290,7 @@ def policy_from_params(space: "SearchSpace", dims: Sequence[Dim], params: Mappin
         kind, _, _key = d.name.partition("/")
         if d.name.startswith(OFFSET):
             for g in d.targets:
-                r = _global_ratio(space, float(params[GLOBAL]) + float(value))
+                r = global_ratio(space, float(params[GLOBAL]), float(value))
                 if r > 0:
                     ratios[g] = r
         elif kind == "prune" and d.name not in ("prune/criterion", GLOBAL):
@@ -339,9 +339,20 @@ def policy_from_params(space: "SearchSpace", dims: Sequence[Dim], params: Mappin
     )
 
 
-def _global_ratio(space: "SearchSpace", value: float) -> float:
-    """``global + offset`` clipped to ``prune.ratio`` and snapped to its grid."""
-    return round(space.prune.ratio.snap(value), 10)
+def global_ratio(space: "SearchSpace", global_: float, offset: float) -> float:
+    """A group's ratio under ``parametrization: global``.
+
+    ``global + offset * scale``, snapped to the ``prune.ratio`` grid, where ``scale`` shrinks
+    the offsets near the ends of the ratio range so that the ratios stay inside it without
+    clipping: ``scale = min(1, (global - low) / w, (high - global) / w)`` with ``w`` the largest
+    offset magnitude. So the ratios average to ``global`` at every level (clipping would bias
+    high globals towards less pruning), and the ends are exact: ``global = low`` is the least
+    pruned and ``global = high`` the most pruned policy of the space.
+    """
+    rng, off = space.prune.ratio, space.prune.offset
+    w = max(abs(off.low), abs(off.high))
+    scale = 0.0 if w <= 0 else max(0.0, min(1.0, (global_ - rng.low) / w, (rng.high - global_) / w))
+    return round(rng.snap(global_ + offset * scale), 10)
 
 
 def _x86_act(w: int, a: int) -> int:

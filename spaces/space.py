@@ -180,12 +180,13 @@ class SpacePrune:
         one dim per group over ``ratio`` (``prune/<group>``);
     ``global``
         one global ratio over ``ratio`` (``prune/global``) plus one offset per group over
-        ``offset`` (``prune/offset/<group>``); a group's ratio is ``global + offset``, clipped
-        to ``ratio`` and snapped to its grid. The global dim spans the whole FLOPs range on its
-        own (independent ratios average out: a random draw of 9 of them rarely prunes very
-        little or very much), and the offsets move channels between groups at a given FLOPs
-        level, so even a short search covers the front from end to end. Offsets of 0
-        everywhere is uniform pruning.
+        ``offset`` (``prune/offset/<group>``); a group's ratio is ``global + offset``, the
+        offsets scaled down near the ends of ``ratio`` so that every ratio stays inside it
+        (:func:`spaces._space_dims.global_ratio`), snapped to its grid. The global dim spans
+        the whole FLOPs range on its own (independent ratios average out: a random draw of 9
+        of them rarely prunes very little or very much), and the offsets move channels
+        between groups at a given FLOPs level, so even a short search covers the front from
+        end to end. Offsets of 0 everywhere is uniform pruning.
     """
 
     granularity: Literal["block", "stage", "both", "none"] = "block"

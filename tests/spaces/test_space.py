@@ -222,16 +222,22 @@ def test_global_parametrization_every_model(model, granularity):
     for (label, params), (ilabel, iparams) in zip(baseline_params(space, dims), baseline_params(indep, idims)):
         assert label == ilabel
         assert policy_from_params(space, dims, params).prune == policy_from_params(indep, idims, iparams).prune
-    # global + offset, clipped to [0, 0.5]
+    # global + offset; offsets at full size where the range leaves room (0.2 <= global <= 0.3) ...
     params = dict(baseline_params(space, dims))["original"]
     first, last = free[0], free[-1]
-    params.update({"prune/global": 0.4, f"prune/offset/{first}": 0.2, f"prune/offset/{last}": -0.2})
+    params.update({"prune/global": 0.3, f"prune/offset/{first}": 0.2, f"prune/offset/{last}": -0.2})
     ratios = policy_from_params(space, dims, params).prune.ratios
-    assert ratios[first] == 0.5 and ratios[last] == pytest.approx(0.2)
-    assert all(ratios[g] == pytest.approx(0.4) for g in free if g not in (first, last))
-    params.update({"prune/global": 0.0, f"prune/offset/{last}": 0.1})
-    assert policy_from_params(space, dims, params).prune.ratios == {first: pytest.approx(0.2),
-                                                                     last: pytest.approx(0.1)}
+    assert ratios[first] == 0.5 and ratios[last] == pytest.approx(0.1)
+    assert all(ratios[g] == pytest.approx(0.3) for g in free if g not in (first, last))
+    # ... scaled down near the ends (global 0.4 of [0, 0.5]: half size), so nothing is clipped
+    params["prune/global"] = 0.4
+    ratios = policy_from_params(space, dims, params).prune.ratios
+    assert ratios[first] == 0.5 and ratios[last] == pytest.approx(0.3)
+    # the ends are exact: no pruning at global 0, uniform 0.5 at global 0.5, whatever the offsets
+    params["prune/global"] = 0.0
+    assert policy_from_params(space, dims, params).prune.ratios == {}
+    params["prune/global"] = 0.5
+    assert set(policy_from_params(space, dims, params).prune.ratios.values()) == {0.5}
     # what optuna suggests validates against the model
     trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3)).ask()
     suggest_policy(space, dims, trial).check_against(groups, layers, model_name=model)
@@ -421,7 +427,8 @@ def test_cli_spaces_and_space_show(capsys):
     shown = __import__("json").loads(capsys.readouterr().out)
     assert shown["config"]["prune"]["granularity"] == "stage"
     names = {d["name"] for d in shown["dims"]}
-    assert {"prune/layer1", "prune/layer2", "prune/layer3", "wbits/layer2", "kd/alpha"} <= names
+    assert {"prune/global", "prune/offset/layer1", "prune/offset/layer2", "prune/offset/layer3", "wbits/layer2",
+            "kd/alpha"} <= names
     assert main(["space", "show", "quickstart"]) == 0
     text = capsys.readouterr().out
     assert "prune/layer3.2.conv1" in text and "wbits/model" in text and "{8, 32}" in text
