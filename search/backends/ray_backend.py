@@ -109,12 +109,23 @@ def _searcher_class():
             return super().suggest(trial_id)
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-            if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            if trial_id in self._completed_trials:
                 return super().on_trial_complete(trial_id, result, error)
-            ot_trial = self._ot_trials[trial_id]
             record = None
             if result and isinstance(result.get(_RESULT_RECORD), str):
                 record = TrialRecord.from_dict(json.loads(result[_RESULT_RECORD]), source=f"ray trial {trial_id}")
+            if trial_id not in self._ot_trials:
+                # a trial resumed by Tuner.restore that the restored searcher checkpoint predates:
+                # its config carried the Optuna trial number, so tell that trial
+                if record is None or self._ot_study is None:
+                    log.warning("Ray trial %s finished without a known Optuna trial; ignored", trial_id)
+                    self._completed_trials.add(trial_id)
+                    return None
+                study = self._ot_study
+                tid = study._storage.get_trial_id_from_study_id_trial_number(  # noqa: SLF001
+                    study._study_id, record.trial)  # noqa: SLF001
+                self._ot_trials[trial_id] = optuna.Trial(study, tid)
+            ot_trial = self._ot_trials[trial_id]
             try:
                 if record is None:
                     reason = "RayTrialError: the Ray trial errored or was stopped before reporting"

@@ -158,3 +158,36 @@ def test_ray_driver_sigkill_then_rerun(tmp_path, worker_path):
             assert records[t.number].status == "complete"
         elif t.state == TrialState.FAIL:  # killed trials: FAIL in the study and in the records
             assert records[t.number].status == "failed"
+
+
+def test_searcher_tells_a_resumed_trial_it_has_no_map_for(tmp_path, worker_path):
+    """After Tuner.restore, Ray may finish a trial that the restored searcher checkpoint predates:
+    the searcher finds its Optuna trial by the number in the trial's record and tells that one."""
+    import json
+
+    from search.backends._study import create_study, open_storage, parse_storage
+    from search.backends.ray_backend import _RESULT_RECORD, _DefineByRun, _searcher_class
+    from search.trial import run_trial
+    from spaces.space import suggest_policy
+
+    space = load_space("quickstart", overrides=["objectives=[accuracy, flops]"])
+    run = tmp_path / "run"
+    run.mkdir()
+    objective = factory(space, run)
+    spec = parse_storage(None, run)
+    storage = open_storage(spec, heartbeat=False)
+    study, _ = create_study(storage, "quickstart", space.directions, "random", 0)
+    orphan = study.ask()  # RUNNING, as a trial of a killed driver is
+    policy = suggest_policy(space, objective.dims, orphan)
+    record = run_trial(objective, policy, trial_number=orphan.number, seed=0)
+    searcher = _searcher_class()(
+        space=_DefineByRun(space, objective.dims), metric=["accuracy", "flops"], mode=["max", "min"],
+        sampler=optuna.samplers.RandomSampler(seed=0), study_name="quickstart", storage=storage, seed=0,
+        run_dir=str(run), objectives=["accuracy", "flops"])
+    result = {"accuracy": record.metrics["accuracy"], "flops": record.metrics["flops"],
+              _RESULT_RECORD: json.dumps(record.to_dict(), default=str)}
+    searcher.on_trial_complete("unknown_trial_id", result)
+    done = optuna.load_study(study_name="quickstart", storage=spec.url).trials[orphan.number]
+    assert done.state == TrialState.COMPLETE
+    assert done.values == [record.metrics["accuracy"], record.metrics["flops"]]
+    assert (run / "records" / f"trial-{orphan.number:05d}.json").is_file()
