@@ -422,7 +422,8 @@ def baseline_params(space: "SearchSpace", dims: Sequence[Dim]) -> list[tuple[str
     """Labelled params for the baselines enqueued before the search.
 
     ``original`` (no compression), ``uniform-prune-0.25`` and ``uniform-prune-0.5`` (every free
-    prune dim at that ratio, snapped to the grid; only when the space prunes) and
+    prune dim at that ratio, snapped to the grid and labelled with the snapped ratio, e.g.
+    ``uniform-prune-0.3`` on a 0.1 grid; only when the space prunes) and
     ``uniform-int8`` (every free bit dim at 8, snapped; only when the space quantizes).
     Pinned dims keep their pinned value; KD is off. Duplicates (after snapping) are dropped.
     """
@@ -431,8 +432,11 @@ def baseline_params(space: "SearchSpace", dims: Sequence[Dim]) -> list[tuple[str
     bitdims = [d for d in free if d.name.startswith(("wbits/", "abits/"))]
     out: list[tuple[str, dict[str, Any]]] = [("original", _baseline(dims, ratio=0.0, bits=FLOAT_BITS))]
     if prunes:
+        ratio_dims = [d for d in prunes if not d.name.startswith(OFFSET)]
         for r in (0.25, 0.5):
-            out.append((f"uniform-prune-{r:g}", _baseline(dims, ratio=r, bits=FLOAT_BITS)))
+            # labelled with the ratio actually applied (0.25 on a 0.1 grid is 0.3)
+            applied = ratio_dims[0].snap(r) if ratio_dims else r
+            out.append((f"uniform-prune-{applied:g}", _baseline(dims, ratio=r, bits=FLOAT_BITS)))
     if bitdims and any(8 in (d.choices or ()) for d in bitdims):
         out.append(("uniform-int8", _baseline(dims, ratio=0.0, bits=8)))
     seen: list[dict[str, Any]] = []

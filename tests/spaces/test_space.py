@@ -349,7 +349,7 @@ def test_baselines_snap_to_grid_and_are_valid():
     space = space_from_dict(space_dict())  # ratio grid 0..0.5 step 0.1, bits {4, 8, 32}
     dims = expand(space, groups, layers)
     base = dict(baseline_params(space, dims))
-    assert list(base) == ["original", "uniform-prune-0.25", "uniform-prune-0.5", "uniform-int8"]
+    assert list(base) == ["original", "uniform-prune-0.3", "uniform-prune-0.5", "uniform-int8"]  # labels: applied
     for label, params in base.items():
         assert set(params) == {d.name for d in dims}
         policy = policy_from_params(space, dims, params)
@@ -357,7 +357,7 @@ def test_baselines_snap_to_grid_and_are_valid():
         assert policy.distill.alpha == 0.0
     original = policy_from_params(space, dims, base["original"])
     assert not original.prune.active and not original.quant.active
-    quarter = policy_from_params(space, dims, base["uniform-prune-0.25"])
+    quarter = policy_from_params(space, dims, base["uniform-prune-0.3"])
     assert set(quarter.prune.ratios.values()) == {0.3}  # 0.25 snapped to the 0.1 grid
     half = policy_from_params(space, dims, base["uniform-prune-0.5"])
     assert set(half.prune.ratios.values()) == {0.5} and len(half.prune.ratios) == 9
