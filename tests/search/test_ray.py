@@ -191,3 +191,36 @@ def test_searcher_tells_a_resumed_trial_it_has_no_map_for(tmp_path, worker_path)
     assert done.state == TrialState.COMPLETE
     assert done.values == [record.metrics["accuracy"], record.metrics["flops"]]
     assert (run / "records" / f"trial-{orphan.number:05d}.json").is_file()
+
+
+@pytest.mark.slow
+def test_ray_restore_restarts_the_running_trial(tmp_path, worker_path):
+    """Kill -9 the driver while a 12 s trial runs (past Ray's 10 s experiment snapshot period): the rerun's
+    Tuner.restore restarts that very trial, which completes under its Optuna number; nothing fails."""
+    autocompress = str(Path(sys.executable).parent / "autocompress")
+    out = tmp_path / "run"
+    cmd = [autocompress, "search", "quickstart", "--out", str(out), "--trials", "5", "--backend", "ray",
+           "--objective", "_analytic_objective:factory", "--no-progress"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env={**os.environ, "AC_TEST_SLEEP": "12"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while len(list((out / "records").glob("trial-*.json"))) < 2 and time.monotonic() < deadline:
+            assert proc.poll() is None, "search exited before it could be killed"
+            time.sleep(0.5)
+        time.sleep(11)  # trial 2 has run ~11 s: Ray's experiment snapshot knows it
+        running = [t.number for t in optuna.load_study(study_name="quickstart",
+                                                       storage=f"sqlite:///{out / 'study.db'}").trials
+                   if t.state == TrialState.RUNNING]
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert running == [2]
+    res = subprocess.run(cmd, cwd=tmp_path, env={**os.environ}, capture_output=True, text=True, timeout=600,
+                         start_new_session=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "(Tuner.restore)" in res.stderr
+    study = optuna.load_study(study_name="quickstart", storage=f"sqlite:///{out / 'study.db'}")
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 5  # trial 2 resumed, not failed
+    records = {r.trial: r for r in read_records(out)}
+    assert sorted(records) == [0, 1, 2, 3, 4] and all(r.status == "complete" for r in records.values())
