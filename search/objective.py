@@ -206,15 +206,20 @@ class Objective:
             return self._train_once(model, m.adapt, "adapted")
         return model
 
+    def _weights_source(self) -> dict[str, Any]:
+        """Where the original weights come from, with the checkpoint's mtime so a changed file
+        invalidates the cached baseline and reference."""
+        m = self.space.model
+        if not m.checkpoint:
+            return {"weights": m.weights}
+        p = self.space.resolve_path(m.checkpoint)
+        return {"checkpoint": [str(p), p.stat().st_mtime if p.exists() else None]}
+
     def _baseline_key(self) -> str:
-        d = {"model": dataclasses.asdict(self.spec), "data": self.space.to_dict()["data"],
-             "baseline": self.space.to_dict()["model"]["baseline"], "adapt": self.space.to_dict()["model"]["adapt"]}
-        if self.space.model.checkpoint:
-            p = self.space.resolve_path(self.space.model.checkpoint)
-            d["checkpoint"] = [str(p), p.stat().st_mtime if p.exists() else None]
-        if self.space.model.weights:
-            d["weights"] = self.space.model.weights
-        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        d = self.space.to_dict()
+        parts = {"model": dataclasses.asdict(self.spec), "data": d["data"], "baseline": d["model"]["baseline"],
+                 "adapt": d["model"]["adapt"], **self._weights_source()}
+        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def _train_once(self, model: nn.Module, spec: FinetuneSpec, what: str) -> nn.Module:
         """Train ``model`` with ``spec`` once per run (file-locked; other workers wait and reuse it).
@@ -233,13 +238,9 @@ class Objective:
                 return load_checkpoint(model, weights)
             from compress.train import fit
 
-            budget = spec.epochs if spec.steps is None else f"{spec.steps} steps"
-            if what == "baseline":
-                log.info("training the %s baseline on %s (%s epochs); cached in %s", self.spec.name,
-                         self.space.data.dataset, budget, folder)
-            else:
-                log.info("adapting the %s weights to %s (%s epochs); cached in %s", self.spec.name,
-                         self.space.data.dataset, budget, folder)
+            budget = f"{spec.epochs} epochs" if spec.steps is None else f"{spec.steps} steps"
+            action = "training the %s baseline on" if what == "baseline" else "adapting the %s weights to"
+            log.info(action + " %s (%s); cached in %s", self.spec.name, self.space.data.dataset, budget, folder)
             torch.manual_seed(spec.seed)
             loader = self.data.loader("train", spec.batch_size, shuffle=True, seed=spec.seed)
             t0 = time.perf_counter()
@@ -260,10 +261,7 @@ class Objective:
         d = self.space.to_dict()
         parts = {"model": d["model"], "data": d["data"], "val_limit": d["budget"]["val_limit"],
                  "latency": self.space.needs_latency,
-                 "spec": dataclasses.asdict(self.spec), "v": CACHE_VERSION}
-        if self.space.model.checkpoint:
-            p = self.space.resolve_path(self.space.model.checkpoint)
-            parts["checkpoint"] = [str(p), p.stat().st_mtime if p.exists() else None]
+                 "spec": dataclasses.asdict(self.spec), "v": CACHE_VERSION, **self._weights_source()}
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def _load_or_measure_reference(self) -> dict[str, Any]:

@@ -189,11 +189,8 @@ def create_study(storage: optuna.storages.BaseStorage, study_name: str, directio
             existing = optuna.load_study(study_name=study_name, storage=storage)
         except KeyError:
             existing = None
-        if existing is None:
-            used = seed
-        else:
-            mix = f"{seed}:{worker_id()}:{len(existing.get_trials(deepcopy=False))}"
-            used = int.from_bytes(hashlib.sha256(mix.encode()).digest()[:4], "little")
+        n_before = 0 if existing is None else len(existing.get_trials(deepcopy=False))
+        used = seed if existing is None else derived_seed(seed, worker_id(), n_before)
         study = optuna.create_study(storage=storage, study_name=study_name, directions=list(directions),
                                     sampler=make_sampler(sampler, used, len(directions)), load_if_exists=True)
     have = [d.name.lower() for d in study.directions]
@@ -204,8 +201,17 @@ def create_study(storage: optuna.storages.BaseStorage, study_name: str, directio
         )
     if existing is not None:
         log.info("joined study %r (%d trials so far): sampler seed %s derived from seed %s",
-                 study_name, len(existing.get_trials(deepcopy=False)), used, seed)
+                 study_name, n_before, used, seed)
     return study, used
+
+
+def derived_seed(seed: int | None, *parts: object) -> int | None:
+    """A 32-bit sampler seed derived from ``seed`` and ``parts`` (worker id, trial count, ...);
+    None (unseeded, random) stays None."""
+    if seed is None:
+        return None
+    mix = ":".join(str(p) for p in (seed, *parts))
+    return int.from_bytes(hashlib.sha256(mix.encode()).digest()[:4], "little")
 
 
 @contextlib.contextmanager
@@ -318,6 +324,11 @@ def fail_dead_local_trials(study: optuna.Study) -> list[FrozenTrial]:
                     " and re-queued its parameters" if requeued else f" (retried {MAX_RETRY}x, not re-queued)")
         dead.append(t)
     return dead
+
+
+def started_count(study: optuna.Study) -> int:
+    """Trials that ran or run (every state but WAITING: queued baselines and retries wait)."""
+    return sum(1 for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING)
 
 
 def count_states(study: optuna.Study) -> dict[TrialState, int]:

@@ -51,6 +51,7 @@ from search.backends._study import (
     open_storage,
     parse_storage,
     requeue,
+    started_count,
     study_lock,
     tag_worker,
     tell_record,
@@ -230,7 +231,7 @@ def _trial_count(storage: optuna.storages.BaseStorage, study_name: str) -> int:
         study = optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
         return 0
-    return sum(1 for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING)
+    return started_count(study)
 
 
 def _result(spec, storage, ctx: SearchContext, before: int) -> BackendResult:

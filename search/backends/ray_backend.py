@@ -50,11 +50,13 @@ from search.backends._study import (
     ATTR_ERROR,
     count_states,
     create_study,
+    derived_seed,
     enqueue_baselines,
     fail_dead_local_trials,
     make_sampler,
     open_storage,
     parse_storage,
+    started_count,
     study_lock,
     tag_worker,
     tell_record,
@@ -201,10 +203,6 @@ def _init_ray(ctx: SearchContext) -> bool:
     return True
 
 
-def _started(study: optuna.Study) -> int:
-    return sum(1 for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING)
-
-
 def _experiments(ray_dir: Path, name: str) -> list[Path]:
     found = [p for p in ray_dir.glob(f"{name}*") if p.is_dir() and
              (p.name == name or (p.name[len(name):].startswith("-") and p.name[len(name) + 1:].isdigit()))]
@@ -230,7 +228,7 @@ def run_ray(ctx: SearchContext) -> BackendResult:
             from spaces.space import baseline_params
 
             enqueue_baselines(study, baseline_params(ctx.space, dims))
-    before = _started(study)
+    before = started_count(study)
     cpus = float(ctx.ray.get("cpus_per_trial") or 1)
     gpus = float(ctx.ray.get("gpus_per_trial") or 0)
     max_concurrent = int(ctx.ray.get("max_concurrent") or ctx.workers or 1)
@@ -257,7 +255,6 @@ def run_ray(ctx: SearchContext) -> BackendResult:
                 counts = count_states(study)
             if counts[TrialState.COMPLETE] >= ctx.trials:
                 break
-            remaining = ctx.trials - counts[TrialState.COMPLETE] - counts[TrialState.RUNNING]
             if restoring:
                 log.info("resuming Ray Tune experiment %s (Tuner.restore): %d of %d trials complete",
                          restore, counts[TrialState.COMPLETE], ctx.trials)
@@ -265,12 +262,13 @@ def run_ray(ctx: SearchContext) -> BackendResult:
                                            resume_errored=False, restart_errored=False)
                 name = restore.name
             else:
+                remaining = ctx.trials - counts[TrialState.COMPLETE] - counts[TrialState.RUNNING]
                 if remaining <= 0:
                     break
                 n = len(_experiments(ray_dir, ctx.study))
                 name = ctx.study if n == 0 else f"{ctx.study}-{n + 1}"
                 # a further experiment must not replay the previous one's proposals
-                seed = None if sampler_seed is None else (sampler_seed + 7919 * (n + attempt)) % 2**32
+                seed = sampler_seed if n == 0 else derived_seed(sampler_seed, "experiment", n)
                 searcher = _searcher_class()(
                     space=_DefineByRun(ctx.space, dims), metric=list(ctx.objectives),
                     mode=["max" if d == "maximize" else "min" for d in ctx.directions],
@@ -302,7 +300,7 @@ def run_ray(ctx: SearchContext) -> BackendResult:
     counts = count_states(study)
     complete = counts[TrialState.COMPLETE]
     return BackendResult(complete=complete, failed=counts[TrialState.FAIL],
-                         ran=_started(study) - before, storage_url=spec.url, study=ctx.study,
+                         ran=started_count(study) - before, storage_url=spec.url, study=ctx.study,
                          stopped_early=None if complete >= ctx.trials else f"{complete} of {ctx.trials} trials complete")
 
 

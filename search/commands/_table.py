@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Callable, Sequence
 from typing import Any
 
 
@@ -13,6 +14,15 @@ def format_table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def print_rows(rows: list[dict], fmt: str, columns: Sequence[tuple[str, Callable[[dict], Any]]]) -> None:
+    """Print registry-style rows as JSON (``fmt == "json"``: the dicts as they are) or as a table
+    with one column per ``(header, cell function)``."""
+    if fmt == "json":
+        print(json.dumps(rows, indent=2))
+        return
+    print(format_table([[cell(r) for _, cell in columns] for r in rows], [h for h, _ in columns]))
 
 
 def si(value: float | int | None, unit: str = "") -> str:

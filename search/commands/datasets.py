@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 
-from search.commands._table import format_table
+from search.commands._table import print_rows
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -30,10 +29,7 @@ def dataset_rows() -> list[dict]:
 
 
 def run(args: argparse.Namespace) -> int:
-    rows = dataset_rows()
-    if args.format == "json":
-        print(json.dumps(rows, indent=2))
-        return 0
-    table = [(r["name"], r["classes"], r["input_size"], r["needs_data_dir"], r["description"]) for r in rows]
-    print(format_table(table, ("dataset", "classes", "input", "needs --data-dir", "description")))
+    print_rows(dataset_rows(), args.format, [
+        ("dataset", lambda r: r["name"]), ("classes", lambda r: r["classes"]), ("input", lambda r: r["input_size"]),
+        ("needs --data-dir", lambda r: r["needs_data_dir"]), ("description", lambda r: r["description"])])
     return 0

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 
 from tqdm.auto import tqdm
 
-from search.commands._table import format_table, si
+from search.commands._table import print_rows, si
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +40,9 @@ def model_rows(flops: bool = True, progress: bool = True) -> list[dict]:
 
 
 def run(args: argparse.Namespace) -> int:
-    rows = model_rows(flops=not args.no_flops, progress=args.format == "table")
-    if args.format == "json":
-        print(json.dumps(rows, indent=2))
-        return 0
-    table = [(r["name"], f"{r['input_size']}x{r['input_size']}", r["num_classes"], si(r["params"]),
-              si(r["flops"]) if r["flops"] is not None else "-", r["description"]) for r in rows]
-    print(format_table(table, ("model", "input", "classes", "params", "FLOPs (MACs)", "description")))
+    print_rows(model_rows(flops=not args.no_flops, progress=args.format == "table"), args.format, [
+        ("model", lambda r: r["name"]), ("input", lambda r: f"{r['input_size']}x{r['input_size']}"),
+        ("classes", lambda r: r["num_classes"]), ("params", lambda r: si(r["params"])),
+        ("FLOPs (MACs)", lambda r: si(r["flops"]) if r["flops"] is not None else "-"),
+        ("description", lambda r: r["description"])])
     return 0

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 
-from search.commands._table import format_table
+from search.commands._table import print_rows
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -30,11 +29,8 @@ def space_rows() -> list[dict]:
 
 
 def run(args: argparse.Namespace) -> int:
-    rows = space_rows()
-    if args.format == "json":
-        print(json.dumps(rows, indent=2))
-        return 0
-    table = [(r["name"], r["model"], r["dataset"], ",".join(r["objectives"]), r["trials"], r["description"])
-             for r in rows]
-    print(format_table(table, ("space", "model", "dataset", "objectives", "trials", "description")))
+    print_rows(space_rows(), args.format, [
+        ("space", lambda r: r["name"]), ("model", lambda r: r["model"]), ("dataset", lambda r: r["dataset"]),
+        ("objectives", lambda r: ",".join(r["objectives"])), ("trials", lambda r: r["trials"]),
+        ("description", lambda r: r["description"])])
     return 0
