@@ -13,8 +13,6 @@ models or datasets are allowed but reported as warnings (their fronts are not co
 
 from __future__ import annotations
 
-from spaces._schema import UserError
-
 import html
 import json
 from pathlib import Path
@@ -29,6 +27,7 @@ from reports._format import exact, fmt
 from reports._load import Run, load_run, require_complete
 from reports.data import frame_records, jsonable, label
 from reports.tables import flatten, pareto_frame, trials_frame
+from spaces._schema import UserError
 
 
 class CompareError(UserError, ValueError):

@@ -270,7 +270,7 @@ def report_data(run_dir: str | Path | Run, *, refresh_exports: bool = True) -> d
         "knee": knee[0] if knee else None,
         "scatter": _projections(objectives, trials),
         "policies": _policies(run, front, trials, objectives),
-        "policies_rule": (f"every Pareto point" if len(front) <= MAX_POLICIES else
+        "policies_rule": ("every Pareto point" if len(front) <= MAX_POLICIES else
                           f"{MAX_POLICIES} of {len(front)} Pareto points: the knee point and points evenly spaced "
                           f"along {objectives[0][0]}"),
         "times": _times(trials),

@@ -40,6 +40,13 @@ Knee point (:func:`knee_point`)
     The non-dominated point closest (Euclidean) to the utopia point after min-max normalising
     every objective over the non-dominated set: the best balanced trade-off. Ties go to the
     lowest index.
+
+Knee of a front (:func:`knee_index`, what ``autocompress finalize --pick knee`` picks)
+    On a non-dominated set with objectives normalised to [0, 1], the point farthest from the
+    line through the two extreme points (2 objectives) or the hyperplane through the
+    per-objective extremes (3+), on the side towards the ideal point. Degenerate fronts (fewer
+    than 3 points, collinear points, a plane through the ideal point) fall back to
+    :func:`knee_point`.
 """
 
 from __future__ import annotations
@@ -211,6 +218,50 @@ def knee_point(points: np.ndarray | Sequence[Sequence[float]], directions: Seque
     span = np.where(hi > lo, hi - lo, 1.0)
     dist = np.linalg.norm((front - lo) / span, axis=1)
     return int(idx[int(np.argmin(dist))])
+
+
+def knee_index(points: np.ndarray | Sequence[Sequence[float]], directions: Sequence[str]) -> int:
+    """Index of the knee of a set of non-dominated points (see the module docstring)."""
+    pts = _as_min(points, directions)
+    if pts.shape[0] == 0:
+        raise ParetoError("knee_index of an empty set of points")
+    plane = _extremes_plane(pts) if pts.shape[0] > 2 else None
+    if plane is not None:
+        w, c, z = plane
+        dist = c - z @ w  # signed distance from the plane, > 0 towards the ideal point
+        best = int(np.argmax(dist))
+        if dist[best] > 1e-12:
+            return best
+    return knee_point(points, directions)  # degenerate: the point nearest the ideal one
+
+
+def _extremes_plane(pts: np.ndarray) -> tuple[np.ndarray, float, np.ndarray] | None:
+    """``(w, c, z)``: unit normal and offset of the hyperplane ``w . x = c`` through the
+    per-objective extreme points of the min-max normalised points ``z``, oriented so the ideal
+    point (the origin) is on its positive side; None when degenerate."""
+    d = pts.shape[1]
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    z = (pts - lo) / np.where(hi > lo, hi - lo, 1.0)  # 0 = best in that objective
+    extremes = z[[int(np.argmin(z[:, j])) for j in range(d)]]
+    if d == 2:
+        a, b = extremes
+        w = np.array([b[1] - a[1], a[0] - b[0]])
+    else:
+        try:
+            _, sv, vt = np.linalg.svd(extremes[1:] - extremes[0])
+        except np.linalg.LinAlgError:
+            return None
+        if sv.size != d - 1 or sv[-1] <= 1e-9:
+            return None
+        w = vt[-1]
+    norm = float(np.linalg.norm(w))
+    if norm < 1e-12:
+        return None
+    w = w / norm
+    c = float(w @ extremes[0])
+    if abs(c) < 1e-12:  # the plane passes through the ideal point: no "towards the ideal" side
+        return None
+    return (w, c, z) if c > 0 else (-w, -c, z)
 
 
 def _metric_reference(metric: str, reference_metrics: Mapping[str, Any]) -> float:

@@ -15,8 +15,6 @@ space: resuming with a space that differs in anything but the ``search`` setting
 
 from __future__ import annotations
 
-from spaces._schema import UserError
-
 import dataclasses
 import logging
 import time
@@ -29,9 +27,10 @@ from search.backends import BACKENDS, BackendResult, ObjectiveFactory, SearchCon
 from search.backends._study import parse_storage
 from search.records import RunInfo, read_records, read_run_info, write_run_info
 from search.trial import git_sha, versions
-from spaces._schema import read_document, write_document
+from spaces._schema import UserError, read_document, write_document
 
 log = logging.getLogger("search")
+
 
 class SearchConfigError(UserError, ValueError):
     """The run directory holds a different search space than the one given."""

@@ -6,12 +6,9 @@
 Picking (among the run's complete trials; ``records/`` read through ``reports.tables``):
 
 ``knee`` (default)
-    On the feasible Pareto front (``pareto.csv`` semantics), objectives normalised to [0, 1]
-    over the front (all turned into minimisation). The knee is the point farthest from the
-    line through the two extreme points (2 objectives), or from the hyperplane through the
-    per-objective extremes (3+ objectives), on the side towards the ideal point. When that is
-    degenerate (fewer than 3 distinct points, collinear front) it falls back to the point
-    nearest the normalised ideal point (``reports.pareto.knee_point``).
+    On the feasible Pareto front (``pareto.csv`` semantics), :func:`reports.pareto.knee_index`:
+    the point farthest from the line (plane) through the normalised extreme points, towards
+    the ideal point; degenerate fronts fall back to ``reports.pareto.knee_point``.
 ``"max METRIC [where COND [and COND ...]]"`` / ``"min METRIC ..."``
     Among feasible complete trials, the best ``METRIC`` subject to conditions such as
     ``latency_ratio <= 0.5`` (the constraint syntax of search spaces).
@@ -28,10 +25,7 @@ speed-up reported, and exported: ``RUN/final/{policy.yaml, model.pt}``
 
 from __future__ import annotations
 
-from spaces._schema import UserError
-
 import dataclasses
-import json
 import logging
 import math
 import re
@@ -40,9 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from reports.pareto import knee_index
 from search.records import METRICS, RunFormatError, atomic_write_json
+from spaces._schema import UserError
 from spaces._space_constraints import Constraint, parse_constraint
 from spaces.policy import Policy
 
@@ -92,62 +86,6 @@ def parse_pick(text: str) -> Pick:
         except ValueError as exc:
             raise FinalizeError(f"--pick {text!r}: {exc}") from None
     return Pick(text=text.strip(), goal=goal, metric=metric, conditions=tuple(conditions))
-
-
-def _as_min(values: np.ndarray, directions: list[str]) -> np.ndarray:
-    signs = np.array([-1.0 if d == "maximize" else 1.0 for d in directions])
-    return values * signs
-
-
-def knee_index(points: np.ndarray | list[list[float]], directions: list[str]) -> int:
-    """Index of the knee of a set of non-dominated points (see the module docstring)."""
-    pts = _as_min(np.asarray(points, dtype=float), directions)
-    n, d = pts.shape
-    if n == 0:
-        raise FinalizeError("no Pareto points to pick a knee from")
-    if n <= 2:
-        from reports.pareto import knee_point
-
-        return int(knee_point(points, directions))
-    lo, hi = pts.min(axis=0), pts.max(axis=0)
-    span = np.where(hi > lo, hi - lo, 1.0)
-    z = (pts - lo) / span  # 0 = best in that objective
-    extremes = z[[int(np.argmin(z[:, j])) for j in range(d)]]  # one extreme point per objective
-    # hyperplane through the extremes: w . x = b, oriented so the ideal point (0,...,0) is on the positive side
-    if d == 2:
-        a, b = extremes
-        w = np.array([b[1] - a[1], a[0] - b[0]])
-    else:
-        diffs = extremes[1:] - extremes[0]
-        try:
-            _, s, vt = np.linalg.svd(diffs)
-            w = vt[-1] if s.size == d - 1 and s[-1] > 1e-9 else None
-        except np.linalg.LinAlgError:
-            w = None
-        if w is None:
-            from reports.pareto import knee_point
-
-            return int(knee_point(points, directions))
-    norm = float(np.linalg.norm(w))
-    if norm < 1e-12:
-        from reports.pareto import knee_point
-
-        return int(knee_point(points, directions))
-    w = w / norm
-    c = float(w @ extremes[0])
-    if abs(c) < 1e-12:  # the plane passes through the ideal point: no "towards the ideal" side
-        from reports.pareto import knee_point
-
-        return int(knee_point(points, directions))
-    if c < 0:  # orient so that the ideal point (origin) lies on the positive side
-        w, c = -w, -c
-    dist = c - z @ w  # signed distance from the plane, > 0 towards the ideal point
-    best = int(np.argmax(dist))
-    if dist[best] <= 1e-12:  # all on the line: no knee, take the point nearest the ideal
-        from reports.pareto import knee_point
-
-        return int(knee_point(points, directions))
-    return best
 
 
 def choose_trial(run: Any, pick: str = "knee", *, trial: int | None = None) -> tuple[int, str]:

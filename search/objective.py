@@ -21,8 +21,6 @@ duplicate proposal is answered from the cache.
 
 from __future__ import annotations
 
-from spaces._schema import UserError
-
 import contextlib
 import dataclasses
 import fcntl
@@ -39,6 +37,7 @@ import torch
 from torch import nn
 
 from search.records import atomic_write_json
+from spaces._schema import UserError
 from spaces.policy import FinetuneSpec, ModelSpec, Policy, QuantSpec
 from spaces.space import Dim, SearchSpace, expand
 

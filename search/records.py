@@ -18,14 +18,14 @@ field's meaning changes; readers refuse other versions with a clear message.
 
 from __future__ import annotations
 
-from spaces._schema import UserError
-
 import json
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from spaces._schema import UserError
 
 SCHEMA_VERSION = 1
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from spaces._schema import UserError
-
 import logging
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from spaces._schema import UserError
 
 log = logging.getLogger(__name__)
 

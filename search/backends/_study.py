@@ -24,8 +24,6 @@ Exact trial counts
 
 from __future__ import annotations
 
-from spaces._schema import UserError
-
 import contextlib
 import fcntl
 import hashlib
@@ -41,6 +39,8 @@ from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+
+from spaces._schema import UserError
 
 log = logging.getLogger(__name__)
 

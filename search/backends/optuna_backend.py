@@ -23,8 +23,6 @@ Semantics (documented for users in ``autocompress search --help``):
 
 from __future__ import annotations
 
-from spaces._schema import UserError
-
 import logging
 import multiprocessing
 import os
@@ -57,6 +55,7 @@ from search.backends._study import (
     tell_record,
 )
 from search.records import read_run_info, record_path, write_record
+from spaces._schema import UserError
 
 log = logging.getLogger("search")
 
