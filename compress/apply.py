@@ -12,7 +12,7 @@ import copy
 import dataclasses
 import logging
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +45,16 @@ class Compressed:
     notes: list[str] = field(default_factory=list)
     train_result: Any = None
     timings: dict[str, float] = field(default_factory=dict)
+
+    def scored(self, layers: Sequence[str]) -> tuple[nn.Module, str]:
+        """The model whose accuracy to report, and which one it is: ``deploy`` when it runs exactly
+        the policy's precision on these quantizable ``layers`` (float, or x86 INT8 with 8-bit
+        activations), else ``model``, the fake-quant simulation (sub-8-bit activations,
+        CUDA-targeted quantization on CPU)."""
+        q = self.policy.quant
+        if not q.active or (q.backend == "x86" and all(q.bits_for(layer).a in (8, 16, 32) for layer in layers)):
+            return self.deploy, "deploy"
+        return self.model, "fake-quant simulation"
 
 
 def model_name_of(model: nn.Module) -> str | None:

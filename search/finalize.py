@@ -198,7 +198,7 @@ def finalize(run_dir: str | Path, pick: str = "knee", *, trial: int | None = Non
     from compress.measure import evaluate
 
     batch = space.budget.eval_batch_size
-    scored = objective._scoring_model(out, policy)  # noqa: SLF001 - same rule as during the search
+    scored, _ = out.scored(objective.layers)  # the same rule as during the search
     val = evaluate(scored, data.loader("val", batch, shuffle=False), progress=progress)
     test = evaluate(scored, data.loader("test", batch, shuffle=False), progress=progress)
     test_ref = evaluate(objective.model, data.loader("test", batch, shuffle=False), progress=progress)

@@ -371,7 +371,7 @@ class Objective:
         for k, v in out.timings.items():
             times[k] = float(v)
         with _phase(times, "evaluate"):
-            metrics: dict[str, Any] = self._accuracy(self._scoring_model(out, policy))
+            metrics: dict[str, Any] = self._accuracy(out.scored(self.layers)[0])
             metrics.pop("n", None)
         with _phase(times, "cost"):
             structure = _float_structure(out.model)
@@ -386,17 +386,6 @@ class Objective:
             if isinstance(v, float) and not math.isfinite(v):
                 raise FloatingPointError(f"metric {k} = {v} is not finite")
         return metrics, times, list(out.notes)
-
-    def _scoring_model(self, out: Any, policy: Policy) -> nn.Module:
-        """Which model accuracy is measured on: the deployable one when it runs exactly the
-        policy's precision on this device (float, or x86 INT8 with 8-bit activations), else the
-        fake-quant simulation (sub-8-bit activations, CUDA-targeted quantization on CPU)."""
-        q = policy.quant
-        if not q.active:
-            return out.deploy
-        if q.backend == "x86" and all(q.bits_for(layer).a in (8, 16, 32) for layer in self.layers):
-            return out.deploy
-        return out.model
 
 
 def _runs_on(model: nn.Module, device: str) -> bool:

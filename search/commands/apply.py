@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from search.commands._inputs import checkpoint_file, split_accuracy
+
 log = logging.getLogger("autocompress.apply")
 
 #: val images the ONNX export is verified on (INT8 agreement is a rate: too few samples make it 0/1)
@@ -71,18 +73,6 @@ def _policy(args: argparse.Namespace):
     return policy.replace(finetune=ft)
 
 
-def _checkpoint_path(arg: str) -> Path:
-    p = Path(arg)
-    if p.is_dir():
-        candidate = p / "model.pt"
-        if not candidate.is_file():
-            raise FileNotFoundError(f"--checkpoint {p}: a directory without model.pt")
-        return candidate
-    if not p.is_file():
-        raise FileNotFoundError(f"--checkpoint {p}: no such file")
-    return p
-
-
 def _file_logger(out: Path) -> logging.Handler:
     handler = logging.FileHandler(out / "apply.log", mode="w")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
@@ -98,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise CLIError("--device cuda: no CUDA device is available; use --device cpu")
     policy = _policy(args)
-    ckpt = _checkpoint_path(args.checkpoint)
+    ckpt = checkpoint_file(args.checkpoint)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     handler = _file_logger(out)
@@ -122,7 +112,7 @@ def _run(args: argparse.Namespace, policy, ckpt: Path, out: Path) -> tuple[dict[
     from compress.artifact import save_compressed
     from compress.data import get_dataset
     from compress.export import ExportError, export_onnx
-    from compress.models import CheckpointError, build_model, load_checkpoint
+    from compress.models import CheckpointError, build_model, load_checkpoint, quantizable_layers
     from search.cli import CLIError
 
     t_start = time.perf_counter()
@@ -139,10 +129,10 @@ def _run(args: argparse.Namespace, policy, ckpt: Path, out: Path) -> tuple[dict[
                        f"{args.dataset!r} has {data.num_classes} classes")
     log.info("apply %s to %s (%s) on %s", args.recipe, policy.model.name, ckpt, args.dataset)
 
-    before = _accuracy(model, data, args.eval_limit, "original")
+    before = split_accuracy(model, data, args.eval_limit, "original")
     result = apply(policy, model, data=data, finetune=not args.no_finetune, device=args.device, progress=True)
-    scored, scored_what = scoring_model(result)
-    after = _accuracy(scored, data, args.eval_limit, scored_what)
+    scored, scored_what = result.scored(quantizable_layers(model))
+    after = split_accuracy(scored, data, args.eval_limit, scored_what)
 
     t0 = time.perf_counter()
     save_compressed(out, result.policy, result.model)
@@ -178,17 +168,6 @@ def _run(args: argparse.Namespace, policy, ckpt: Path, out: Path) -> tuple[dict[
     return metrics, _summary(metrics)
 
 
-def _accuracy(model: nn.Module, data, limit: int | None, what: str) -> dict[str, dict]:
-    from compress.measure import evaluate
-
-    res = {}
-    for split in ("val", "test"):
-        loader = data.loader(split, 256, shuffle=False, limit=limit)
-        res[split] = evaluate(model, loader, progress=False)
-        log.info("%s %s top1 %.2f%%", what, split, res[split]["top1"])
-    return res
-
-
 def _drop(before: dict, after: dict, split: str) -> float:
     return round(before[split]["top1"] - after[split]["top1"], 3)
 
@@ -209,17 +188,6 @@ def _costs(original: nn.Module, result, input_size: int) -> dict[str, Any]:
          "size": model_size_bytes(structure, quant), "bops": count_bops(structure, input_size, quant)}
     ratios = {k: round(a[k] / b[k], 4) if b[k] else None for k in b}
     return {"before": b, "after": a, "ratios": ratios}
-
-
-def scoring_model(result) -> tuple[nn.Module, str]:
-    """The model whose accuracy is reported: the deploy model when it runs the policy's precision
-    exactly (float, or x86 INT8 with 8-bit activations), else the fake-quant simulation."""
-    q = result.policy.quant
-    if not q.active:
-        return result.deploy, "deploy"
-    if q.backend == "x86" and all(b.a in (8, 16, 32) for b in [q.default, *q.layers.values()]):
-        return result.deploy, "deploy"
-    return result.model.cpu().eval(), "fake-quant simulation"
 
 
 def _latency(deploy: nn.Module, original: nn.Module, example: torch.Tensor, threads: int) -> dict[str, Any]:

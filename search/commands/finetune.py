@@ -97,17 +97,6 @@ def _is_artifact_dir(path: Path) -> bool:
     return path.is_dir() and any((path / n).is_file() for n in ("policy.yaml", "policy.json"))
 
 
-def _checkpoint_file(arg: str) -> Path:
-    p = Path(arg).expanduser()
-    if p.is_dir():
-        if not (p / "model.pt").is_file():
-            raise FileNotFoundError(f"--checkpoint {p}: a directory without model.pt")
-        return p / "model.pt"
-    if not p.is_file():
-        raise FileNotFoundError(f"--checkpoint {p}: no such file")
-    return p
-
-
 def _load_artifact(path: Path, calib_loader):
     """(policy, trainable compressed model) from an ``autocompress apply`` output directory."""
     try:
@@ -125,17 +114,6 @@ def _load_artifact(path: Path, calib_loader):
         def rebuild_fn(policy, state):
             return rebuild_compressed(policy, state, calib_loader=calib_loader, source=str(path / "model.pt"))
     return load_compressed(path, rebuild_fn=rebuild_fn, calib_loader=calib_loader)
-
-
-def _accuracy(model: nn.Module, data, limit: int | None, device: str, what: str) -> dict[str, dict]:
-    from compress.measure import evaluate
-
-    res = {}
-    for split in ("val", "test"):
-        loader = data.loader(split, 256, shuffle=False, limit=limit)
-        res[split] = evaluate(model, loader, device=device, progress=False)
-        log.info("%s: %s top-1 %.2f%% (n=%d)", what, split, res[split]["top1"], res[split]["n"])
-    return res
 
 
 def run(args: argparse.Namespace) -> int:
@@ -184,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
         model = get_model(name, num_classes=data.num_classes)
         source = "random init"
         if args.checkpoint:
-            ckpt = _checkpoint_file(args.checkpoint)
+            ckpt = checkpoint_file(args.checkpoint)
             load_checkpoint(model, ckpt)
             source = str(ckpt)
         elif args.weights:
@@ -194,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
-    before = _accuracy(model, data, args.eval_limit, args.device, "before") if source != "random init" else None
+    before = split_accuracy(model, data, args.eval_limit, "before", args.device) if source != "random init" else None
 
     extra_loss = None
     if policy is not None and compressed is None and (policy.prune.active or policy.quant.active):
@@ -211,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
         if extra_loss is not None and callable(getattr(extra_loss, "close", None)):
             extra_loss.close()
     model = model.cpu().eval()
-    after = _accuracy(model, data, args.eval_limit, "cpu", "after")
+    after = split_accuracy(model, data, args.eval_limit, "after")
 
     config = {
         "model": name, "num_classes": data.num_classes, "source": source, "checkpoint": args.checkpoint,
