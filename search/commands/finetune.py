@@ -29,6 +29,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from search.commands._inputs import checkpoint_file, split_accuracy
+
 log = logging.getLogger("autocompress.finetune")
 
 #: CLI flag -> FinetuneSpec field, for overrides
