@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +76,7 @@ def _original(name: str) -> torch.nn.Module:
     return model.eval()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _calibration(input_size: int, n: int = 4, batch: int = 32) -> tuple[list, str]:
     """Calibration batches: the CIFAR-10 JPEG calib split for 32x32 models when present, else
     random normal images (only latency is measured on them, never accuracy)."""

@@ -75,8 +75,8 @@ class TimedFactory:
 
 
 def measure(space: Any, out: Path, backend: str, trials: int, device: str) -> dict[str, Any]:
+    from autocompress.rundir import read_records
     from search.driver import run_search
-    from search.records import read_records
 
     run = out / backend
     if run.exists():
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="runs/bench-search")
     args = p.parse_args(argv)
 
-    from search.cli import setup_logging
+    from search._logging import setup_logging
     from spaces.space import load_space
 
     setup_logging(0)

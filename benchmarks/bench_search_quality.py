@@ -4,7 +4,7 @@ On the shared ResNet-20 and the CIFAR-10 JPEG copy, run a 40-trial search (accur
 per-block prune ratios and KD) and a sweep of uniform block-inner ratios evaluated by the SAME
 objective (same proxy fine-tune budget, seed and val subset). Report:
 
-* the hypervolume (accuracy vs FLOPs, reference point from ``reports.pareto.default_reference``)
+* the hypervolume (accuracy vs FLOPs, reference point from ``autocompress.pareto.default_reference``)
   of the searched front and of the uniform sweep's front;
 * at matched FLOPs: for each uniform point, the best searched accuracy at no more FLOPs;
 * wall times.
@@ -22,11 +22,11 @@ import logging
 import time
 from pathlib import Path
 
-from reports.pareto import default_reference, hypervolume, non_dominated
-from search.cli import setup_logging
+from autocompress.pareto import default_reference, hypervolume, non_dominated
+from autocompress.rundir import read_records
+from search._logging import setup_logging
 from search.driver import run_search
 from search.objective import Objective
-from search.records import read_records
 from spaces.space import load_space, policy_from_params, uniform_params
 
 log = logging.getLogger("bench_search_quality")
@@ -108,7 +108,8 @@ def main() -> None:
         sa = f"{m['searched_accuracy']:.2f}" if m["searched_accuracy"] is not None else "-"
         sf = f"{m['searched_flops'] / 1e6:.2f}M" if m["searched_flops"] is not None else "-"
         g = f"{m['gain']:+.2f}" if m["gain"] is not None else "-"
-        print(f"{m['ratio']:>6.1f} {m['uniform_flops'] / 1e6:>13.2f}M {m['uniform_accuracy']:>12.2f} {sa:>13} {sf:>10} {g:>7}")
+        print(f"{m['ratio']:>6.1f} {m['uniform_flops'] / 1e6:>13.2f}M {m['uniform_accuracy']:>12.2f} "
+              f"{sa:>13} {sf:>10} {g:>7}")
     print(f"wall time: search {t_search:.0f} s, uniform sweep {t_uniform:.0f} s -> {args.out / 'quality.json'}")
 
 

@@ -7,9 +7,11 @@ Regenerate the shipped files with ``python -m compress._apply_recipes``.
 from __future__ import annotations
 
 import dataclasses
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
+from compress.models import default_input_size, default_num_classes, get_model
+from compress.prune import list_groups
 from spaces.policy import DistillSpec, FinetuneSpec, LayerBits, ModelSpec, Policy, PruneSpec, QuantSpec
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "spaces" / "recipes"
@@ -17,12 +19,9 @@ RECIPES_DIR = Path(__file__).resolve().parents[1] / "spaces" / "recipes"
 INT8_X86 = QuantSpec(backend="x86", default=LayerBits(w=8, a=8))
 
 
-@lru_cache(maxsize=None)
+@cache
 def block_groups(model_name: str) -> tuple[str, ...]:
     """Names of the block-inner prune groups (``layerX.Y.conv1``) of a registry model."""
-    from compress.models import get_model
-    from compress.prune import list_groups
-
     return tuple(g.name for g in list_groups(get_model(model_name)) if g.kind == "block")
 
 
@@ -31,8 +30,6 @@ def uniform_block_inner(model_name: str, ratio: float, *, criterion: str = "l1",
                         finetune: FinetuneSpec = FinetuneSpec(), num_classes: int | None = None,
                         input_size: int | None = None, provenance: dict | None = None) -> Policy:
     """A policy pruning every block-inner group of ``model_name`` by ``ratio``."""
-    from compress.models import default_input_size, default_num_classes
-
     model = ModelSpec(name=model_name, num_classes=num_classes or default_num_classes(model_name),
                       input_size=input_size or default_input_size(model_name))
     ratios = {g: float(ratio) for g in block_groups(model_name)} if ratio > 0 else {}

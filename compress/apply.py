@@ -11,15 +11,20 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
+from compress._timing import phase
+from compress.distill import DistillLoss, build_teacher, freeze
+from compress.models import CifarResNet, ImageNetResNet, build_model, quantizable_layers
+from compress.models.checkpoint import load_state_dict_checked
+from compress.prune import convert_option_a, list_groups, prune, rebuild
+from compress.quantize import check_bits, convert, fake_quantize
+from compress.train import bn_recalibrate, fit
 from spaces._schema import FieldError
 from spaces.policy import Policy, PolicyError
 
@@ -59,8 +64,6 @@ class Compressed:
 
 def model_name_of(model: nn.Module) -> str | None:
     """Registry name of a model built by ``compress.models`` (``resnet20``, ``resnet18``...), else None."""
-    from compress.models import CifarResNet, ImageNetResNet
-
     if isinstance(model, (CifarResNet, ImageNetResNet)):
         return f"resnet{model.depth}"
     return getattr(model, "autocompress_name", None)
@@ -81,9 +84,6 @@ def validate(policy: Policy, model: nn.Module) -> None:
     Checks the model name and class count, prune group names and ratios, quantizable layer
     names, distillation feature layers, and the backend's supported bit-widths.
     """
-    from compress.models import quantizable_layers
-    from compress.prune import list_groups
-
     errors: list[FieldError] = []
     n = num_classes_of(model)
     if n is not None and n != policy.model.num_classes:
@@ -103,22 +103,12 @@ def _backend_errors(policy: Policy, model: nn.Module) -> list[FieldError]:
     """Bit-widths the target backend cannot run (``compress.quantize.check_bits``)."""
     if not policy.quant.active or policy.quant.backend == "none":  # 'none' + bits: check_against says so
         return []
-    from compress.quantize import check_bits
 
     try:
         check_bits(policy.quant)
     except PolicyError as exc:
         return list(exc.errors)
     return []
-
-
-@contextmanager
-def _phase(timings: dict[str, float], name: str) -> Iterator[None]:
-    t0 = time.perf_counter()
-    try:
-        yield
-    finally:
-        timings[name] = round(timings.get(name, 0.0) + time.perf_counter() - t0, 3)
 
 
 def apply(policy: Policy, model: nn.Module, *, data: Any = None, teacher: nn.Module | None = None,
@@ -139,9 +129,6 @@ def apply(policy: Policy, model: nn.Module, *, data: Any = None, teacher: nn.Mod
         calib_batches / bn_recal_batches: batches of the ``calib`` split for quantization
             calibration / BN recalibration.
     """
-    from compress.prune import prune
-    from compress.quantize import convert, fake_quantize
-
     original = model
     validate(policy, original)
     _check_data_needs(policy, data, finetune)
@@ -152,7 +139,7 @@ def apply(policy: Policy, model: nn.Module, *, data: Any = None, teacher: nn.Mod
 
     # 1. prune -------------------------------------------------------------------------------
     if policy.prune.active:
-        with _phase(timings, "prune"):
+        with phase(timings, "prune"):
             if policy.prune.kept:
                 notes.append("pruning replayed from the recorded kept indices")
             taylor = policy.prune.criterion == "taylor" and not policy.prune.kept
@@ -162,25 +149,23 @@ def apply(policy: Policy, model: nn.Module, *, data: Any = None, teacher: nn.Mod
                 policy.prune, kept={k: tuple(int(i) for i in v) for k, v in kept.items()}))
         # 2. BN recalibration: cheap recovery of the statistics the removed channels disturbed
         if data is not None and bn_recal_batches > 0:
-            from compress.train import bn_recalibrate
-
-            with _phase(timings, "recalibrate"):
+            with phase(timings, "recalibrate"):
                 bn_recalibrate(work, _recal_batches(data, bn_recal_batches), bn_recal_batches, device=device)
 
     # 3. QAT preparation ---------------------------------------------------------------------
     if policy.quant.active:
-        with _phase(timings, "quantize"):
+        with phase(timings, "quantize"):
             work = fake_quantize(work, policy.quant, _batches(data, "calib", calib_batches))
 
     # 4. fine-tune (KD) ---------------------------------------------------------------------------
     train_result = None
     if finetune:
-        with _phase(timings, "finetune"):
+        with phase(timings, "finetune"):
             train_result = _finetune(policy, original, work, data, teacher, device, progress)
     work = work.cpu().eval()
 
     # 5. convert for the target ------------------------------------------------------------------
-    with _phase(timings, "convert"):
+    with phase(timings, "convert"):
         example = next(iter(_batches(data, "calib", 1)))[0][:1] if data is not None else \
             torch.randn(1, 3, input_size, input_size)
         calib = _batches(data, "calib", calib_batches) if data is not None else None
@@ -228,20 +213,14 @@ def _batches(data: Any, split: str, n: int) -> list[tuple[torch.Tensor, torch.Te
 
 def _finetune(policy: Policy, original: nn.Module, work: nn.Module, data: Any, teacher: nn.Module | None,
               device: str, progress: bool):
-    from compress.train import fit
-
     spec = policy.finetune
     loader = data.loader("train", spec.batch_size, shuffle=True, seed=spec.seed)
     kd = None
     if policy.distill.active:
-        from compress.distill import DistillLoss, build_teacher, freeze
-
         t = freeze(copy.deepcopy(teacher)) if teacher is not None else \
             build_teacher(policy.distill, original, policy.model.num_classes)
         t.to(device)
         if policy.distill.teacher_bn_recal > 0:
-            from compress.train import bn_recalibrate
-
             # re-estimate the teacher's BN statistics on the target data (e.g. weights trained on PNG
             # CIFAR-10 distilling on a JPEG copy): cheap domain adaptation, weights untouched
             bn_recalibrate(t, data.loader("train", spec.batch_size, shuffle=True, seed=spec.seed + 1),
@@ -268,11 +247,6 @@ def rebuild_compressed(policy: Policy, state_dict: Mapping[str, torch.Tensor], *
     are not part of the state_dict: pass ``calib_loader`` to calibrate them (``convert``
     re-calibrates on its own). No pickled modules are involved.
     """
-    from compress.models import build_model
-    from compress.models.checkpoint import load_state_dict_checked
-    from compress.prune import convert_option_a, rebuild
-    from compress.quantize import fake_quantize
-
     if any(r > 0 for r in policy.prune.ratios.values()) and not policy.prune.kept:
         raise PolicyError([FieldError("prune.kept", {}, "a pruned model's policy must record the kept "
                                       "channel indices (the policy returned by apply has them)")], source)

@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from autocompress.rundir import atomic_path
 from compress.models import build_model
 from compress.models.checkpoint import CheckpointError, load_state_dict_checked, read_state_dict
 from compress.prune import KEPT_ATTR, convert_option_a, has_option_a, rebuild
+from compress.quantize import fake_quantize
 from spaces._schema import FieldError
 from spaces.policy import Policy, PolicyError
 
@@ -76,10 +77,8 @@ def save_compressed(out_dir: str | Path, policy: Policy, model: nn.Module, *,
     if has_option_a(model):
         model = convert_option_a(model)
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / (WEIGHTS_FILE + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, out / WEIGHTS_FILE)
+    with atomic_path(out / WEIGHTS_FILE) as tmp:
+        torch.save(state, tmp)
     policy.save(out / POLICY_FILE)
     log.info("saved compressed %s (%d tensors, %d pruned groups) to %s",
              policy.model.name, len(state), len(resolved), out)
@@ -96,8 +95,6 @@ def rebuild_float(policy: Policy, state_dict: Mapping[str, torch.Tensor], *, sou
     model = rebuild(build_model(policy.model), policy.prune.kept, input_size=policy.model.input_size)
     load_state_dict_checked(model, state_dict, source=source)
     if policy.quant.active:
-        from compress.quantize import fake_quantize
-
         model = fake_quantize(model, policy.quant, calib_loader)
     return model
 

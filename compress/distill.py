@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from compress.models import MODELS, get_model, load_checkpoint
 from spaces._schema import FieldError
 from spaces.policy import DistillSpec, PolicyError
 
@@ -55,8 +56,6 @@ def build_teacher(spec: DistillSpec, original: nn.Module, num_classes: int) -> n
                                           "teacher 'self' is the uncompressed input model")])
         teacher = copy.deepcopy(original)
     else:
-        from compress.models import MODELS, get_model, load_checkpoint
-
         if spec.teacher not in MODELS:
             raise PolicyError([FieldError("distill.teacher", spec.teacher,
                                           "allowed 'self' or a model: " + ", ".join(MODELS.names()))])
@@ -202,7 +201,7 @@ class DistillLoss:
         """Trainable adapter parameters (give them to the optimizer)."""
         return self.adapters.parameters()
 
-    def to(self, device: str | torch.device) -> "DistillLoss":
+    def to(self, device: str | torch.device) -> DistillLoss:
         self.teacher.to(device)
         self.adapters.to(device)
         return self
@@ -245,7 +244,7 @@ class DistillLoss:
             if cap is not None:
                 cap.close()
 
-    def __enter__(self) -> "DistillLoss":
+    def __enter__(self) -> DistillLoss:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from compress.measure._runners import session_options
+
 log = logging.getLogger(__name__)
 
 MIN_TOP1_AGREEMENT = 0.995
@@ -66,8 +68,6 @@ def ort_session(path: str | Path, threads: int | None = None):
     ``threads`` sets the intra-op thread count (None: ONNX Runtime's default); inter-op is 1.
     """
     import onnxruntime as ort
-
-    from compress.measure._runners import session_options
 
     so = session_options(threads)
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from spaces._schema import UserError
-
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
+
+from autocompress.errors import UserError
 
 F = TypeVar("F", bound=Callable)
 

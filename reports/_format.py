@@ -55,3 +55,14 @@ def by_baseline(label: str, table: dict[str, Any], default: Any) -> Any:
         if label == prefix or label.startswith(prefix + "-"):
             return value
     return default
+
+
+def truthy(v: Any) -> bool:
+    """A trial table's boolean cell (``True`` or the text ``"true"`` read back from CSV)."""
+    return v is True or str(v).lower() == "true"
+
+
+def complete_rows(data: dict[str, Any], x: str, y: str) -> list[dict[str, Any]]:
+    """The report's complete trials that have both plotted values ``x`` and ``y``."""
+    return [r for r in data["trials"] if r.get("status") == "complete" and r.get(x) is not None
+            and r.get(y) is not None]

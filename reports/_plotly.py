@@ -9,8 +9,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from reports import pareto as _pareto
-from reports._format import by_baseline, fmt
+from autocompress import pareto as _pareto
+from reports._format import by_baseline, complete_rows, fmt, truthy
 
 TEMPLATE = "plotly_white"
 COLORS = {"pareto": "#d62728", "feasible": "#1f77b4", "infeasible": "#b0b0b0", "line": "#d62728"}
@@ -54,21 +54,16 @@ def _hover(row: dict[str, Any], metrics: list[str]) -> str:
             lines.append(f"{m}: {fmt(m, row[m])}")
             if m in ("latency", "latency_ratio") and row.get("latency_ci_low") is not None:
                 lines[-1] += f" (95% CI {fmt(m, row['latency_ci_low'])}-{fmt(m, row.get('latency_ci_high'))})"
-    if _truthy(row.get("latency_busy")):
+    if truthy(row.get("latency_busy")):
         lines.append("latency measured on a busy machine")
     lines.append(row.get("summary") or "")
     return "<br>".join(lines)
 
 
-def _truthy(v: Any) -> bool:
-    return v is True or str(v).lower() == "true"
-
-
 def scatter(data: dict[str, Any], proj: dict[str, Any]) -> go.Figure:
     """Scatter of ``proj['y']`` vs ``proj['x']``: Pareto points joined, baselines labelled, infeasible grey."""
     x, y = proj["x"], proj["y"]
-    rows = [r for r in data["trials"] if r.get("status") == "complete" and r.get(x) is not None
-            and r.get(y) is not None]
+    rows = complete_rows(data, x, y)
     metrics = list(dict.fromkeys([x, y] + [m for m in HOVER_METRICS if m in data["columns"]]))
     fig = go.Figure()
 
@@ -81,11 +76,11 @@ def scatter(data: dict[str, Any], proj: dict[str, Any]) -> go.Figure:
             hovertext=[_hover(p, metrics) for p in points], hoverinfo="text"))
 
     searched = [r for r in rows if not r.get("baseline")]
-    add([r for r in searched if not _truthy(r.get("feasible"))], "infeasible",
+    add([r for r in searched if not truthy(r.get("feasible"))], "infeasible",
         color=COLORS["infeasible"], size=7, opacity=0.6)
-    add([r for r in searched if _truthy(r.get("feasible")) and not _truthy(r.get("pareto"))], "feasible",
+    add([r for r in searched if truthy(r.get("feasible")) and not truthy(r.get("pareto"))], "feasible",
         color=COLORS["feasible"], size=8, opacity=0.75)
-    front = [r for r in rows if _truthy(r.get("pareto"))]
+    front = [r for r in rows if truthy(r.get("pareto"))]
     if front:
         pts = np.array([[r[x], r[y]] for r in front], dtype=float)
         mask = _pareto.non_dominated(pts, [proj["x_direction"], proj["y_direction"]])
@@ -94,13 +89,13 @@ def scatter(data: dict[str, Any], proj: dict[str, Any]) -> go.Figure:
                                  line={"shape": "hv", "color": COLORS["line"], "width": 1.5},
                                  name="Pareto front" + ("" if proj.get("objective_pair") else " (projection)"),
                                  hoverinfo="skip"))
-    add([r for r in searched if _truthy(r.get("pareto"))], "Pareto", color=COLORS["pareto"], size=11,
+    add([r for r in searched if truthy(r.get("pareto"))], "Pareto", color=COLORS["pareto"], size=11,
         line={"color": "black", "width": 1})
     for r in rows:
         if not r.get("baseline"):
             continue
-        color = COLORS["pareto"] if _truthy(r.get("pareto")) else (
-            COLORS["feasible"] if _truthy(r.get("feasible")) else COLORS["infeasible"])
+        color = COLORS["pareto"] if truthy(r.get("pareto")) else (
+            COLORS["feasible"] if truthy(r.get("feasible")) else COLORS["infeasible"])
         fig.add_trace(go.Scatter(
             x=[r[x]], y=[r[y]], mode="markers+text", name=f"baseline: {r['baseline']}", cliponaxis=False,
             text=[r["baseline"]], textposition=_text_position(r["baseline"]), textfont={"size": 10},
@@ -166,7 +161,7 @@ def policy_bars(policy: dict[str, Any]) -> go.Figure:
 def compare_scatter(runs: list[dict[str, Any]], x: str, y: str, x_label: str, y_label: str) -> go.Figure:
     """Overlay of several runs' Pareto fronts (one colour per run)."""
     fig = go.Figure()
-    for i, run in enumerate(runs):
+    for run in runs:
         pts = run["front"]
         fig.add_trace(go.Scatter(x=[p[x] for p in pts], y=[p[y] for p in pts], mode="lines+markers",
                                  line={"shape": "hv"}, name=run["label"],

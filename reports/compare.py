@@ -2,7 +2,7 @@
 against ONE shared reference point.
 
 Shared reference point: for every objective, the *worst* of the runs' own reference points (each
-run's ``RunInfo.hv_reference`` or :func:`reports.pareto.default_reference`), so every run's front
+run's ``RunInfo.hv_reference`` or :func:`autocompress.pareto.default_reference`), so every run's front
 lies inside the same box and the hypervolumes are directly comparable. Hypervolume fractions use
 the same box from that reference to the ideal point (accuracy 100, costs 0).
 
@@ -21,13 +21,14 @@ from typing import Any
 import numpy as np
 from plotly.offline import get_plotlyjs
 
+from autocompress import pareto as _pareto
+from autocompress.errors import UserError
+from autocompress.rundir import Run, load_run, require_complete
 from reports import _plotly
-from reports import pareto as _pareto
 from reports._format import exact, fmt
-from reports._load import Run, load_run, require_complete
 from reports.data import frame_records, jsonable, label
+from reports.html import _asset, _e, _height, script_json
 from reports.tables import flatten, pareto_frame, trials_frame
-from spaces._schema import UserError
 
 
 class CompareError(UserError, ValueError):
@@ -129,8 +130,6 @@ def compare_data(run_dirs: list[str | Path], labels: list[str] | None = None) ->
 
 def render_compare_html(data: dict[str, Any]) -> str:
     """Self-contained comparison page (plotly.js inlined, no external URL)."""
-    from reports.html import _asset, _e, _height, script_json
-
     figs = {}
     plots = []
     for i, pair in enumerate(data["pairs"]):
@@ -164,7 +163,8 @@ def render_compare_html(data: dict[str, Any]) -> str:
 <section id="runs"><h2>Runs</h2><p class="muted">Hypervolume of every run's Pareto front against the SHARED reference
 point {_e(data['reference'])} ({_e(data['reference_rule'])}); fraction = share of the box from the reference to the
 ideal point {_e(data['ideal'])}.</p><div class="scroll"><table class="data sortable" id="compare">
-<thead><tr><th class="text">run</th>{head}<th class="text">settings that differ</th></tr></thead><tbody>{''.join(rows)}</tbody>
+<thead><tr><th class="text">run</th>{head}<th class="text">settings that differ</th></tr></thead>
+<tbody>{''.join(rows)}</tbody>
 </table></div></section>
 <section id="fronts"><h2>Pareto fronts</h2><div class="grid2">{''.join(plots)}</div></section></main>
 <footer><p>Data embedded as JSON (<code>#report-data</code>).</p></footer>

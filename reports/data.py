@@ -1,16 +1,19 @@
 """The data behind every table and figure of a report, as one JSON-safe dict.
 
 :func:`report_data` refreshes the run's exports (``trials.csv``, ``pareto.csv``, ``recipes/``)
-and then builds everything from those two CSV files read back exactly, so every number shown
-by the HTML, Markdown and JSON reports is a number in ``trials.csv`` / ``pareto.csv``. The HTML
-report embeds this dict verbatim (``<script id="report-data" type="application/json">``).
+and then builds the tables, figures and hypervolume from those two CSV files read back exactly,
+so every number shown by the HTML, Markdown and JSON reports is a number in ``trials.csv`` /
+``pareto.csv``. The HTML report embeds this dict verbatim (``<script id="report-data"
+type="application/json">``).
 
 Per-policy views: every Pareto point when there are at most :data:`MAX_POLICIES`; otherwise the
 knee point plus points evenly spaced along the first objective (always including both ends),
 :data:`MAX_POLICIES` in total.
 
-Layer order: the network order is the order in which prune groups / quantized layers appear in
-the trials' policies (search writes them in model order); columns of ``trials.csv`` keep it.
+Per-policy views (prune ratio per group, bits per layer, distillation) come from each trial's
+Policy (``Policy.from_dict`` of the record's applied policy), not from ``trials.csv`` columns.
+Layer order: the network order recorded in ``run.json`` (``groups``, ``layers``), then names only
+seen in the policies, in the order they appear (search writes them in model order).
 """
 
 from __future__ import annotations
@@ -24,10 +27,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from reports import pareto as _pareto
-from reports._load import Run, load_run, require_complete
-from reports.tables import read_csv, trials_frame, pareto_frame, write_exports
-from search.records import METRICS
+from autocompress import pareto as _pareto
+from autocompress.metrics import direction as metric_direction
+from autocompress.metrics import is_metric
+from autocompress.rundir import Run, load_run, require_complete
+from reports.tables import pareto_frame, read_csv, trials_frame, write_exports
+from search.recipes import trial_policy
+from spaces._schema import to_dict
+from spaces.policy import Policy, PolicyError
 
 DATA_VERSION = 1
 MAX_POLICIES = 12
@@ -57,7 +64,7 @@ def direction(metric: str, objectives: list[tuple[str, str]]) -> str:
     for m, d in objectives:
         if m == metric:
             return d
-    return METRICS.get(metric, ("minimize", ""))[0]
+    return metric_direction(metric) if is_metric(metric) else "minimize"
 
 
 def jsonable(value: Any) -> Any:
@@ -151,16 +158,6 @@ def _hypervolume(run: Run, trials: pd.DataFrame) -> dict[str, Any]:
     return out
 
 
-def _layer_names(columns: list[str], prefix: str, suffix: str = "") -> list[str]:
-    names = []
-    for c in columns:
-        if c.startswith(prefix) and c.endswith(suffix):
-            name = c[len(prefix): len(c) - len(suffix)] if suffix else c[len(prefix):]
-            if name and name not in names:
-                names.append(name)
-    return names
-
-
 def select_policies(front: pd.DataFrame, objectives: list[tuple[str, str]], limit: int = MAX_POLICIES) -> list[int]:
     """Trials that get a per-policy view (see the module docstring for the rule)."""
     trials = front["trial"].astype(int).tolist()
@@ -176,36 +173,45 @@ def select_policies(front: pd.DataFrame, objectives: list[tuple[str, str]], limi
     return [ordered[i] for i in sorted(set(slots))]
 
 
-def _policies(run: Run, front: pd.DataFrame, trials: pd.DataFrame,
-              objectives: list[tuple[str, str]]) -> list[dict[str, Any]]:
-    cols = list(trials.columns)
-    groups = _layer_names(cols, "prune.ratios.")
-    layers = _layer_names(cols, "quant.layers.", ".w")
-    # network order from run.json when the search recorded it; names only seen in policies go last
-    groups = list(run.info.groups) + [g for g in groups if g not in run.info.groups]
-    layers = list(run.info.layers) + [n for n in layers if n not in run.info.layers]
+def _policy_objects(run: Run) -> dict[int, Policy]:
+    """Every trial's Policy, read from its record (``Policy.from_dict``; unreadable ones left out)."""
+    out = {}
+    for r in run.records:
+        try:
+            out[r.trial] = trial_policy(run, r.trial)
+        except PolicyError:  # a failed trial without a policy (only its raw params)
+            continue
+    return out
+
+
+def _network_order(recorded: list[str], seen: list[list[str]]) -> list[str]:
+    """Names in network order: the run's recorded order, then names only seen in policies."""
+    out = list(recorded)
+    for names in seen:
+        out += [n for n in names if n not in out]
+    return out
+
+
+def _policies(run: Run, front: pd.DataFrame, objectives: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    policies = _policy_objects(run)
+    groups = _network_order(run.info.groups, [list(p.prune.ratios) for p in policies.values()])
+    layers = _network_order(run.info.layers, [list(p.quant.layers) for p in policies.values()])
     out = []
     for t in select_policies(front, objectives) if len(front) else []:
-        row = front.loc[front["trial"].astype(int) == t].iloc[0]
-
-        def get(col: str, default: Any = None) -> Any:
-            v = row.get(col, default)
-            return default if v is None or (isinstance(v, float) and math.isnan(v)) else v
-
-        dw, da = get("quant.default.w", 32), get("quant.default.a", 32)
+        p = policies[t]
         out.append(jsonable({
             "trial": t,
-            "summary": get("summary", ""),
-            "baseline": get("baseline", ""),
+            "summary": p.summary(),
+            "baseline": run.record(t).baseline or "",
             "groups": groups,
-            "prune_ratios": [get(f"prune.ratios.{g}", 0.0) for g in groups],
-            "prune_criterion": get("prune.criterion"),
+            "prune_ratios": [p.prune.ratios.get(g, 0.0) for g in groups],
+            "prune_criterion": p.prune.criterion,
             "layers": layers,
-            "w_bits": [get(f"quant.layers.{n}.w", dw) for n in layers],
-            "a_bits": [get(f"quant.layers.{n}.a", da) for n in layers],
-            "quant_default": {"w": dw, "a": da},
-            "quant_backend": get("quant.backend"),
-            "distill": {k.split(".", 1)[1]: get(k) for k in cols if k.startswith("distill.")},
+            "w_bits": [p.quant.bits_for(n).w for n in layers],
+            "a_bits": [p.quant.bits_for(n).a for n in layers],
+            "quant_default": {"w": p.quant.default.w, "a": p.quant.default.a},
+            "quant_backend": p.quant.backend,
+            "distill": to_dict(p.distill),
         }))
     return out
 
@@ -235,7 +241,7 @@ def _final(run: Run) -> dict[str, Any] | None:
 def report_data(run_dir: str | Path | Run, *, refresh_exports: bool = True) -> dict[str, Any]:
     """Everything a report shows, built from ``trials.csv`` and ``pareto.csv`` (see module docstring).
 
-    Raises :class:`search.records.RunFormatError` for a missing/empty/old run or when no trial completed.
+    Raises :class:`autocompress.errors.RunFormatError` for a missing/empty/old run or when no trial completed.
     """
     run = run_dir if isinstance(run_dir, Run) else load_run(run_dir)
     require_complete(run)
@@ -261,7 +267,7 @@ def report_data(run_dir: str | Path | Run, *, refresh_exports: bool = True) -> d
             "started": info.started, "finished": info.finished, "wall_time_s": info.wall_time_s,
             "versions": info.versions, "git_sha": info.git_sha, "counts": counts,
         },
-        "metric_labels": {m: label(m) for m in trials.columns if m in METRICS},
+        "metric_labels": {m: label(m) for m in trials.columns if is_metric(m)},
         "hypervolume": _hypervolume(run, trials),
         "columns": list(trials.columns),
         "trials": frame_records(trials),
@@ -269,7 +275,7 @@ def report_data(run_dir: str | Path | Run, *, refresh_exports: bool = True) -> d
         "pareto_columns": list(front.columns),
         "knee": knee[0] if knee else None,
         "scatter": _projections(objectives, trials),
-        "policies": _policies(run, front, trials, objectives),
+        "policies": _policies(run, front, objectives),
         "policies_rule": ("every Pareto point" if len(front) <= MAX_POLICIES else
                           f"{MAX_POLICIES} of {len(front)} Pareto points: the knee point and points evenly spaced "
                           f"along {objectives[0][0]}"),

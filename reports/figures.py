@@ -16,9 +16,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from reports import pareto as _pareto  # noqa: E402
-from reports._format import by_baseline  # noqa: E402
-from reports._load import Run  # noqa: E402
+from autocompress import pareto as _pareto  # noqa: E402
+from autocompress.rundir import Run  # noqa: E402
+from reports._format import by_baseline, complete_rows, truthy  # noqa: E402
 from reports.data import report_data  # noqa: E402
 
 MARKERS = {"original": "*", "uniform-prune": "D", "uniform-int8": "s"}
@@ -29,28 +29,23 @@ def _marker(baseline: str) -> str:
     return by_baseline(baseline, MARKERS, "^")
 
 
-def _truthy(v: Any) -> bool:
-    return v is True or str(v).lower() == "true"
-
-
 def pareto_figure(data: dict[str, Any], proj: dict[str, Any]) -> plt.Figure:
     """Matplotlib version of the interactive Pareto scatter (same data, same encoding)."""
     x, y = proj["x"], proj["y"]
-    rows = [r for r in data["trials"] if r.get("status") == "complete" and r.get(x) is not None
-            and r.get(y) is not None]
+    rows = complete_rows(data, x, y)
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
     searched = [r for r in rows if not r.get("baseline")]
     groups = [
-        ([r for r in searched if not _truthy(r.get("feasible"))], dict(c="#b0b0b0", s=14, label="infeasible")),
-        ([r for r in searched if _truthy(r.get("feasible")) and not _truthy(r.get("pareto"))],
+        ([r for r in searched if not truthy(r.get("feasible"))], dict(c="#b0b0b0", s=14, label="infeasible")),
+        ([r for r in searched if truthy(r.get("feasible")) and not truthy(r.get("pareto"))],
          dict(c="#1f77b4", s=18, alpha=0.8, label="feasible")),
-        ([r for r in searched if _truthy(r.get("pareto"))],
+        ([r for r in searched if truthy(r.get("pareto"))],
          dict(c="#d62728", s=34, edgecolors="black", linewidths=0.6, label="Pareto", zorder=3)),
     ]
     for pts, style in groups:
         if pts:
             ax.scatter([p[x] for p in pts], [p[y] for p in pts], **style)
-    front = [r for r in rows if _truthy(r.get("pareto"))]
+    front = [r for r in rows if truthy(r.get("pareto"))]
     if front:
         arr = np.array([[r[x], r[y]] for r in front], dtype=float)
         mask = _pareto.non_dominated(arr, [proj["x_direction"], proj["y_direction"]])
@@ -58,7 +53,7 @@ def pareto_figure(data: dict[str, Any], proj: dict[str, Any]) -> plt.Figure:
         ax.step([r[x] for r in line], [r[y] for r in line], where="post", color="#d62728", lw=1.2, zorder=2)
     for r in rows:
         if r.get("baseline"):
-            color = "#d62728" if _truthy(r.get("pareto")) else "#1f77b4"
+            color = "#d62728" if truthy(r.get("pareto")) else "#1f77b4"
             ax.scatter([r[x]], [r[y]], marker=_marker(r["baseline"]), s=90, c=color, edgecolors="black",
                        linewidths=0.8, zorder=4, label=f"baseline: {r['baseline']}")
             ax.annotate(r["baseline"], (r[x], r[y]), textcoords="offset points", xytext=(4, 6), fontsize=7)

@@ -19,10 +19,11 @@ from typing import Any
 
 from plotly.offline import get_plotlyjs
 
+from autocompress.rundir import Run
 from reports import _plotly
 from reports._format import exact, fmt
-from reports._load import Run
 from reports.data import report_data
+from reports.tables import flatten
 
 DASHBOARD_HELP = "pip install optuna-dashboard; optuna-dashboard sqlite:///RUN/study.db"
 
@@ -200,7 +201,6 @@ def _final(data: dict[str, Any], run_dir: Path, out_dir: Path) -> str:
                 "<code>autocompress finalize RUN --trial N</code>, then re-run the report.</p></section>")
     if "error" in final:
         return f"<section id='final'><h2>Final model</h2><p>{_e(final['error'])}</p></section>"
-    from reports.tables import flatten
 
     metrics = flatten(final["metrics"])
     rows = "".join(f"<tr><td class='text'>{_e(k)}</td><td data-value='{_e(exact(v))}'>{_e(fmt(k.split('.')[-1], v))}"
@@ -223,7 +223,8 @@ def render_html(data: dict[str, Any], run_dir: Path, out_path: Path) -> str:
         plots.append(f"<div id='{fid}' class='plot pareto-plot' data-x='{_e(proj['x'])}' data-y='{_e(proj['y'])}' "
                      f"{_height(figs[fid])}></div>")
     progress = []
-    for fid, fig in (("fig-hypervolume", _plotly.hypervolume_progress(data)), ("fig-durations", _plotly.durations(data))):
+    figures = (("fig-hypervolume", _plotly.hypervolume_progress(data)), ("fig-durations", _plotly.durations(data)))
+    for fid, fig in figures:
         if fig is not None:
             figs[fid] = _plotly.to_json(fig)
             progress.append(f"<div id='{fid}' class='plot' {_height(figs[fid])}></div>")

@@ -10,11 +10,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+from autocompress.rundir import Run
 from reports._format import fmt
-from reports._load import Run
 from reports.data import report_data
 from reports.figures import write_figures
 from reports.html import DASHBOARD_HELP, HEADINGS, pareto_table_columns
+from reports.tables import flatten
 
 
 def _cell(text: Any) -> str:
@@ -58,7 +59,8 @@ def render_markdown(data: dict[str, Any], run_dir: Path, out_path: Path, figures
     rows = []
     for t in data["pareto"]:
         row = by_trial[t]
-        name = str(t) + (f" ({row['baseline']})" if row.get("baseline") else "") + (" knee" if t == data["knee"] else "")
+        name = (str(t) + (f" ({row['baseline']})" if row.get("baseline") else "")
+                + (" knee" if t == data["knee"] else ""))
         recipe = rel(run_dir / "recipes" / f"trial-{t}.yaml")
         rows.append([name] + [fmt(col, row.get(col)) for col in cols] + [row.get("summary") or "",
                                                                         f"[{recipe}]({recipe})"])
@@ -74,8 +76,6 @@ def render_markdown(data: dict[str, Any], run_dir: Path, out_path: Path, figures
     final = data.get("final")
     parts += ["", "## Final model", ""]
     if final and "metrics" in final:
-        from reports.tables import flatten
-
         parts.append(_table(["metric", "value"], [[k, fmt(k.split(".")[-1], v)]
                                                    for k, v in flatten(final["metrics"]).items()]))
         parts += ["", "Files: " + ", ".join(f"[{f}]({rel(run_dir / f)})" for f in final["files"])]

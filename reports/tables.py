@@ -3,7 +3,7 @@
 Columns of :func:`trials_frame` (one row per trial, ordered by trial number):
 
 - ``trial``, ``status``, ``feasible``, ``pareto`` (feasible, complete, non-dominated over
-  ``RunInfo.objectives``), ``knee`` (the front's knee point, see :func:`reports.pareto.knee_point`),
+  ``RunInfo.objectives``), ``knee`` (the front's knee point, see :func:`autocompress.pareto.knee_point`),
   ``baseline`` (``original``, ``uniform-prune-0.25``, ``uniform-int8`` ...; empty for searched trials),
   ``summary`` (``Policy.summary()``);
 - every metric under its own name (``accuracy``, ``flops``, ``latency``, ``latency_ci_low`` ...);
@@ -25,17 +25,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from reports import pareto as _pareto
-from reports._load import Run, load_run
+from autocompress.pareto import knee_point, non_dominated
+from autocompress.rundir import Run, atomic_write_text, eligible, load_run
+from search.recipes import recipe_policy
 from spaces.policy import Policy
 
 HEAD_COLUMNS = ("trial", "status", "feasible", "pareto", "knee", "baseline", "summary")
@@ -97,6 +95,15 @@ def objective_columns(run: Run) -> tuple[list[str], list[str]]:
     return [m for m, _ in run.info.objectives], [d for _, d in run.info.objectives]
 
 
+def _csv_policy(policy: dict[str, Any]) -> dict[str, Any]:
+    """The policy sections shown in ``trials.csv``: the kept channel indices are left out (they stay
+    in the record; :func:`search.recipes.trial_policy` reads the whole Policy)."""
+    out = {k: policy[k] for k in POLICY_SECTIONS if k in policy}
+    if isinstance(out.get("prune"), dict) and "kept" in out["prune"]:
+        out["prune"] = {k: v for k, v in out["prune"].items() if k != "kept"}
+    return out
+
+
 def _frame(run: Run) -> pd.DataFrame:
     rows = []
     for r in run.records:
@@ -108,7 +115,7 @@ def _frame(run: Run) -> pd.DataFrame:
         row.update(_vs_original(r.metrics, run.info.reference))
         row.update({f"time.{k}": v for k, v in r.times.items()})
         row.update({f"violation.{k}": v for k, v in r.constraints.items()})
-        row.update(flatten({k: r.policy[k] for k in POLICY_SECTIONS if k in r.policy}))
+        row.update(flatten(_csv_policy(r.policy)))
         row.update({"policy_hash": r.policy_hash, "cached_from": r.cached_from, "seed": r.seed,
                     "worker": r.worker, "started": r.started, "finished": r.finished,
                     "git_sha": r.git_sha, "error": r.error})
@@ -126,22 +133,15 @@ def _frame(run: Run) -> pd.DataFrame:
 
 
 def _mark_pareto(df: pd.DataFrame, run: Run) -> pd.DataFrame:
-    objectives, directions = objective_columns(run)
-    if df.empty or any(m not in df.columns for m in objectives):
+    """Set ``pareto`` and ``knee`` on the :func:`autocompress.rundir.eligible` trials' rows."""
+    recs, values = eligible(run)
+    if df.empty or not recs:
         return df
-    values = df[objectives].apply(pd.to_numeric, errors="coerce")
-    eligible = (df["status"] == "complete") & df["feasible"].astype(bool) & values.notna().all(axis=1)
-    idx = np.flatnonzero(eligible.to_numpy())
-    if idx.size == 0:
-        return df
-    pts = values.to_numpy(dtype=float)[idx]
-    mask = _pareto.non_dominated(pts, directions)
-    pareto = np.zeros(len(df), dtype=bool)
-    pareto[idx[mask]] = True
-    knee = np.zeros(len(df), dtype=bool)
-    knee[idx[_pareto.knee_point(pts, directions)]] = True
-    df["pareto"] = pareto
-    df["knee"] = knee
+    directions = [d for _, d in run.objectives]
+    front = {r.trial for r, keep in zip(recs, non_dominated(values, directions)) if keep}
+    knee = recs[knee_point(values, directions)].trial
+    df["pareto"] = df["trial"].isin(front)
+    df["knee"] = df["trial"] == knee
     return df
 
 
@@ -170,57 +170,6 @@ def read_csv(path: str | Path) -> pd.DataFrame:
     return pd.read_csv(path, float_precision="round_trip", keep_default_na=True)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _plain(value: Any) -> Any:
-    """Numpy scalars -> Python, NaN -> None (YAML/JSON-safe)."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def recipe_policy(run: Run, trial: int) -> Policy:
-    """The replayable Policy of ``trial`` with provenance (run, study, trial, metrics, versions, git sha)."""
-    rec = next((r for r in run.records if r.trial == trial), None)
-    if rec is None:
-        raise KeyError(f"{run.dir}: no trial {trial}")
-    policy = Policy.from_dict(rec.policy, source=f"{run.dir}/records/trial-{trial:05d}.json: policy")
-    info = run.info
-    provenance = dict(policy.provenance)
-    provenance.update({
-        "source": "autocompress search",
-        "run": str(run.dir.resolve()),
-        "study": info.search.get("study"),
-        "trial": rec.trial,
-        "baseline": rec.baseline,
-        "space": info.space,
-        "model": info.model,
-        "checkpoint": info.checkpoint,
-        "dataset": info.dataset,
-        "objectives": [list(o) for o in info.objectives],
-        "metrics": {k: _plain(v) for k, v in rec.metrics.items()},
-        "reference": {k: _plain(v) for k, v in info.reference.items()},
-        "policy_hash": rec.policy_hash,
-        "seed": rec.seed,
-        "versions": dict(rec.versions or info.versions),
-        "git_sha": rec.git_sha or info.git_sha,
-        "finished": rec.finished,
-    })
-    return policy.replace(provenance=provenance)
-
-
 def write_exports(run_dir: str | Path | Run) -> dict[str, Path]:
     """Write ``trials.csv``, ``pareto.csv`` and ``recipes/trial-N.yaml`` for every Pareto point.
 
@@ -233,7 +182,7 @@ def write_exports(run_dir: str | Path | Run) -> dict[str, Path]:
     out: dict[str, Path] = {}
     for name, df in (("trials.csv", trials), ("pareto.csv", front)):
         path = run.dir / name
-        _atomic_write_text(path, df.to_csv(index=False))
+        atomic_write_text(path, df.to_csv(index=False))
         out[name] = path
     recipes = run.dir / "recipes"
     recipes.mkdir(exist_ok=True)

@@ -74,12 +74,13 @@ def _nonwhite_fraction(png: bytes) -> float:
     return 1.0 - hist[0] / max(1, img.width * img.height)
 
 
-def check_report(html_path: str | Path, screenshot: str | Path | None = None, *, timeout_s: float = 60.0) -> BrowserCheck:
+def check_report(html_path: str | Path, screenshot: str | Path | None = None, *,
+                 timeout_s: float = 60.0) -> BrowserCheck:
     """Load ``html_path`` in headless Chromium and return what rendered (see the module docstring)."""
     from selenium import webdriver
+    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
-    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
 
     browser, driver_path, reason = find_chromium()

@@ -2,6 +2,9 @@
 
 Each subcommand lives in ``search/commands/<name>.py`` and exposes
 ``register(subparsers) -> argparse.ArgumentParser`` whose parser sets ``func(args) -> int``.
+The CLI (this module and ``search/commands/``) is the top layer: it may import every package.
+Commands import their heavy dependencies (torch, reports, ...) inside ``run`` so that building
+the parser (``autocompress --help``, ``autocompress models``) stays fast.
 """
 
 from __future__ import annotations
@@ -11,6 +14,9 @@ import importlib
 import logging
 import os
 import sys
+
+from autocompress.errors import USER_ERRORS
+from search._logging import setup_logging
 
 # order = order shown in --help
 COMMANDS = (
@@ -39,15 +45,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
-    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S", stream=sys.stderr, force=True)
-    # third-party chatter
-    for noisy in ("fvcore", "iopath", "ray", "urllib3", "matplotlib", "PIL"):
-        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -68,8 +65,6 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         return 2
     except Exception as exc:  # noqa: BLE001 - clear message for user errors, traceback with -vv
-        from search._errors import USER_ERRORS
-
         if isinstance(exc, USER_ERRORS) and args.verbose < 2:
             log.error("%s", exc)
             return 2

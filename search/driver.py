@@ -1,4 +1,4 @@
-"""The search driver: run directory, config, run info, backend, exports.
+"""The search driver: run directory, config, run info, backend.
 
 :func:`run_search` is what ``autocompress search`` calls::
 
@@ -6,7 +6,10 @@
     RUN/run.json         RunInfo: reference metrics of the original model, hv reference point, ...
     RUN/records/         one TrialRecord per trial (written by search.trial.run_trial)
     RUN/study.db         Optuna storage (default; any --storage works)
-    RUN/trials.csv, pareto.csv, recipes/   exports (reports.tables.write_exports)
+
+It returns a :class:`SearchResult` and renders nothing: the exports (``trials.csv``,
+``pareto.csv``, ``recipes/``) and ``report.html`` are the reports package's, which the CLI
+(``search/commands/search.py``) asks for after the search.
 
 Rerunning with the same run directory resumes: the backend only runs the trials that are
 still missing (see :mod:`search.backends.optuna_backend`). A run directory belongs to one
@@ -18,16 +21,20 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from autocompress.errors import UserError
+from autocompress.pareto import default_reference
+from autocompress.rundir import RunInfo, read_run_info, write_run_info
 from search.backends import BACKENDS, BackendResult, ObjectiveFactory, SearchContext
-from search.backends._study import parse_storage
-from search.records import RunInfo, read_records, read_run_info, write_run_info
+from search.backends._study import StorageSpec, parse_storage
+from search.finalize import finalize as run_finalize
+from search.objective import Objective
 from search.trial import git_sha, versions
-from spaces._schema import UserError, read_document, write_document
+from spaces._schema import read_document, to_dict, write_document
 
 log = logging.getLogger("search")
 
@@ -47,7 +54,6 @@ class SearchResult:
     storage_url: str
     study: str
     wall_time_s: float
-    exports: dict[str, Path] = field(default_factory=dict)
     stopped_early: str | None = None
     backend_wall_s: float = 0.0  # time inside the backend (trials + sampling + storage + scheduling)
     final: dict[str, Any] | None = None  # search.finalize.finalize's metrics, with --finalize
@@ -60,8 +66,6 @@ class DefaultObjective:
         self.device = device
 
     def __call__(self, space: Any, run_dir: Path) -> Any:
-        from search.objective import Objective
-
         return Objective(space, run_dir, device=self.device)
 
 
@@ -128,9 +132,6 @@ def _now() -> str:
 
 def _run_info(space: Any, objective: Any, ctx: SearchContext, storage_url: str,
               previous: RunInfo | None) -> RunInfo:
-    from reports.pareto import default_reference
-    from spaces._schema import to_dict
-
     reference = dict(objective.reference)
     pairs = space.objective_pairs
     hv = default_reference(reference, pairs)
@@ -151,28 +152,55 @@ def _run_info(space: Any, objective: Any, ctx: SearchContext, storage_url: str,
     )
 
 
+def _previous_info(run_dir: Path) -> RunInfo | None:
+    """The run's earlier ``run.json`` (a resumed run keeps its start time and wall time), if readable."""
+    if not (run_dir / "run.json").is_file():
+        return None
+    try:
+        return read_run_info(run_dir)
+    except Exception as exc:  # noqa: BLE001 - rewritten by the caller
+        log.warning("ignoring unreadable %s: %s", run_dir / "run.json", exc)
+        return None
+
+
+def _prepare_run_dir(space: Any, run_dir: str | Path | None) -> Path:
+    """Create the run directory, refuse another space's, write ``config.yaml``."""
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(space)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = run_dir.resolve()
+    _check_config(run_dir, space)
+    write_document(space.to_dict(), run_dir / "config.yaml")
+    return run_dir
+
+
+def _log_outcome(result: BackendResult, elapsed: float, run_dir: Path, spec: StorageSpec) -> None:
+    if result.stopped_early:
+        log.warning("search stopped early: %s; rerun the same command to continue", result.stopped_early)
+    log.info("%d complete, %d failed trials (%d this run, %.0f s)", result.complete, result.failed, result.ran, elapsed)
+    log.info("outputs: %s (records/, run.json, config.yaml)", run_dir)
+    if spec.kind == "rdb":
+        log.info("dashboard: optuna-dashboard %s", spec.url)
+
+
 def run_search(space: Any, run_dir: str | Path | None = None, *, backend: str | None = None,
                trials: int | None = None, storage: str | None = None, study: str | None = None,
                sampler: str | None = None, seed: int | None = None, workers: int | None = None,
                timeout_s: float | None = None, objective_factory: ObjectiveFactory | None = None,
                device: str = "cpu", ray: dict[str, Any] | None = None, finalize: bool = False,
                progress: bool = True, max_consecutive_failures: int = 10) -> SearchResult:
-    """Run (or resume) a search of ``space`` into ``run_dir`` and write the exports.
+    """Run (or resume) a search of ``space`` into ``run_dir``; exports and reports are the caller's.
 
     Explicit arguments override ``space.search`` and are saved in ``config.yaml``.
     ``objective_factory(space, run_dir)`` builds the objective (default
     :class:`search.objective.Objective`); it must be picklable for ``workers > 1`` and Ray.
     ``trials`` counts COMPLETE trials (baselines included): a rerun runs only the remainder.
+    ``finalize`` fine-tunes the knee point at the end (:func:`search.finalize.finalize`).
     """
     t0 = time.perf_counter()
     space = resolve_space(space, backend=backend, trials=trials, storage=storage, study=study,
                           sampler=sampler, seed=seed, workers=workers, timeout_s=timeout_s)
     s = space.search
-    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(space)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    run_dir = run_dir.resolve()
-    _check_config(run_dir, space)
-    write_document(space.to_dict(), run_dir / "config.yaml")
+    run_dir = _prepare_run_dir(space, run_dir)
     runner = BACKENDS.get(s.backend)  # unknown backend -> error listing the known ones
 
     factory = objective_factory or DefaultObjective(device)
@@ -189,18 +217,11 @@ def run_search(space: Any, run_dir: str | Path | None = None, *, backend: str | 
         baselines=s.baselines, workers=s.parallelism, timeout_s=s.timeout_s,
         max_consecutive_failures=max_consecutive_failures, progress=progress, ray=dict(ray or {}),
     )
-    previous = None
-    if (run_dir / "run.json").is_file():
-        try:
-            previous = read_run_info(run_dir)
-        except Exception as exc:  # noqa: BLE001 - rewritten below
-            log.warning("ignoring unreadable %s: %s", run_dir / "run.json", exc)
-    info = _run_info(space, objective, ctx, spec.url, previous)
+    info = _run_info(space, objective, ctx, spec.url, _previous_info(run_dir))
     write_run_info(run_dir, info)
     log.info("search %s: backend=%s sampler=%s trials=%d workers=%d storage=%s study=%s",
              space.name, s.backend, s.sampler, s.trials, s.parallelism, spec.url, ctx.study)
 
-    result: BackendResult
     t_backend = time.perf_counter()
     try:
         result = runner(ctx)
@@ -211,36 +232,12 @@ def run_search(space: Any, run_dir: str | Path | None = None, *, backend: str | 
         info.wall_time_s = (info.wall_time_s or 0.0) + elapsed
         write_run_info(run_dir, info)
 
-    from reports.tables import write_exports
-
-    exports = write_exports(run_dir)
     out = SearchResult(run_dir=run_dir, complete=result.complete, failed=result.failed, ran=result.ran,
                        storage_url=result.storage_url, study=result.study, wall_time_s=elapsed,
-                       exports=exports, stopped_early=result.stopped_early, backend_wall_s=backend_wall)
-    if result.stopped_early:
-        log.warning("search stopped early: %s; rerun the same command to continue", result.stopped_early)
-    n_pareto = sum(1 for k in exports if k.startswith("recipes/"))
-    log.info("%d complete, %d failed trials (%d this run, %.0f s); %d Pareto recipes",
-             result.complete, result.failed, result.ran, elapsed, n_pareto)
-    log.info("outputs: %s (trials.csv, pareto.csv, recipes/, records/)", run_dir)
-    if spec.kind == "rdb":
-        log.info("dashboard: optuna-dashboard %s", spec.url)
+                       stopped_early=result.stopped_early, backend_wall_s=backend_wall)
+    _log_outcome(result, elapsed, run_dir, spec)
     if finalize:
-        from search.finalize import finalize as run_finalize
-
         log.info("finalizing: full fine-tune of the chosen Pareto point (knee)")
         out.final = run_finalize(run_dir, device=device, progress=progress)
         log.info("final model, metrics and ONNX export: %s", run_dir / "final")
-    _write_report(run_dir)
     return out
-
-
-def _write_report(run_dir: Path) -> None:
-    """Write RUN/report.html (self-contained) so a person can open the result straight away."""
-    from reports.html import write_html_report
-
-    if not any(r.status == "complete" and r.feasible for r in read_records(run_dir)):
-        log.info("no feasible complete trial yet: no report written")
-        return
-    path = write_html_report(run_dir)
-    log.info("report:    %s (regenerate with `autocompress report %s`)", path, run_dir)

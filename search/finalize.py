@@ -3,22 +3,14 @@
 ``autocompress finalize RUN [--pick knee | --pick "max accuracy where latency_ratio <= 0.5" |
 --trial N] [--epochs E] [--no-kd]``
 
-Picking (among the run's complete trials; ``records/`` read through ``reports.tables``):
-
-``knee`` (default)
-    On the feasible Pareto front (``pareto.csv`` semantics), :func:`reports.pareto.knee_index`:
-    the point farthest from the line (plane) through the normalised extreme points, towards
-    the ideal point; degenerate fronts fall back to ``reports.pareto.knee_point``.
-``"max METRIC [where COND [and COND ...]]"`` / ``"min METRIC ..."``
-    Among feasible complete trials, the best ``METRIC`` subject to conditions such as
-    ``latency_ratio <= 0.5`` (the constraint syntax of search spaces).
-``trial=N``
-    Trial ``N`` (any complete trial).
+Picking a trial (the knee of the Pareto front by default, ``max|min METRIC where ...``, or
+``--trial N``) is :mod:`search.picking`.
 
 The chosen recipe is fine-tuned with the space's ``budget.final`` schedule (``epochs``
 overrides its length) with knowledge distillation from the original model (``distill.alpha``
 0 becomes 0.5 unless ``kd=False``), then scored on val and **test**, its costs and measured
-speed-up reported, and exported: ``RUN/final/{policy.yaml, model.pt}``
+speed-up reported (``compress.measure.measure`` through :class:`search.baseline.Baseline`, as during
+the search), and exported: ``RUN/final/{policy.yaml, model.pt}``
 (``compress.artifact.save_compressed``), ``model.onnx`` (``compress.export.export_onnx``),
 ``recipe.yaml`` (replayable, with provenance) and ``metrics.json``.
 """
@@ -27,117 +19,27 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
-import re
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reports.pareto import knee_index
-from search.records import METRICS, RunFormatError, atomic_write_json
-from spaces._schema import UserError
-from spaces._space_constraints import Constraint, parse_constraint
+import torch
+
+from autocompress.errors import RunFormatError
+from autocompress.rundir import atomic_write_json, load_run
+from compress.apply import Compressed, apply
+from compress.artifact import save_compressed
+from compress.export import export_onnx
+from search.baseline import Baseline
+from search.picking import FinalizeError, choose_trial, parse_pick
+from search.recipes import recipe_policy
+from spaces._schema import read_document
 from spaces.policy import Policy
+from spaces.space import SearchSpace, space_from_dict
 
 log = logging.getLogger("search.finalize")
 
 DEFAULT_KD_ALPHA = 0.5
-_PICK_RE = re.compile(r"^\s*(max|min)\s+([A-Za-z_][A-Za-z0-9_]*)\s*(?:where\s+(.+?))?\s*$", re.IGNORECASE)
-PICK_HELP = ("'knee', or 'max METRIC [where COND and COND ...]' / 'min METRIC ...', e.g. "
-             "'max accuracy where latency_ratio <= 0.5'")
-
-
-class FinalizeError(UserError, ValueError):
-    """The pick cannot be parsed or no trial satisfies it (a user error, shown without traceback)."""
-
-
-# ----- picking ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Pick:
-    """A parsed ``--pick`` expression."""
-
-    text: str
-    goal: str  # "knee" | "max" | "min"
-    metric: str | None = None
-    conditions: tuple[Constraint, ...] = ()
-
-
-def parse_pick(text: str) -> Pick:
-    """Parse ``knee`` or ``max|min METRIC [where COND and ...]``; errors name the allowed metrics."""
-    if text.strip().lower() == "knee":
-        return Pick(text="knee", goal="knee")
-    m = _PICK_RE.match(text)
-    if not m:
-        raise FinalizeError(f"--pick {text!r}: cannot parse; expected {PICK_HELP}. Metrics: {', '.join(METRICS)}")
-    goal, metric, where = m.group(1).lower(), m.group(2), m.group(3)
-    if metric not in METRICS:
-        raise FinalizeError(f"--pick {text!r}: unknown metric {metric!r}; allowed: {', '.join(METRICS)}")
-    conditions = []
-    for part in re.split(r"\s+and\s+|\s*,\s*", where or "", flags=re.IGNORECASE):
-        if not part.strip():
-            if where is not None:
-                raise FinalizeError(f"--pick {text!r}: empty condition after 'where'; expected {PICK_HELP}")
-            continue
-        try:
-            conditions.append(parse_constraint(part))
-        except ValueError as exc:
-            raise FinalizeError(f"--pick {text!r}: {exc}") from None
-    return Pick(text=text.strip(), goal=goal, metric=metric, conditions=tuple(conditions))
-
-
-def choose_trial(run: Any, pick: str = "knee", *, trial: int | None = None) -> tuple[int, str]:
-    """Trial number picked in a loaded run (``reports._load.Run``) and a description of why."""
-    complete = [r for r in run.records if r.status == "complete"]
-    if not complete:
-        raise FinalizeError(f"{run.dir}: no complete trial to finalize")
-    if trial is not None:
-        rec = next((r for r in run.records if r.trial == trial), None)
-        if rec is None:
-            raise FinalizeError(f"{run.dir}: no trial {trial}; trials: {', '.join(str(r.trial) for r in run.records)}")
-        if rec.status != "complete":
-            raise FinalizeError(f"{run.dir}: trial {trial} is {rec.status} ({rec.error}); pick a complete trial")
-        return trial, f"trial {trial}"
-    p = parse_pick(pick)
-    objectives = [tuple(o) for o in run.info.objectives]
-    if p.goal == "knee":
-        from reports.tables import pareto_frame
-
-        front = pareto_frame(run)
-        if front.empty:
-            raise FinalizeError(f"{run.dir}: no feasible Pareto point (all {len(complete)} complete trials violate "
-                                f"the constraints {run.info.constraints}); use --trial N or --pick with a condition")
-        names = [m for m, _ in objectives]
-        points = front[names].to_numpy(dtype=float)
-        i = knee_index(points, [d for _, d in objectives])
-        t = int(front["trial"].iloc[i])
-        return t, f"knee of the {len(front)}-point Pareto front over {', '.join(names)}"
-    candidates = [r for r in complete if r.feasible]
-    ok = [r for r in candidates if all(c.violation(r.metrics) <= 0 for c in p.conditions)
-          and _finite(r.metrics.get(p.metric))]
-    if not ok:
-        hints = []
-        for c in p.conditions:
-            vals = [float(r.metrics[c.metric]) for r in candidates if _finite(r.metrics.get(c.metric))]
-            if vals:
-                best = min(vals) if c.op in ("<=", "<") else max(vals)
-                hints.append(f"best {c.metric} among them is {best:.4g}")
-            else:
-                hints.append(f"no trial has {c.metric!r} (measured metrics: {', '.join(sorted(complete[0].metrics))})")
-        raise FinalizeError(f"--pick {p.text!r}: none of the {len(candidates)} feasible complete trials satisfies it"
-                            + (f" ({'; '.join(hints)})" if hints else ""))
-    key = (lambda r: float(r.metrics[p.metric])) if p.goal == "min" else (lambda r: -float(r.metrics[p.metric]))
-    best = min(ok, key=lambda r: (key(r), r.trial))
-    return best.trial, f"{p.text} ({len(ok)} of {len(candidates)} feasible trials qualify)"
-
-
-def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
-
-
-# ----- the final fine-tune ----------------------------------------------------------------------
 
 
 def final_policy(policy: Policy, space: Any, *, epochs: float | None = None, kd: bool = True) -> Policy:
@@ -155,10 +57,7 @@ def final_policy(policy: Policy, space: Any, *, epochs: float | None = None, kd:
     return policy.replace(finetune=dataclasses.replace(schedule, seed=policy.finetune.seed), distill=distill)
 
 
-def _load_space(run_dir: Path):
-    from spaces._schema import read_document
-    from spaces.space import space_from_dict
-
+def _load_space(run_dir: Path) -> SearchSpace:
     path = run_dir / "config.yaml"
     if not path.is_file():
         raise RunFormatError(f"{run_dir}: no config.yaml (the resolved search space); not a search run directory")
@@ -171,91 +70,42 @@ def finalize(run_dir: str | Path, pick: str = "knee", *, trial: int | None = Non
 
     Returns the dict written to ``RUN/final/metrics.json``. See the module docstring.
     """
-    from compress.apply import apply
-    from reports._load import load_run
-    from reports.tables import recipe_policy
-    from search.objective import Objective
-
     run_dir = Path(run_dir)
     if trial is None:
         parse_pick(pick)  # a typo fails before anything is read
     run = load_run(run_dir)
     number, why = choose_trial(run, pick, trial=trial)
     space = _load_space(run_dir)
-    record = next(r for r in run.records if r.trial == number)
     log.info("finalizing trial %d (%s)", number, why)
     chosen = recipe_policy(run, number)
     policy = final_policy(chosen, space, epochs=epochs, kd=kd)
 
-    objective = Objective(space, run_dir, device=device, progress=progress)
-    reference = objective.reference
-    data = objective.data
+    baseline = Baseline(space, run_dir, device=device, progress=progress)
+    _ = baseline.reference
     t0 = time.perf_counter()
-    out = apply(policy, objective.model, data=data, finetune=True, device=device, progress=progress,
+    out = apply(policy, baseline.model, data=baseline.data, finetune=True, device=device, progress=progress,
                 bn_recal_batches=space.budget.bn_recal_batches)
     finetune_s = time.perf_counter() - t0
-
-    from compress.measure import evaluate
-
-    batch = space.budget.eval_batch_size
-    scored, _ = out.scored(objective.layers)  # the same rule as during the search
-    val = evaluate(scored, data.loader("val", batch, shuffle=False), progress=progress)
-    test = evaluate(scored, data.loader("test", batch, shuffle=False), progress=progress)
-    test_ref = evaluate(objective.model, data.loader("test", batch, shuffle=False), progress=progress)
-    from search.objective import _float_structure
-
-    costs = objective._costs(_float_structure(out.model), policy.quant)  # noqa: SLF001
-    latency = objective._latency(out.deploy)  # noqa: SLF001 - always measured for the final model
-
+    measured = _final_metrics(baseline, out)
     final_dir = run_dir / "final"
     final_dir.mkdir(parents=True, exist_ok=True)
-    from compress.artifact import save_compressed
-
     save_compressed(final_dir, out.policy, out.model)
     onnx_info: dict[str, Any] = {}
     if onnx:
-        onnx_info = _export_onnx(out.deploy, final_dir / "model.onnx", data, objective.input_size)
+        onnx_info = _export_onnx(out.deploy, final_dir / "model.onnx", baseline.data, baseline.input_size)
     else:
         (final_dir / "model.onnx").unlink(missing_ok=True)  # never leave a stale export beside new weights
-
-    provenance = dict(chosen.provenance)
-    provenance.update({"finalized_from_trial": number, "pick": why, "search_metrics": dict(record.metrics)})
-    recipe = out.policy.replace(provenance=provenance)
-    recipe.save(final_dir / "recipe.yaml")
-
-    metrics: dict[str, Any] = {
-        "dir": str(final_dir),
-        "trial": number,
-        "pick": why,
-        "policy_hash": policy.hash(),
-        "epochs": policy.finetune.epochs,
-        "steps": getattr(out.train_result, "steps", None),
-        "kd_alpha": policy.distill.alpha,
-        "val_accuracy": float(val["top1"]),
-        "test_accuracy": float(test["top1"]),
-        "reference_val_accuracy": float(reference["accuracy"]) if reference.get("val_images") else None,
-        "reference_test_accuracy": float(test_ref["top1"]),
-        "test_accuracy_drop": float(test_ref["top1"]) - float(test["top1"]),
-        "test_images": int(test["n"]),
-        "val_images": int(val["n"]),
-        **costs,
-        "flops_ratio": costs["flops"] / max(float(reference["flops"]), 1.0),
-        "size_ratio": costs["size"] / max(float(reference["size"]), 1.0),
-        "latency_ratio": latency["latency_ratio"],
-        "latency_ci_low": latency["latency_ci_low"],
-        "latency_ci_high": latency["latency_ci_high"],
-        "latency_busy": latency["latency_busy"],
-        "speedup": 1.0 / latency["latency_ratio"] if latency["latency_ratio"] > 0 else None,
-        "search_metrics": dict(record.metrics),
-        "precision": dict(out.precision),
-        "notes": list(out.notes),
-        "finetune_seconds": round(finetune_s, 2),
-        "onnx": onnx_info,
-        "files": sorted({p.name for p in final_dir.iterdir() if p.is_file() and not p.name.startswith(".")}
-                        | {"metrics.json"}),
-    }
-    if "top5" in test:
-        metrics["test_top5"] = float(test["top5"])
+    record = run.record(number)
+    provenance = {**chosen.provenance, "finalized_from_trial": number, "pick": why,
+                  "search_metrics": dict(record.metrics)}
+    out.policy.replace(provenance=provenance).save(final_dir / "recipe.yaml")
+    metrics = {"dir": str(final_dir), "trial": number, "pick": why, "policy_hash": policy.hash(),
+               "epochs": policy.finetune.epochs, "steps": getattr(out.train_result, "steps", None),
+               "kd_alpha": policy.distill.alpha, **measured,
+               "search_metrics": dict(record.metrics), "precision": dict(out.precision), "notes": list(out.notes),
+               "finetune_seconds": round(finetune_s, 2), "onnx": onnx_info,
+               "files": sorted({p.name for p in final_dir.iterdir() if p.is_file() and not p.name.startswith(".")}
+                               | {"metrics.json"})}
     atomic_write_json(final_dir / "metrics.json", metrics)
     log.info("final model: test top-1 %.2f%% (original %.2f%%), FLOPs x%.3f, speed-up x%.2f; written to %s",
              metrics["test_accuracy"], metrics["reference_test_accuracy"], metrics["flops_ratio"],
@@ -263,12 +113,40 @@ def finalize(run_dir: str | Path, pick: str = "knee", *, trial: int | None = Non
     return metrics
 
 
+def _final_metrics(baseline: Baseline, out: Compressed) -> dict[str, Any]:
+    """Val and test accuracy, costs and the measured speed-up of the final model (latency always
+    measured), against the original's test accuracy."""
+    batch = baseline.space.budget.eval_batch_size
+    test_loader = baseline.data.loader("test", batch, shuffle=False)
+    val = baseline.measure(out, loader=baseline.data.loader("val", batch, shuffle=False), latency=True)
+    test = baseline.measure(out, loader=test_loader, costs=False, latency=False)
+    test_ref = baseline.measure(baseline.model, loader=test_loader, costs=False, latency=False)
+    reference = baseline.reference
+    ratio = val.latency_ratio
+    metrics: dict[str, Any] = {
+        "val_accuracy": val.accuracy,
+        "test_accuracy": test.accuracy,
+        "reference_val_accuracy": float(reference["accuracy"]) if reference.get("val_images") else None,
+        "reference_test_accuracy": test_ref.accuracy,
+        "test_accuracy_drop": test_ref.accuracy - test.accuracy,
+        "test_images": test.images,
+        "val_images": val.images,
+        "flops": val.flops, "params": val.params, "size": val.size, "bops": val.bops,
+        "flops_ratio": val.flops_ratio,
+        "size_ratio": val.size / max(float(reference["size"]), 1.0),
+        "latency_ratio": ratio,
+        "latency_ci_low": val.latency_ci_low,
+        "latency_ci_high": val.latency_ci_high,
+        "latency_busy": val.latency_busy,
+        "speedup": 1.0 / ratio if ratio > 0 else None,
+    }
+    if test.top5 is not None:
+        metrics["test_top5"] = test.top5
+    return metrics
+
+
 def _export_onnx(deploy: Any, path: Path, data: Any, input_size: int) -> dict[str, Any]:
     """Export and verify ONNX; a failure is reported in metrics.json, not fatal (weights are saved)."""
-    import torch
-
-    from compress.export import export_onnx
-
     example = torch.randn(1, 3, input_size, input_size)
     try:
         report = export_onnx(deploy, path, example, verify_loader=data.loader("val", 64, shuffle=False))
@@ -283,4 +161,4 @@ def _export_onnx(deploy: Any, path: Path, data: Any, input_size: int) -> dict[st
     return info
 
 
-__all__ = ["FinalizeError", "Pick", "choose_trial", "final_policy", "finalize", "knee_index", "parse_pick"]
+__all__ = ["DEFAULT_KD_ALPHA", "final_policy", "finalize"]

@@ -23,7 +23,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from search.records import TrialRecord, write_record
+import torch
+
+from autocompress.rundir import TrialRecord, write_record
 from spaces.policy import Policy
 from spaces.space import SearchSpace
 
@@ -80,9 +82,11 @@ def run_trial(objective: Any, policy: Policy, *, trial_number: int, seed: int,
               baseline: str | None = None) -> TrialRecord:
     """Evaluate ``policy`` with ``objective`` and write ``records/trial-NNNNN.json``.
 
-    Returns the record: ``complete`` with metrics, constraint violations, feasibility and
-    phase times; or ``failed`` with ``error = "Type: message"`` (the traceback goes to the
-    debug log). A result reused from the objective's cache has ``cached_from`` set.
+    Returns the record: ``complete`` with metrics, constraint violations, feasibility, phase
+    times and the applied policy (when the objective reports it, as ``Metrics.policy``; the
+    record's ``policy_hash`` stays the proposed policy's); or ``failed`` with ``error =
+    "Type: message"`` and the proposed policy (the traceback goes to the debug log). A result
+    reused from the objective's cache has ``cached_from`` set.
     """
     space: SearchSpace = objective.space
     started = now_iso()
@@ -96,8 +100,6 @@ def run_trial(objective: Any, policy: Policy, *, trial_number: int, seed: int,
     try:
         metrics = objective.evaluate(policy, seed=seed, trial=trial_number)
     except Exception as exc:  # noqa: BLE001 - any failure of one policy is a failed trial
-        import torch
-
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         record.status = "failed"
@@ -107,6 +109,9 @@ def run_trial(objective: Any, policy: Policy, *, trial_number: int, seed: int,
         log.debug("trial %d traceback:\n%s", trial_number, traceback.format_exc())
     else:
         record.status = "complete"
+        applied = getattr(metrics, "policy", None)
+        if applied is not None:  # the applied policy: kept channel indices included
+            record.policy = dict(applied)
         record.metrics = {k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
                           for k, v in dict(metrics).items()}
         record.constraints = constraint_values(space, record.metrics)

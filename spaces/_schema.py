@@ -19,6 +19,9 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 
+from autocompress.errors import UserError
+from autocompress.rundir import atomic_write_text
+
 T = TypeVar("T")
 
 _MISSING = dataclasses.MISSING
@@ -39,13 +42,6 @@ class FieldError:
         return f"{prefix}{self.path} = {_show(self.value)}: {self.allowed}"
 
 
-class UserError(Exception):
-    """Marker base for errors the user fixes (bad input, missing files, wrong names).
-
-    The CLI prints these as one clear message, without a traceback.
-    """
-
-
 class SchemaError(UserError, ValueError):
     """A document failed validation; ``errors`` lists every problem found."""
 
@@ -54,7 +50,7 @@ class SchemaError(UserError, ValueError):
         self.source = source
         super().__init__("\n".join(e.render(source) for e in self.errors))
 
-    def with_source(self, source: str) -> "SchemaError":
+    def with_source(self, source: str) -> SchemaError:
         return type(self)(self.errors, source)
 
 
@@ -237,17 +233,17 @@ def read_document(path: str | Path) -> Any:
             return json.loads(text)
         return yaml.safe_load(text)
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
-        raise SchemaError([FieldError("<document>", "...", f"not valid {p.suffix[1:] or 'YAML'}: {exc}")], str(p))
+        raise SchemaError([FieldError("<document>", "...", f"not valid {p.suffix[1:] or 'YAML'}: {exc}")],
+                          str(p)) from None
 
 
 def write_document(data: Any, path: str | Path) -> Path:
-    """Write ``data`` as YAML or JSON (by suffix)."""
+    """Write ``data`` as YAML or JSON (by suffix), atomically."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
     if p.suffix.lower() == ".json":
-        p.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+        atomic_write_text(p, json.dumps(data, indent=2, sort_keys=False) + "\n")
     else:
-        p.write_text(yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100))
+        atomic_write_text(p, yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100))
     return p
 
 

@@ -1,6 +1,6 @@
 """Objective names and constraint expressions of a search space (``"accuracy_drop <= 1.0"``).
 
-Metric names and directions come from :data:`search.records.METRICS`, the contract shared
+Metric names and directions come from :data:`autocompress.metrics.METRICS`, the contract shared
 with reports. Constraint violations follow Optuna's convention: ``<= 0`` means satisfied.
 """
 
@@ -11,21 +11,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from search.records import METRICS
+from autocompress.metrics import direction, is_metric, metric_names
 
-_CONSTRAINT_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(<=|>=|<|>)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+_CONSTRAINT_RE = re.compile(rf"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(<=|>=|<|>)\s*({_NUMBER})\s*$")
 
 OPERATORS = ("<=", ">=", "<", ">")
-
-
-def metric_names() -> list[str]:
-    """Every metric an objective or constraint may name."""
-    return list(METRICS)
-
-
-def direction(metric: str) -> str:
-    """``"maximize"`` or ``"minimize"`` for a known metric."""
-    return METRICS[metric][0]
 
 
 @dataclass(frozen=True)
@@ -59,6 +50,9 @@ def parse_constraint(text: str) -> Constraint:
             f"{', '.join(OPERATORS)}, e.g. 'accuracy_drop <= 1.0'"
         )
     metric, op, bound = m.groups()
-    if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r} in constraint {text!r}; allowed: {', '.join(METRICS)}")
+    if not is_metric(metric):
+        raise ValueError(f"unknown metric {metric!r} in constraint {text!r}; allowed: {', '.join(metric_names())}")
     return Constraint(text=text.strip(), metric=metric, op=op, bound=float(bound))
+
+
+__all__ = ["OPERATORS", "Constraint", "direction", "metric_names", "parse_constraint"]

@@ -26,13 +26,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from spaces._schema import FieldError
-from spaces.policy import DistillSpec, LayerBits, ModelSpec, Policy, PruneSpec, QuantSpec
-
-if TYPE_CHECKING:
-    from spaces.space import Range, SearchSpace
+from spaces._space_config import Range, SearchSpace, SpaceError
+from spaces.policy import DistillSpec, LayerBits, Policy, PruneSpec, QuantSpec
 
 FLOAT_BITS = 32
 GLOBAL = "prune/global"
@@ -113,9 +111,7 @@ class TrialLike(Protocol):
     def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any: ...
 
 
-def _error(space: "SearchSpace", path: str, value: Any, allowed: str) -> Exception:
-    from spaces.space import SpaceError
-
+def _error(space: SearchSpace, path: str, value: Any, allowed: str) -> Exception:
     return SpaceError([FieldError(path, value, allowed)], space.source)
 
 
@@ -128,9 +124,7 @@ def _matches(pattern: str, name: str) -> bool:
     return name == pattern or name.startswith(pattern + ".")
 
 
-def _range_dim(name: str, value: "float | Range", targets: tuple[str, ...] = ()) -> Dim:
-    from spaces.space import Range
-
+def _range_dim(name: str, value: float | Range, targets: tuple[str, ...] = ()) -> Dim:
     if isinstance(value, Range):
         return Dim(name, "float", low=value.low, high=value.high, step=value.step, log=value.log, targets=targets)
     return Dim(name, "categorical", choices=(float(value),), targets=targets)
@@ -159,7 +153,7 @@ def stage_of(layer: str) -> str:
     return layer.split(".", 1)[0]
 
 
-def _prune_dims(space: "SearchSpace", groups: Any) -> list[Dim]:
+def _prune_dims(space: SearchSpace, groups: Any) -> list[Dim]:
     cfg = space.prune
     counts, kinds = _normalise_groups(groups)
     if cfg.granularity == "none" and not cfg.pin:
@@ -191,7 +185,7 @@ def _prune_dims(space: "SearchSpace", groups: Any) -> list[Dim]:
     return dims
 
 
-def _quant_dims(space: "SearchSpace", layers: Sequence[str]) -> list[Dim]:
+def _quant_dims(space: SearchSpace, layers: Sequence[str]) -> list[Dim]:
     cfg = space.quant
     if not cfg.enabled:
         return []
@@ -226,9 +220,7 @@ def _quant_dims(space: "SearchSpace", layers: Sequence[str]) -> list[Dim]:
     return dims
 
 
-def _distill_dims(space: "SearchSpace") -> list[Dim]:
-    from spaces.space import Range
-
+def _distill_dims(space: SearchSpace) -> list[Dim]:
     cfg = space.distill
     out = []
     for key in ("alpha", "temperature", "feature_weight"):
@@ -238,7 +230,7 @@ def _distill_dims(space: "SearchSpace") -> list[Dim]:
     return out
 
 
-def expand(space: "SearchSpace", groups: Mapping[str, int] | Sequence[Any], layers: Sequence[str]) -> list[Dim]:
+def expand(space: SearchSpace, groups: Mapping[str, int] | Sequence[Any], layers: Sequence[str]) -> list[Dim]:
     """All search dimensions of ``space`` for a model with these prune groups and layers.
 
     ``groups``: ``{group name: channels}`` (block groups have dotted names such as
@@ -252,22 +244,18 @@ def expand(space: "SearchSpace", groups: Mapping[str, int] | Sequence[Any], laye
     return dims
 
 
-def _float_value(params: Mapping[str, Any], key: str, fixed: "float | Range") -> float:
-    from spaces.space import Range
-
+def _float_value(params: Mapping[str, Any], key: str, fixed: float | Range) -> float:
     if isinstance(fixed, Range):
         return float(params[key])
     return float(fixed)
 
 
-def policy_from_params(space: "SearchSpace", dims: Sequence[Dim], params: Mapping[str, Any]) -> Policy:
+def policy_from_params(space: SearchSpace, dims: Sequence[Dim], params: Mapping[str, Any]) -> Policy:
     """Build the :class:`Policy` for one point of the space.
 
     ``params`` must give a value for every dim (extra keys are an error too); the proxy
     fine-tune schedule comes from ``space.budget.finetune``.
     """
-    from spaces.space import SpaceError
-
     names = {d.name for d in dims}
     missing = [d.name for d in dims if d.name not in params]
     extra = [k for k in params if k not in names]
@@ -325,12 +313,8 @@ def policy_from_params(space: "SearchSpace", dims: Sequence[Dim], params: Mappin
         feature_layers=tuple(cfg.feature_layers),
         teacher_bn_recal=cfg.teacher_bn_recal,
     )
-    m = space.model
-    model = ModelSpec(name=m.name, num_classes=m.num_classes or _default_classes(m.name),
-                      input_size=m.input_size or _default_input(m.name), shortcut=m.shortcut,
-                      small_input=m.small_input)
     return Policy(
-        model=model,
+        model=space.model.spec(),
         prune=PruneSpec(criterion=criterion, round_to=space.prune.round_to, ratios=ratios),
         quant=quant,
         distill=distill,
@@ -339,7 +323,7 @@ def policy_from_params(space: "SearchSpace", dims: Sequence[Dim], params: Mappin
     )
 
 
-def global_ratio(space: "SearchSpace", global_: float, offset: float) -> float:
+def global_ratio(space: SearchSpace, global_: float, offset: float) -> float:
     """A group's ratio under ``parametrization: global``.
 
     ``global + offset * scale``, snapped to the ``prune.ratio`` grid, where ``scale`` shrinks
@@ -365,19 +349,7 @@ def _x86_act(w: int, a: int) -> int:
     return 8 if w_int else w
 
 
-def _default_classes(name: str) -> int:
-    from compress.models import default_num_classes
-
-    return default_num_classes(name)
-
-
-def _default_input(name: str) -> int:
-    from compress.models import default_input_size
-
-    return default_input_size(name)
-
-
-def suggest_policy(space: "SearchSpace", dims: Sequence[Dim], trial: TrialLike) -> Policy:
+def suggest_policy(space: SearchSpace, dims: Sequence[Dim], trial: TrialLike) -> Policy:
     """Ask ``trial`` (optuna.Trial or anything with its suggest API) for every dim; build the Policy."""
     params: dict[str, Any] = {}
     for d in dims:
@@ -418,7 +390,7 @@ def uniform_params(dims: Sequence[Dim], ratio: float, bits: int = 32) -> dict[st
     return _baseline(dims, ratio=ratio, bits=bits)
 
 
-def baseline_params(space: "SearchSpace", dims: Sequence[Dim]) -> list[tuple[str, dict[str, Any]]]:
+def baseline_params(space: SearchSpace, dims: Sequence[Dim]) -> list[tuple[str, dict[str, Any]]]:
     """Labelled params for the baselines enqueued before the search.
 
     ``original`` (no compression), ``uniform-prune-0.25`` and ``uniform-prune-0.5`` (every free

@@ -39,6 +39,31 @@ class PolicyError(SchemaError):
     """A recipe is malformed or does not fit the model it is applied to."""
 
 
+@dataclass(frozen=True)
+class ModelFamily:
+    """Models a policy may name (``resnet<depth>``), their default classes and input size."""
+
+    depths: tuple[int, ...]
+    num_classes: int
+    input_size: int
+
+
+#: CIFAR ResNets (He et al. 2016) and torchvision's ImageNet ResNets (``compress.models`` builds them)
+MODEL_FAMILIES: dict[str, ModelFamily] = {
+    "cifar": ModelFamily(depths=(20, 32, 44, 56, 110), num_classes=10, input_size=32),
+    "imagenet": ModelFamily(depths=(18, 34, 50, 101, 152), num_classes=1000, input_size=224),
+}
+
+
+def model_family(name: str) -> ModelFamily:
+    """The family of model ``name`` (``resnet20`` -> CIFAR); :class:`PolicyError` listing the known models."""
+    for family in MODEL_FAMILIES.values():
+        if name in (f"resnet{d}" for d in family.depths):
+            return family
+    known = [f"resnet{d}" for f in MODEL_FAMILIES.values() for d in f.depths]
+    raise PolicyError([FieldError("model.name", name, f"unknown model; known: {', '.join(known)}")])
+
+
 def _check(errors: list[FieldError], ok: bool, path: str, value: Any, allowed: str) -> None:
     if not ok:
         errors.append(FieldError(path, value, allowed))
@@ -219,7 +244,7 @@ class Policy:
         return d
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, source: str | None = None) -> "Policy":
+    def from_dict(cls, data: Mapping[str, Any], *, source: str | None = None) -> Policy:
         try:
             return from_dict(cls, data, source=source)
         except SchemaError as exc:
@@ -233,11 +258,11 @@ class Policy:
         return write_document(self.to_dict(), path)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Policy":
+    def load(cls, path: str | Path) -> Policy:
         """Read a recipe file (YAML or JSON); errors name the file and field."""
         return cls.from_dict(read_document(path), source=str(path))
 
-    def replace(self, **changes: Any) -> "Policy":
+    def replace(self, **changes: Any) -> Policy:
         return dataclasses.replace(self, **changes)
 
     def hash(self) -> str:

@@ -13,8 +13,9 @@
     budget: {finetune: {steps: 100, lr: 0.01}, val_limit: 2000}
     search: {sampler: nsga2, trials: 40}
 
-Files are loaded into frozen dataclasses with :func:`spaces._schema.load`, so unknown keys,
-wrong types and bad values are errors naming the file, field, value and what is allowed.
+Files are loaded into the frozen dataclasses of :mod:`spaces._space_config` with
+:func:`spaces._schema.load`, so unknown keys, wrong types and bad values are errors naming the
+file, field, value and what is allowed.
 
 Dimensions are never listed by hand: :func:`expand` generates them from the model's real
 prune groups and quantizable layers (see :mod:`spaces._space_dims`); ``pin`` fixes any
@@ -23,439 +24,36 @@ named group/layer (or every one under a module prefix such as ``layer1``).
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
-
-from spaces._schema import FieldError, SchemaError, join_path, load, to_dict
-from spaces._space_constraints import Constraint, direction, metric_names, parse_constraint
-from spaces.policy import ACT_BITS, CRITERIA, WEIGHT_BITS, FinetuneSpec, LayerBits
-
-BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-Criterion = Literal["l1", "bn_scale", "taylor"]
-
-
-class SpaceError(SchemaError):
-    """A search-space file is malformed or does not fit the model it names."""
-
-
-def _check(errors: list[FieldError], ok: bool, path: str, value: Any, allowed: str) -> None:
-    if not ok:
-        errors.append(FieldError(path, value, allowed))
-
-
-def _raise(errors: list[FieldError]) -> None:
-    if errors:
-        raise SpaceError(errors)
-
-
-@dataclass(frozen=True)
-class Range:
-    """A continuous range ``low..high``; ``step`` makes it a grid, ``log`` samples log-uniformly."""
-
-    low: float
-    high: float
-    step: float | None = None
-    log: bool = False
-
-    def errors(self, path: str) -> list[FieldError]:
-        """Problems with this range, reported under ``path`` by the section that holds it."""
-        errors: list[FieldError] = []
-        _check(errors, self.low <= self.high, join_path(path, "high"), self.high, f"must be >= low ({self.low})")
-        _check(errors, self.step is None or self.step > 0, join_path(path, "step"), self.step, "must be > 0 or null")
-        _check(errors, not (self.log and self.step is not None), join_path(path, "log"), self.log,
-               "log and step cannot be combined")
-        _check(errors, not self.log or self.low > 0, join_path(path, "low"), self.low, "must be > 0 with log: true")
-        return errors
-
-    def snap(self, value: float) -> float:
-        """Nearest value inside the range (and on the grid when ``step`` is set)."""
-        value = min(max(value, self.low), self.high)
-        if self.step:
-            k = math.floor((value - self.low) / self.step + 0.5 + 1e-9)
-            value = min(self.low + k * self.step, self.high)
-            value = round(value, 10)
-        return float(value)
-
-
-FloatOrRange = float | Range
-
-
-def _range_errors(errors: list[FieldError], path: str, v: FloatOrRange) -> None:
-    if isinstance(v, Range):
-        errors.extend(v.errors(path))
-
-
-def _range_bounds(v: FloatOrRange) -> tuple[float, float]:
-    return (v.low, v.high) if isinstance(v, Range) else (v, v)
-
-
-@dataclass(frozen=True)
-class BaselineSpec(FinetuneSpec):
-    """Train the original model on the fly (quickstart); cached in ``RUN/baseline/``.
-
-    All :class:`~spaces.policy.FinetuneSpec` fields apply (``epochs``, ``lr``, ...).
-    """
-
-    train: bool = True
-
-    def finetune_spec(self) -> FinetuneSpec:
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(FinetuneSpec)}
-        return FinetuneSpec(**d)
-
-
-@dataclass(frozen=True)
-class SpaceModel:
-    """The network to compress and where its trained weights come from.
-
-    Exactly one of ``checkpoint`` (path), ``weights`` (torchvision name, e.g. IMAGENET1K_V1)
-    or ``baseline`` (train on the fly) should be given.
-
-    ``adapt`` fine-tunes the loaded ``checkpoint``/``weights`` on the space's ``train`` split once
-    before the search (cached in ``RUN/baseline/model.pt``, like a trained baseline). Use it when
-    the weights were trained on a different version of the data (the shared CIFAR ResNets: PNG
-    images, the search data: JPEG): the adapted model is then the original that every candidate
-    starts from, the reference of ``accuracy_drop`` and the distillation teacher, so a candidate's
-    proxy fine-tune measures what its compression costs, not how much domain shift it undoes.
-    Replay recipes of such a run with ``autocompress apply --checkpoint RUN/baseline``.
-    """
-
-    name: str
-    num_classes: int | None = None
-    input_size: int | None = None
-    shortcut: Literal["A", "B"] | None = None
-    small_input: bool = False
-    checkpoint: str | None = None
-    weights: str | None = None
-    baseline: BaselineSpec | None = None
-    adapt: FinetuneSpec | None = None
-
-    def __post_init__(self) -> None:
-        errors: list[FieldError] = []
-        sources = [k for k in ("checkpoint", "weights", "baseline") if getattr(self, k) is not None]
-        _check(errors, len(sources) <= 1, sources[-1] if sources else "checkpoint", "...",
-               f"give only one of checkpoint, weights, baseline (got {', '.join(sources)})")
-        _check(errors, self.adapt is None or self.checkpoint is not None or self.weights is not None,
-               "adapt", "{...}", "adapt fine-tunes loaded weights: it needs checkpoint or weights "
-               "(a trained-on-the-fly baseline already trains on this data: lengthen its schedule instead)")
-        _check(errors, self.num_classes is None or self.num_classes >= 2, "num_classes", self.num_classes,
-               "must be >= 2")
-        _check(errors, self.input_size is None or self.input_size >= 8, "input_size", self.input_size,
-               "must be >= 8")
-        _raise(errors)
-
-
-@dataclass(frozen=True)
-class SpaceData:
-    """Dataset and splits (arguments of ``compress.data.get_dataset``)."""
-
-    dataset: str
-    data_dir: str | None = None
-    download: bool = False
-    normalization: str | None = None
-    val_fraction: float = 0.1
-    calib_size: int = 512
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        errors: list[FieldError] = []
-        _check(errors, 0 < self.val_fraction < 1, "val_fraction", self.val_fraction, "allowed 0 < x < 1")
-        _check(errors, self.calib_size >= 1, "calib_size", self.calib_size, "must be >= 1")
-        _raise(errors)
-
-
-@dataclass(frozen=True)
-class SpacePrune:
-    """Structured pruning dimensions: one ratio per block group, stage group, or both.
-
-    ``parametrization`` says how the per-group ratios are searched:
-
-    ``independent``
-        one dim per group over ``ratio`` (``prune/<group>``);
-    ``global``
-        one global ratio over ``ratio`` (``prune/global``) plus one offset per group over
-        ``offset`` (``prune/offset/<group>``); a group's ratio is ``global + offset``, the
-        offsets scaled down near the ends of ``ratio`` so that every ratio stays inside it
-        (:func:`spaces._space_dims.global_ratio`), snapped to its grid. The global dim spans
-        the whole FLOPs range on its own (independent ratios average out: a random draw of 9
-        of them rarely prunes very little or very much), and the offsets move channels
-        between groups at a given FLOPs level, so even a short search covers the front from
-        end to end. Offsets of 0 everywhere is uniform pruning.
-    """
-
-    granularity: Literal["block", "stage", "both", "none"] = "block"
-    ratio: FloatOrRange = Range(0.0, 0.7, 0.1)
-    criterion: Criterion | tuple[Criterion, ...] = "l1"
-    round_to: int = 1
-    pin: dict[str, float] = field(default_factory=dict)
-    parametrization: Literal["independent", "global"] = "independent"
-    offset: Range = Range(-0.2, 0.2, 0.1)
-
-    def __post_init__(self) -> None:
-        errors: list[FieldError] = []
-        _range_errors(errors, "ratio", self.ratio)
-        lo, hi = _range_bounds(self.ratio)
-        _check(errors, 0.0 <= lo and hi < 1.0, "ratio", to_dict(self.ratio), "allowed 0 <= ratio < 1")
-        _check(errors, self.round_to >= 1, "round_to", self.round_to, "must be an integer >= 1")
-        if isinstance(self.criterion, tuple):
-            _check(errors, len(self.criterion) >= 1, "criterion", [], f"allowed {', '.join(CRITERIA)}")
-        for name, r in self.pin.items():
-            _check(errors, 0.0 <= r < 1.0, join_path("pin", name), r, "allowed 0 <= ratio < 1")
-        errors.extend(self.offset.errors("offset"))
-        on_grid = not self.offset.step or abs(-self.offset.low / self.offset.step
-                                              - round(-self.offset.low / self.offset.step)) < 1e-6
-        _check(errors, self.offset.low <= 0.0 <= self.offset.high and on_grid and not self.offset.log, "offset",
-               to_dict(self.offset), "must have 0 among its values (offsets of 0 are uniform pruning) and not be log")
-        _check(errors, self.parametrization == "independent" or isinstance(self.ratio, Range), "parametrization",
-               self.parametrization, "global needs a ratio range (low/high) to search")
-        _raise(errors)
-
-    @property
-    def criteria(self) -> tuple[str, ...]:
-        return self.criterion if isinstance(self.criterion, tuple) else (self.criterion,)
-
-
-@dataclass(frozen=True)
-class SpaceQuant:
-    """Mixed-precision dimensions: bit choices per layer, per stage or for the whole model.
-
-    ``act_bits: follow`` ties activations to weights (8-bit activations when the weights are
-    quantized, float otherwise), so ``weight_bits: [8, 32]`` is a plain int8-or-float choice.
-    ``backend: x86`` always couples them (its kernels quantize weights and activations
-    together): a float-weight layer stays float, an integer-weight layer with a float
-    activation choice runs 8-bit activations.
-    """
-
-    backend: Literal["x86", "cuda", "none"] = "none"  # none: no quantization dims (bits ignored)
-    weight_bits: tuple[int, ...] = (8, 32)
-    act_bits: tuple[int, ...] | Literal["follow"] = (8, 32)
-    share: Literal["layer", "stage", "model"] = "layer"
-    pin: dict[str, LayerBits] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        errors: list[FieldError] = []
-        _check(errors, len(self.weight_bits) >= 1, "weight_bits", [], "give at least one bit-width")
-        for i, b in enumerate(self.weight_bits):
-            _check(errors, b in WEIGHT_BITS, join_path("weight_bits", i), b, "allowed 2-8, 16, 32")
-        if self.act_bits != "follow":
-            _check(errors, len(self.act_bits) >= 1, "act_bits", [], "give at least one bit-width or 'follow'")
-            for i, b in enumerate(self.act_bits):
-                _check(errors, b in ACT_BITS, join_path("act_bits", i), b, "allowed 4-8, 16, 32")
-        _raise(errors)
-
-    @property
-    def enabled(self) -> bool:
-        return self.backend != "none"
-
-    def act_choices(self, w: int | None = None) -> tuple[int, ...]:
-        if self.act_bits == "follow":
-            return (32,) if w is None or w >= 16 else (8,)
-        return self.act_bits
-
-
-@dataclass(frozen=True)
-class SpaceDistill:
-    """Knowledge-distillation dimensions; each number may be fixed or a :class:`Range`."""
-
-    teacher: str = "self"
-    teacher_checkpoint: str | None = None
-    alpha: FloatOrRange = 0.0
-    temperature: FloatOrRange = 4.0
-    feature_weight: FloatOrRange = 0.0
-    feature_layers: tuple[str, ...] = ()
-    teacher_bn_recal: int = 0  # see spaces.policy.DistillSpec
-
-    def __post_init__(self) -> None:
-        errors: list[FieldError] = []
-        _check(errors, self.teacher_bn_recal >= 0, "teacher_bn_recal", self.teacher_bn_recal, "must be >= 0")
-        for key in ("alpha", "temperature", "feature_weight"):
-            _range_errors(errors, key, getattr(self, key))
-        lo, hi = _range_bounds(self.alpha)
-        _check(errors, 0.0 <= lo and hi <= 1.0, "alpha", to_dict(self.alpha), "allowed 0 <= alpha <= 1")
-        lo, hi = _range_bounds(self.temperature)
-        _check(errors, lo > 0, "temperature", to_dict(self.temperature), "must be > 0")
-        lo, hi = _range_bounds(self.feature_weight)
-        _check(errors, lo >= 0, "feature_weight", to_dict(self.feature_weight), "must be >= 0")
-        _raise(errors)
-
-
-@dataclass(frozen=True)
-class LatencyBudget:
-    """How latency is measured (``compress.measure.compare_latency``).
-
-    ``measure: auto`` measures only when an objective or constraint needs latency.
-    """
-
-    measure: Literal["auto", "always", "never"] = "auto"
-    device: str = "cpu"
-    backend: Literal["torch", "onnxruntime"] = "torch"
-    batch: int = 1
-    threads: int | None = 2
-    rounds: int = 20
-    warmup_s: float = 0.5
-
-    def __post_init__(self) -> None:
-        errors: list[FieldError] = []
-        _check(errors, self.batch >= 1, "batch", self.batch, "must be >= 1")
-        _check(errors, self.rounds >= 3, "rounds", self.rounds, "must be >= 3")
-        _check(errors, self.threads is None or self.threads >= 1, "threads", self.threads, "must be >= 1 or null")
-        _raise(errors)
-
-
-def _default_proxy_finetune() -> FinetuneSpec:
-    return FinetuneSpec(epochs=None, steps=100, lr=0.01, batch_size=128)
-
-
-def _default_final_finetune() -> FinetuneSpec:
-    return FinetuneSpec(epochs=10.0, lr=0.01, batch_size=128, schedule="cosine")
-
-
-@dataclass(frozen=True)
-class Budget:
-    """Per-trial cost: proxy fine-tune, BN recalibration, val subset, latency settings.
-
-    ``final`` is the full fine-tune schedule ``autocompress finalize`` uses for the chosen point.
-    """
-
-    bn_recal_batches: int = 10
-    finetune: FinetuneSpec = field(default_factory=_default_proxy_finetune)
-    final: FinetuneSpec = field(default_factory=_default_final_finetune)
-    val_limit: int | None = 2000
-    eval_batch_size: int = 256
-    latency: LatencyBudget = LatencyBudget()
-
-    def __post_init__(self) -> None:
-        errors: list[FieldError] = []
-        _check(errors, self.bn_recal_batches >= 0, "bn_recal_batches", self.bn_recal_batches, "must be >= 0")
-        _check(errors, self.val_limit is None or self.val_limit >= 1, "val_limit", self.val_limit,
-               "must be >= 1 or null (whole val split)")
-        _check(errors, self.eval_batch_size >= 1, "eval_batch_size", self.eval_batch_size, "must be >= 1")
-        _raise(errors)
-
-
-@dataclass(frozen=True)
-class SearchSettings:
-    """Which sampler/backend runs how many trials, and where the study is stored."""
-
-    sampler: Literal["nsga2", "tpe", "gp", "random"] = "nsga2"
-    trials: int = 40
-    seed: int = 0
-    parallelism: int = 1
-    storage: str | None = None  # None -> sqlite:///RUN/study.db
-    study: str | None = None  # None -> the space name
-    backend: Literal["optuna", "ray"] = "optuna"
-    baselines: bool = True
-    timeout_s: float | None = None
-
-    def __post_init__(self) -> None:
-        errors: list[FieldError] = []
-        _check(errors, self.trials >= 1, "trials", self.trials, "must be >= 1")
-        _check(errors, self.parallelism >= 1, "parallelism", self.parallelism, "must be >= 1")
-        _check(errors, self.timeout_s is None or self.timeout_s > 0, "timeout_s", self.timeout_s, "must be > 0")
-        _raise(errors)
-
-
-@dataclass(frozen=True)
-class SearchSpace:
-    """A complete search configuration. See the module docstring for the YAML layout."""
-
-    name: str
-    model: SpaceModel
-    data: SpaceData
-    description: str = ""
-    prune: SpacePrune = SpacePrune()
-    quant: SpaceQuant = SpaceQuant()
-    distill: SpaceDistill = SpaceDistill()
-    objectives: tuple[str, ...] = ("accuracy", "flops")
-    constraints: tuple[str, ...] = ()
-    budget: Budget = Budget()
-    search: SearchSettings = SearchSettings()
-    #: file the space was read from (not part of the document; set by :func:`load_space`)
-    source: str | None = field(default=None, init=False, compare=False, repr=False)
-
-    def __post_init__(self) -> None:
-        errors: list[FieldError] = []
-        known = metric_names()
-        _check(errors, len(self.objectives) >= 1, "objectives", [], f"give at least one of {', '.join(known)}")
-        for i, name in enumerate(self.objectives):
-            _check(errors, name in known, join_path("objectives", i), name, f"allowed {', '.join(known)}")
-        _check(errors, len(set(self.objectives)) == len(self.objectives), "objectives", list(self.objectives),
-               "each objective at most once")
-        for i, text in enumerate(self.constraints):
-            try:
-                parse_constraint(text)
-            except ValueError as exc:
-                errors.append(FieldError(join_path("constraints", i), text, str(exc)))
-        _raise(errors)
-
-    # ----- derived views ---------------------------------------------------------------
-    @property
-    def directions(self) -> list[str]:
-        """Optuna directions of the objectives, in order."""
-        return [direction(o) for o in self.objectives]
-
-    @property
-    def objective_pairs(self) -> list[tuple[str, str]]:
-        """``[(metric, "maximize"|"minimize"), ...]`` as in ``RunInfo.objectives``."""
-        return [(o, direction(o)) for o in self.objectives]
-
-    @property
-    def parsed_constraints(self) -> list[Constraint]:
-        return [parse_constraint(c) for c in self.constraints]
-
-    @property
-    def needs_latency(self) -> bool:
-        """Whether trials measure latency (objective/constraint uses it, or ``measure: always``)."""
-        mode = self.budget.latency.measure
-        if mode != "auto":
-            return mode == "always"
-        used = set(self.objectives) | {c.metric for c in self.parsed_constraints}
-        return bool(used & {"latency", "latency_ratio"})
-
-    @property
-    def study_name(self) -> str:
-        return self.search.study or self.name
-
-    def resolve_path(self, path: str | None) -> Path | None:
-        """Resolve a path from the space: ``~`` expanded; relative paths are tried against the
-        current directory, the space file's directory, then the autocompress repository root
-        (where ``../shared`` of the built-in spaces lives)."""
-        return resolve_path(path, self.source)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain YAML/JSON-safe dict that :func:`load_space` reads back to an equal space."""
-        d = to_dict(self)
-        d.pop("source", None)
-        return d
-
-
-def resolve_path(path: str | None, source: str | None = None) -> Path | None:
-    """See :meth:`SearchSpace.resolve_path`."""
-    if path is None:
-        return None
-    p = Path(os.path.expanduser(path))
-    if p.is_absolute():
-        return p
-    candidates = [Path.cwd() / p]
-    if source:
-        candidates.append(Path(source).resolve().parent / p)
-    candidates.append(REPO_ROOT / p)
-    for c in candidates:
-        if c.exists():
-            return c.resolve()
-    return candidates[-1] if source and Path(source).resolve().parent == BUILTIN_DIR else candidates[0]
+from typing import Any
+
+import yaml
+
+from spaces._schema import FieldError, SchemaError, load
+from spaces._space_config import (
+    BUILTIN_DIR,
+    BaselineSpec,
+    Budget,
+    LatencyBudget,
+    Range,
+    SearchSettings,
+    SearchSpace,
+    SpaceData,
+    SpaceDistill,
+    SpaceError,
+    SpaceModel,
+    SpacePrune,
+    SpaceQuant,
+    resolve_path,
+)
+from spaces._space_constraints import Constraint, parse_constraint
+from spaces._space_dims import Dim, baseline_params, expand, policy_from_params, suggest_policy, uniform_params
 
 
 def list_spaces() -> dict[str, str]:
     """Built-in space names -> one-line description (from each file's ``description``)."""
-    import yaml
-
     out: dict[str, str] = {}
     for p in sorted(BUILTIN_DIR.glob("*.yaml")):
         try:
@@ -501,16 +99,6 @@ def space_from_dict(data: dict[str, Any], *, source: str | None = None) -> Searc
     object.__setattr__(space, "source", source)
     return space
 
-
-# dimension generation lives in its own module; re-exported here (the public API)
-from spaces._space_dims import (  # noqa: E402
-    Dim,
-    baseline_params,
-    expand,
-    policy_from_params,
-    suggest_policy,
-    uniform_params,
-)
 
 __all__ = [
     "BUILTIN_DIR", "BaselineSpec", "Budget", "Constraint", "Dim", "LatencyBudget", "Range", "SearchSettings",

@@ -1,18 +1,23 @@
-"""Shared fixtures: tiny models and data on CPU; real data from ../shared when present."""
+"""Shared fixtures and helpers: tiny data on CPU, one intra-op thread, a private latency lock, lock
+attempts from another process; real data from ../shared when present."""
 
 from __future__ import annotations
 
-import fcntl
 import os
 
 # Idle OpenMP workers sleep instead of spinning: on a busy 2-core machine spinning threads starve
 # each other (measured: 9.6 -> 55 img/s for ResNet-20 training). Must be set before torch loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import multiprocessing as mp
 import tarfile
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
 import torch
+
+from autocompress.rundir import file_lock
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("AUTOCOMPRESS_SHARED", REPO.parent / "shared"))
@@ -35,6 +40,56 @@ def _seed():
     yield
 
 
+@pytest.fixture(scope="module")
+def digits():
+    """The bundled digits dataset (8x8 scikit-learn digits, no download), loaded once per module."""
+    from compress.data import get_dataset
+
+    return get_dataset("digits")
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: on a shared, oversubscribed 2-core box, 2 OpenMP threads spin at
+    barriers and tiny convolutions become ~40x slower; 1 thread is steady."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def private_latency_lock(tmp_path, monkeypatch):
+    """Tests never queue behind real measurements of other processes on this machine."""
+    monkeypatch.setenv("AUTOCOMPRESS_LATENCY_LOCK", str(tmp_path / "latency.lock"))
+    return tmp_path / "latency.lock"
+
+
+def random_batches(n: int = 3, bs: int = 16, size: int = 8, seed: int = 1) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``n`` seeded batches of random ``size`` x ``size`` images and labels of 10 classes."""
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(bs, 3, size, size, generator=g), torch.randint(0, 10, (bs,), generator=g))
+            for _ in range(n)]
+
+
+def _attempt(lock: Callable[[], AbstractContextManager], q) -> None:
+    try:
+        with lock():
+            q.put("acquired")
+    except TimeoutError as exc:
+        q.put(f"timeout: {exc}")
+
+
+def lock_attempt_in_child(lock: Callable[[], AbstractContextManager]) -> str:
+    """Enter ``lock()`` (a lock that times out) in a forked process: ``"acquired"`` or ``"timeout: ..."``."""
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=_attempt, args=(lock, q))
+    p.start()
+    p.join(10)
+    return q.get(timeout=5)
+
+
 def unpack_cifar_jpeg() -> Path:
     """Unpack the shared CIFAR-10 JPEG archive once (process-safe); return the ImageFolder root."""
     if not CIFAR_ARCHIVE.is_file():
@@ -44,8 +99,7 @@ def unpack_cifar_jpeg() -> Path:
     if done.is_file():
         return _root(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    with open(CACHE / ".cifar10-jpeg75.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with file_lock(CACHE / ".cifar10-jpeg75.lock"):
         if not done.is_file():
             with tarfile.open(CIFAR_ARCHIVE) as tar:
                 tar.extractall(dest, filter="data")

@@ -56,7 +56,7 @@ class TensorImageDataset(Dataset):
         """This dataset's int64 labels."""
         return self._labels if self._rows is None else self._labels[self._rows]
 
-    def subset(self, indices: torch.Tensor | Sequence[int], *, augment: bool | None = None) -> "TensorImageDataset":
+    def subset(self, indices: torch.Tensor | Sequence[int], *, augment: bool | None = None) -> TensorImageDataset:
         """A view of the given rows (shares the storage), optionally with augmentation switched."""
         return TensorImageDataset(self._images, self._labels, self.mean, self.std,
                                   augment=self.augment if augment is None else augment, padding=self.padding,

@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import Subset
 from tqdm.auto import tqdm
 
+from autocompress.rundir import atomic_path
 from compress.data._bundle import DataBundle, seeded_split, seeded_subset_indices
 from compress.data._common import resolve_normalization, tensor_bundle
 from compress.data._errors import DatasetError
@@ -162,9 +163,8 @@ def load_split_tensors(root: Path, split: str, size: tuple[int, int] | None = No
     log.info("imagefolder: decoding %d images of %s (once; cached in %s)", len(files), split_dir, cdir)
     images = decode_all(split_dir, files, size, desc=f"decode {split}")
     labels = torch.as_tensor([f.label for f in files], dtype=torch.int64)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save({"format": CACHE_FORMAT, "classes": list(classes), "images": images, "labels": labels}, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save({"format": CACHE_FORMAT, "classes": list(classes), "images": images, "labels": labels}, tmp)
     for stale in cdir.glob(f"{split}-*.pt"):
         if stale != path:
             stale.unlink(missing_ok=True)
@@ -216,7 +216,8 @@ def build_imagefolder(data_dir=None, *, download=False, normalization=None, val_
             _check_classes(root, val_split, classes, val_classes)
             val = (x_va, y_va)
         if size[0] != size[1]:
-            raise DatasetError(f"imagefolder: {root} images are {size[0]}x{size[1]}; pass --input-size for square crops")
+            raise DatasetError(f"imagefolder: {root} images are {size[0]}x{size[1]}; "
+                               "pass --input-size for square crops")
         return tensor_bundle("imagefolder", num_classes=len(classes), classes=classes, normalization=name,
                              stats=stats, train=(x_tr, y_tr), test=(x_te, y_te), val=val,
                              val_fraction=val_fraction, calib_size=calib_size, seed=seed, augment=augment)
@@ -232,7 +233,8 @@ def _check_classes(root: Path, split: str, train: tuple[str, ...], other: tuple[
 
 
 def _lazy_bundle(root, test_split, val_split, name, stats, val_fraction, calib_size, seed, augment, size):
-    from torchvision import datasets, transforms as T
+    from torchvision import datasets
+    from torchvision import transforms as T
 
     mean, std = stats
     norm = [T.ToTensor(), T.Normalize(mean, std)]

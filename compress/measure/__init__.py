@@ -2,6 +2,9 @@
 
 >>> from compress.measure import count_flops, count_params, evaluate
 >>> count_flops(get_model("resnet20"), 32)  # 41.2 M (fvcore: one MAC = one FLOP)
+
+:func:`measure` is the one service every scoring path uses: it returns a :class:`Measurement`
+named by the metrics of :mod:`autocompress.metrics`.
 """
 
 from compress.measure._accuracy import evaluate
@@ -9,8 +12,10 @@ from compress.measure._bits import count_bops, layer_costs, model_size_bytes
 from compress.measure._flops import count_flops, count_params, layer_macs
 from compress.measure._latency import LatencyRatio, LatencyStats, compare_latency, measure_latency
 from compress.measure._lock import latency_lock, lock_path
+from compress.measure._service import METRIC_KEYS, LatencySetup, Measurement, float_structure, measure
 
 __all__ = [
-    "LatencyRatio", "LatencyStats", "compare_latency", "latency_lock", "lock_path", "measure_latency",
-    "count_bops", "count_flops", "count_params", "evaluate", "layer_costs", "layer_macs", "model_size_bytes",
+    "METRIC_KEYS", "LatencyRatio", "LatencySetup", "LatencyStats", "Measurement", "compare_latency", "count_bops",
+    "count_flops", "count_params", "evaluate", "float_structure", "latency_lock", "layer_costs", "layer_macs",
+    "lock_path", "measure", "measure_latency", "model_size_bytes",
 ]

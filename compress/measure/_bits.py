@@ -22,13 +22,12 @@ from torch import nn
 
 from compress.measure._flops import layer_macs
 from compress.measure._shapes import fixed_prefixes
+from compress.models import quantizable_layers
 from spaces._schema import FieldError, join_path, to_dict
 from spaces.policy import PolicyError, QuantSpec
 
 
 def _quant_layers(model: nn.Module) -> list[str]:
-    from compress.models import quantizable_layers
-
     return quantizable_layers(model)
 
 

@@ -30,7 +30,7 @@ class CpuMonitor:
     other_cores: float = 0.0
     wall_s: float = 0.0
 
-    def __enter__(self) -> "CpuMonitor":
+    def __enter__(self) -> CpuMonitor:
         self._t0 = time.monotonic()
         self._sys0 = _busy_seconds()
         self._own0 = _own_seconds()

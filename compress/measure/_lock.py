@@ -2,36 +2,34 @@
 
 The lock file is ``$AUTOCOMPRESS_LATENCY_LOCK`` or ``<tempdir>/autocompress-latency.lock``.
 It is re-entrant within a process (``compare_latency`` holds it while calling helpers that
-would take it again); between processes it is an exclusive ``fcntl.flock``.
+would take it again; other threads wait); between processes it is an exclusive file lock
+(:func:`autocompress.rundir.file_lock`, ``filelock``). A forked child starts without it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import logging
 import os
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+from autocompress.rundir import file_lock
 
 ENV = "AUTOCOMPRESS_LATENCY_LOCK"
 
 _guard = threading.RLock()
+_held: contextlib.ExitStack | None = None
 _depth = 0
-_fd: int | None = None
 
 
 def _reset_in_child() -> None:
     """A forked child does not hold its parent's lock: start from a clean state."""
-    global _guard, _depth, _fd
+    global _guard, _held, _depth
     _guard = threading.RLock()
+    _held = None  # the inherited descriptor still locks for the parent; leave it alone
     _depth = 0
-    _fd = None  # the inherited descriptor shares the parent's lock; leave it alone
 
 
 os.register_at_fork(after_in_child=_reset_in_child)
@@ -48,48 +46,18 @@ def latency_lock(timeout_s: float | None = None) -> Iterator[float]:
 
     ``timeout_s=None`` waits as long as needed; otherwise raises :class:`TimeoutError`.
     """
-    global _depth, _fd
+    global _held, _depth
     with _guard:
         waited = 0.0
         if _depth == 0:
-            path = lock_path()
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-            start = time.monotonic()
-            try:
-                _acquire(fd, path, timeout_s)
-            except BaseException:
-                os.close(fd)
-                raise
-            waited = time.monotonic() - start
-            _fd = fd
+            stack = contextlib.ExitStack()
+            waited = stack.enter_context(file_lock(lock_path(), timeout_s, what="latency lock"))
+            _held = stack
         _depth += 1
         try:
             yield waited
         finally:
             _depth -= 1
-            if _depth == 0 and _fd is not None:
-                fcntl.flock(_fd, fcntl.LOCK_UN)
-                os.close(_fd)
-                _fd = None
-
-
-def _acquire(fd: int, path: Path, timeout_s: float | None) -> None:
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return
-    except BlockingIOError:
-        pass
-    log.info("waiting for the latency lock %s (another measurement is running)", path)
-    if timeout_s is None:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        return
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"latency lock {path} still held after {timeout_s:g} s") from None
-            time.sleep(0.05)
+            if _depth == 0 and _held is not None:
+                _held.close()
+                _held = None

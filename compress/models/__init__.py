@@ -12,42 +12,44 @@ from compress.models.checkpoint import CheckpointError, load_checkpoint, load_pr
 from compress.models.cifar_resnet import CifarResNet, PadShortcut
 from compress.models.imagenet_resnet import ImageNetResNet
 from compress.registry import Registry
-from spaces.policy import ModelSpec
+from spaces.policy import MODEL_FAMILIES, ModelSpec
 
 MODELS: Registry = Registry("model")
 
-#: default input size per family, used by listings and FLOP counts
-CIFAR_DEPTHS = (20, 32, 44, 56, 110)
-IMAGENET_DEPTHS = (18, 34, 50, 101, 152)
+#: the families' depths, default classes and input size are the Policy's (``spaces.policy.MODEL_FAMILIES``)
+CIFAR = MODEL_FAMILIES["cifar"]
+IMAGENET = MODEL_FAMILIES["imagenet"]
 
 
 def _cifar_factory(depth: int):
-    def build(num_classes: int = 10, shortcut: str | None = None, small_input: bool = False, **_: object):
+    def build(num_classes: int = CIFAR.num_classes, shortcut: str | None = None, small_input: bool = False,
+              **_: object):
         if small_input:
             raise ValueError(f"resnet{depth}: small_input applies to ImageNet ResNets only")
         return CifarResNet(depth, num_classes=num_classes, shortcut=shortcut or "A")
 
     build.__doc__ = f"CIFAR ResNet-{depth} (He et al. 2016), 3 stages of 16/32/64 channels, 32x32 input"
-    build.default_input_size = 32  # type: ignore[attr-defined]
-    build.default_num_classes = 10  # type: ignore[attr-defined]
+    build.default_input_size = CIFAR.input_size  # type: ignore[attr-defined]
+    build.default_num_classes = CIFAR.num_classes  # type: ignore[attr-defined]
     return build
 
 
 def _imagenet_factory(depth: int):
-    def build(num_classes: int = 1000, shortcut: str | None = None, small_input: bool = False, **_: object):
+    def build(num_classes: int = IMAGENET.num_classes, shortcut: str | None = None, small_input: bool = False,
+              **_: object):
         if shortcut is not None:
             raise ValueError(f"resnet{depth}: shortcut applies to CIFAR ResNets only (torchvision uses 1x1 conv)")
         return ImageNetResNet(depth, num_classes=num_classes, small_input=small_input)
 
     build.__doc__ = f"torchvision ResNet-{depth}, 224x224 input (small_input=True: 32x32 stem)"
-    build.default_input_size = 224  # type: ignore[attr-defined]
-    build.default_num_classes = 1000  # type: ignore[attr-defined]
+    build.default_input_size = IMAGENET.input_size  # type: ignore[attr-defined]
+    build.default_num_classes = IMAGENET.num_classes  # type: ignore[attr-defined]
     return build
 
 
-for _d in CIFAR_DEPTHS:
+for _d in CIFAR.depths:
     MODELS.register(f"resnet{_d}")(_cifar_factory(_d))
-for _d in IMAGENET_DEPTHS:
+for _d in IMAGENET.depths:
     MODELS.register(f"resnet{_d}")(_imagenet_factory(_d))
 
 
@@ -71,7 +73,7 @@ def get_model(name: str, num_classes: int | None = None, **kwargs) -> nn.Module:
 
 
 def is_cifar(name: str) -> bool:
-    return default_input_size(name) == 32
+    return default_input_size(name) == CIFAR.input_size
 
 
 def quantizable_layers(model: nn.Module) -> list[str]:

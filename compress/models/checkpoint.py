@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from spaces._schema import UserError
+from autocompress.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,8 @@ def extract_state_dict(obj: object, source: str = "<checkpoint>") -> dict[str, t
     return sd
 
 
-def load_state_dict_checked(model: nn.Module, sd: Mapping[str, torch.Tensor], source: str = "<checkpoint>") -> nn.Module:
+def load_state_dict_checked(model: nn.Module, sd: Mapping[str, torch.Tensor],
+                            source: str = "<checkpoint>") -> nn.Module:
     """Load ``sd`` strictly; on mismatch list missing/unexpected keys and differing shapes."""
     own = model.state_dict()
     # old checkpoints lack BN num_batches_tracked; BatchNorm fills it in itself

@@ -13,12 +13,21 @@ from torch import nn
 from torchvision.models import resnet as tv
 
 
-class BasicBlock(tv.BasicBlock):
+class _SplitReLU(nn.Module):
+    """A torchvision block with one ReLU module per use (``relu1`` .. ``relu<RELUS>``) instead of
+    its shared ``relu``."""
+
+    RELUS = 2
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         del self.relu
-        self.relu1 = nn.ReLU(inplace=True)
-        self.relu2 = nn.ReLU(inplace=True)
+        for i in range(1, self.RELUS + 1):
+            setattr(self, f"relu{i}", nn.ReLU(inplace=True))
+
+
+class BasicBlock(_SplitReLU, tv.BasicBlock):
+    RELUS = 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -27,13 +36,8 @@ class BasicBlock(tv.BasicBlock):
         return self.relu2(out + identity)
 
 
-class Bottleneck(tv.Bottleneck):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        del self.relu
-        self.relu1 = nn.ReLU(inplace=True)
-        self.relu2 = nn.ReLU(inplace=True)
-        self.relu3 = nn.ReLU(inplace=True)
+class Bottleneck(_SplitReLU, tv.Bottleneck):
+    RELUS = 3
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)

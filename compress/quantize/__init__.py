@@ -10,7 +10,12 @@ Backend rules are documented in :mod:`compress.quantize._bits` (:func:`check_bit
 from compress.quantize._bits import check_bits, describe, is_int, resolve_bits
 from compress.quantize._convert import DeployResult, convert
 from compress.quantize._fake import (
-    FAKE_QUANT_TYPES, FakeQuantConv2d, FakeQuantLinear, calibrate, fake_quantize, strip_fake_quant,
+    FAKE_QUANT_TYPES,
+    FakeQuantConv2d,
+    FakeQuantLinear,
+    calibrate,
+    fake_quantize,
+    strip_fake_quant,
 )
 from compress.quantize._quantizer import act_qparams, fake_quant_act, fake_quant_weight, weight_scale
 

@@ -29,8 +29,16 @@ from tqdm.auto import tqdm
 
 from compress.quantize._bits import is_int, resolve_bits
 from compress.quantize._quantizer import (
-    ACT_METHODS, WEIGHT_METHODS, ActMethod, WeightMethod, act_qparams, act_range, fake_quant_act, fake_quant_weight,
-    round_half, weight_scale,
+    ACT_METHODS,
+    WEIGHT_METHODS,
+    ActMethod,
+    WeightMethod,
+    act_qparams,
+    act_range,
+    fake_quant_act,
+    fake_quant_weight,
+    round_half,
+    weight_scale,
 )
 from spaces.policy import LayerBits, QuantSpec
 

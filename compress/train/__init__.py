@@ -10,6 +10,5 @@ from compress.train._errors import DivergenceError, TrainingError
 from compress.train._loop import TrainResult, build_optimizer, fit, param_groups, total_steps
 from compress.train._schedule import SCHEDULES, lr_factor
 
-
 __all__ = ["SCHEDULES", "DivergenceError", "TrainResult", "TrainingError", "bn_recalibrate", "build_optimizer",
            "fit", "lr_factor", "param_groups", "save_checkpoint", "total_steps"]

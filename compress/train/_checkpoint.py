@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from autocompress.rundir import atomic_path, atomic_write_text
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, config: dict[str, Any], *,
@@ -21,13 +22,8 @@ def save_checkpoint(path: str | Path, model: nn.Module, config: dict[str, Any], 
     """
     path = Path(path)
     cfg = Path(config_path) if config_path is not None else path.with_name("config.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-    text = json.dumps(config, indent=2, sort_keys=True, default=str) + "\n"
-    tmp_cfg = cfg.with_name(cfg.name + ".tmp")
-    tmp_cfg.write_text(text)
-    os.replace(tmp_cfg, cfg)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    atomic_write_text(cfg, json.dumps(config, indent=2, sort_keys=True, default=str) + "\n")
     return path, cfg

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from spaces._schema import UserError
+from autocompress.errors import UserError
 
 
 class TrainingError(UserError, RuntimeError):

@@ -7,7 +7,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -91,6 +91,85 @@ def _reseed_loader(loader: Any, seed: int) -> None:
         sampler_gen.manual_seed(seed)
 
 
+@dataclass
+class _Stepper:
+    """One optimizer step of :func:`fit` (built once by :func:`_stepper`)."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    criterion: nn.Module
+    extra_loss: ExtraLoss | None
+    replaces_ce: bool
+    params: list[nn.Parameter]
+    device: torch.device
+    use_amp: bool
+    channels_last: bool
+    grad_clip: float | None
+
+    def __call__(self, inputs: torch.Tensor, targets: Any, lr: float, step: int) -> tuple[float, int]:
+        """Train on one batch at learning rate ``lr``; returns (loss, images)."""
+        inputs = inputs.to(self.device, non_blocking=True)
+        targets = torch.as_tensor(targets).to(self.device, non_blocking=True)
+        if self.channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=self.use_amp):
+            outputs = self.model(inputs)
+            loss = _loss(self.criterion, self.extra_loss, self.replaces_ce, inputs, outputs, targets)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise DivergenceError(step, value)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return value, int(targets.shape[0])
+
+
+def _stepper(model: nn.Module, spec: FinetuneSpec, device: torch.device, extra_loss: ExtraLoss | None) -> _Stepper:
+    """Move the model (and the extra loss) to ``device``; build the optimizer, scaler and loss."""
+    cuda = device.type == "cuda"
+    model.to(device)
+    channels_last = cuda and spec.channels_last
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    if extra_loss is not None and callable(getattr(extra_loss, "to", None)):
+        extra_loss.to(device)
+    extra_params = list(extra_loss.parameters()) if callable(getattr(extra_loss, "parameters", None)) else []
+    groups = param_groups(model, extra_params, spec.weight_decay)
+    if not groups:
+        raise TrainingError("the model has no trainable parameters")
+    use_amp = cuda and spec.amp
+    return _Stepper(
+        model=model, optimizer=build_optimizer(groups, spec), scaler=torch.amp.GradScaler("cuda", enabled=use_amp),
+        criterion=nn.CrossEntropyLoss(label_smoothing=spec.label_smoothing), extra_loss=extra_loss,
+        replaces_ce=bool(getattr(extra_loss, "replaces_ce", False) or getattr(extra_loss, "replace_ce", False)),
+        params=[p for g in groups for p in g["params"]], device=device, use_amp=use_amp,
+        channels_last=channels_last, grad_clip=spec.grad_clip)
+
+
+@dataclass
+class _Tally:
+    """Steps, images and losses so far (the last :data:`LOSS_WINDOW` and the first ten)."""
+
+    window: deque[float] = field(default_factory=lambda: deque(maxlen=LOSS_WINDOW))
+    first: list[float] = field(default_factory=list)
+    steps: int = 0
+    images: int = 0
+
+    def add(self, loss: float, images: int) -> None:
+        self.steps += 1
+        self.images += images
+        self.window.append(loss)
+        if len(self.first) < 10:
+            self.first.append(loss)
+
+
 def fit(model: nn.Module, train_loader: Iterable, spec: FinetuneSpec, *, device: str | torch.device = "cpu",
         extra_loss: ExtraLoss | None = None, progress: bool = True, desc: str = "finetune",
         on_step: OnStep | None = None) -> TrainResult:
@@ -113,74 +192,29 @@ def fit(model: nn.Module, train_loader: Iterable, spec: FinetuneSpec, *, device:
     The model is left in eval mode on ``device``.
     """
     device = torch.device(device)
-    cuda = device.type == "cuda"
     torch.manual_seed(spec.seed)
     _reseed_loader(train_loader, spec.seed)
     total, per_epoch = total_steps(train_loader, spec)
-
-    model.to(device)
-    channels_last = cuda and spec.channels_last
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    if extra_loss is not None and callable(getattr(extra_loss, "to", None)):
-        extra_loss.to(device)
-    extra_params = list(extra_loss.parameters()) if callable(getattr(extra_loss, "parameters", None)) else []
-    groups = param_groups(model, extra_params, spec.weight_decay)
-    if not groups:
-        raise TrainingError("the model has no trainable parameters")
-    optimizer = build_optimizer(groups, spec)
-    use_amp = cuda and spec.amp
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    criterion = nn.CrossEntropyLoss(label_smoothing=spec.label_smoothing)
-    replaces_ce = bool(getattr(extra_loss, "replaces_ce", False) or getattr(extra_loss, "replace_ce", False))
-    all_params = [p for g in groups for p in g["params"]]
-
+    step_on = _stepper(model, spec, device, extra_loss)
     model.train()
-    window: deque[float] = deque(maxlen=LOSS_WINDOW)
-    first: list[float] = []
-    step, images, lr, stopped = 0, 0, spec.lr, False
+    tally = _Tally()
+    lr, stopped = spec.lr, False
     bar = tqdm(total=total, desc=desc, unit="step", disable=not progress, leave=False, mininterval=0.5)
     t0 = time.perf_counter()
     try:
-        while step < total and not stopped:
+        while tally.steps < total and not stopped:
             got_batch = False
             for inputs, targets in train_loader:
                 got_batch = True
-                inputs = inputs.to(device, non_blocking=True)
-                targets = torch.as_tensor(targets).to(device, non_blocking=True)
-                if channels_last:
-                    inputs = inputs.contiguous(memory_format=torch.channels_last)
-                lr = spec.lr * lr_factor(spec.schedule, step, total, spec.warmup_steps)
-                for g in optimizer.param_groups:
-                    g["lr"] = lr
-                with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
-                    outputs = model(inputs)
-                    loss = _loss(criterion, extra_loss, replaces_ce, inputs, outputs, targets)
-                value = float(loss.detach())
-                if not math.isfinite(value):
-                    raise DivergenceError(step, value)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if spec.grad_clip is not None:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(all_params, spec.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                step += 1
-                images += int(targets.shape[0])
-                window.append(value)
-                if len(first) < 10:
-                    first.append(value)
+                lr = spec.lr * lr_factor(spec.schedule, tally.steps, total, spec.warmup_steps)
+                value, n = step_on(inputs, targets, lr, tally.steps)
+                tally.add(value, n)
                 if progress:
-                    bar.update(1)
-                    if step % 10 == 0 or step == total:
-                        elapsed = max(time.perf_counter() - t0, 1e-9)
-                        bar.set_postfix(loss=f"{sum(window) / len(window):.3f}", lr=f"{lr:.3g}",
-                                        img_s=f"{images / elapsed:.0f}", refresh=False)
-                if on_step is not None and on_step(step, value, lr):
+                    _show(bar, tally, lr, total, t0)
+                if on_step is not None and on_step(tally.steps, value, lr):
                     stopped = True
                     break
-                if step >= total:
+                if tally.steps >= total:
                     break
             if not got_batch:
                 raise TrainingError("the training loader yielded no batches")
@@ -189,12 +223,20 @@ def fit(model: nn.Module, train_loader: Iterable, spec: FinetuneSpec, *, device:
         model.eval()
     seconds = time.perf_counter() - t0
     result = TrainResult(
-        steps=step, epochs=(step / per_epoch) if per_epoch else float("nan"),
-        final_loss=sum(window) / len(window), images_per_s=images / max(seconds, 1e-9), seconds=seconds,
-        initial_loss=sum(first) / len(first), final_lr=lr, stopped_early=stopped)
+        steps=tally.steps, epochs=(tally.steps / per_epoch) if per_epoch else float("nan"),
+        final_loss=sum(tally.window) / len(tally.window), images_per_s=tally.images / max(seconds, 1e-9),
+        seconds=seconds, initial_loss=sum(tally.first) / len(tally.first), final_lr=lr, stopped_early=stopped)
     log.info("%s: %d steps (%.2f epochs) in %.1fs, %.0f img/s, loss %.4f -> %.4f", desc, result.steps,
              result.epochs, seconds, result.images_per_s, result.initial_loss, result.final_loss)
     return result
+
+
+def _show(bar: tqdm, tally: _Tally, lr: float, total: int, t0: float) -> None:
+    bar.update(1)
+    if tally.steps % 10 == 0 or tally.steps == total:
+        elapsed = max(time.perf_counter() - t0, 1e-9)
+        bar.set_postfix(loss=f"{sum(tally.window) / len(tally.window):.3f}", lr=f"{lr:.3g}",
+                        img_s=f"{tally.images / elapsed:.0f}", refresh=False)
 
 
 def _loss(criterion: nn.Module, extra_loss: ExtraLoss | None, replaces_ce: bool, inputs: torch.Tensor,

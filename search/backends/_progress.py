@@ -2,7 +2,7 @@
 
 The Pareto front and hypervolume are computed over every COMPLETE, feasible trial in the study
 (all workers), with the run's hypervolume reference point (``run.json`` ``hv_reference``) and
-shown as the fraction of the reference-to-ideal box (:func:`reports.pareto.hypervolume_fraction`).
+shown as the fraction of the reference-to-ideal box (:func:`autocompress.pareto.hypervolume_fraction`).
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ import optuna
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
+from autocompress.pareto import hypervolume_fraction, ideal_point, non_dominated
+
 log = logging.getLogger("search")
 
 
 def front_stats(study: optuna.Study, objectives: Sequence[tuple[str, str]],
                 hv_reference: Mapping[str, float] | None) -> tuple[int, float | None]:
     """(Pareto size, hypervolume fraction) of the feasible complete trials of ``study``."""
-    from reports.pareto import hypervolume_fraction, ideal_point, non_dominated
-
     points = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         if t.values is None or any(v > 0 for v in t.constraints.values()):
@@ -93,7 +93,7 @@ class Progress:
         return mean * remaining / self.workers
 
     def update(self, record: Any, study: optuna.Study, state: TrialState, seconds: float) -> None:
-        """Report one finished trial (``record`` is a :class:`search.records.TrialRecord`)."""
+        """Report one finished trial (``record`` is a :class:`autocompress.rundir.TrialRecord`)."""
         self.durations.append(seconds)
         done = sum(1 for _ in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
         size, hv = front_stats(study, self.objectives, self.hv_reference)

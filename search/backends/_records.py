@@ -6,8 +6,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from search.records import TrialRecord, write_record
+from autocompress.rundir import TrialRecord, write_record
+from search.backends._study import ATTR_BASELINE, ATTR_ERROR, trial_worker
 from search.trial import versions
+from spaces.space import policy_from_params
 
 
 def failed_record(number: int, policy: Any, error: str, *, seed: int, baseline: str | None = None,
@@ -30,9 +32,6 @@ def record_dead_trials(run_dir: Path, space: Any, dims: Any, dead: list[Any], *,
     ``run_trial`` and ``tell``), so records always agree with the study: that trial is FAIL
     there and its parameters run again under a new number.
     """
-    from search.backends._study import ATTR_BASELINE, ATTR_ERROR, trial_worker
-    from spaces.space import policy_from_params
-
     for t in dead:
         try:
             policy = policy_from_params(space, dims, t.params)

@@ -25,14 +25,13 @@ Exact trial counts
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import logging
 import math
 import os
 import socket
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from spaces._schema import UserError
+from autocompress.errors import UserError
+from autocompress.rundir import file_lock
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def open_storage(spec: StorageSpec, *, heartbeat: bool = True) -> optuna.storage
     if spec.path is None:
         return _open_storage(spec, heartbeat)
     spec.path.parent.mkdir(parents=True, exist_ok=True)
-    with study_lock(spec.lock_path(spec.path.parent)):
+    with file_lock(spec.lock_path(spec.path.parent)):
         return _open_storage(spec, heartbeat)
 
 
@@ -184,7 +184,7 @@ def create_study(storage: optuna.storages.BaseStorage, study_name: str, directio
     which the objective's cache answers but which use up the trial budget.
     Refuses a study whose objectives point elsewhere.
     """
-    with study_lock(lock) if lock is not None else contextlib.nullcontext():
+    with file_lock(lock) if lock is not None else contextlib.nullcontext():
         try:
             existing = optuna.load_study(study_name=study_name, storage=storage)
         except KeyError:
@@ -212,18 +212,6 @@ def derived_seed(seed: int | None, *parts: object) -> int | None:
         return None
     mix = ":".join(str(p) for p in (seed, *parts))
     return int.from_bytes(hashlib.sha256(mix.encode()).digest()[:4], "little")
-
-
-@contextlib.contextmanager
-def study_lock(path: Path) -> Iterator[None]:
-    """Exclusive inter-process lock (``flock``) around count-and-ask."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 # ----- workers ----------------------------------------------------------------------------
@@ -352,7 +340,7 @@ def is_surplus(study: optuna.Study, trial_number: int, target: int) -> bool:
 
 
 def enqueue_baselines(study: optuna.Study, baselines: Sequence[tuple[str, Mapping[str, Any]]]) -> int:
-    """Queue the baseline trials once per study (call under :func:`study_lock`). Returns how many."""
+    """Queue the baseline trials once per study (call under :func:`autocompress.rundir.file_lock`). Returns how many."""
     if study.user_attrs.get(STUDY_ATTR_BASELINES) or study.get_trials(deepcopy=False):
         return 0
     for label, params in baselines:
@@ -370,7 +358,7 @@ def finite_violation(v: float) -> float:
 
 def tell_record(study: optuna.Study, trial: optuna.Trial, record: Any, objectives: Sequence[str],
                 record_path: str | None) -> TrialState:
-    """Report a :class:`search.records.TrialRecord` to optuna: COMPLETE with values, else FAIL.
+    """Report a :class:`autocompress.rundir.TrialRecord` to optuna: COMPLETE with values, else FAIL.
 
     Metrics go to the user attribute ``metrics`` (optuna-dashboard shows it), constraint
     violations through ``trial.set_constraint`` (NSGA-II/TPE/GP read them), the record path and

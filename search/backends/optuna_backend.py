@@ -35,7 +35,10 @@ import optuna
 from optuna.storages._heartbeat import get_heartbeat_thread
 from optuna.trial import FrozenTrial, TrialState
 
-from search.backends import BackendResult, SearchContext
+from autocompress.errors import UserError
+from autocompress.rundir import file_lock, read_run_info, record_path, write_record
+from search._logging import setup_logging
+from search.backends._context import BackendResult, SearchContext
 from search.backends._progress import Progress
 from search.backends._records import failed_record, record_dead_trials
 from search.backends._study import (
@@ -50,12 +53,11 @@ from search.backends._study import (
     parse_storage,
     requeue,
     started_count,
-    study_lock,
     tag_worker,
     tell_record,
 )
-from search.records import read_run_info, record_path, write_record
-from spaces._schema import UserError
+from search.trial import run_trial
+from spaces.space import baseline_params, suggest_policy
 
 log = logging.getLogger("search")
 
@@ -94,11 +96,9 @@ def run_worker(ctx: SearchContext, *, main: bool = True, storage: optuna.storage
     """Run trials in this process until the study has ``ctx.trials`` complete ones. Returns trials run."""
     s = _Session(ctx, storage)
     study = s.study
-    with study_lock(s.lock):
+    with file_lock(s.lock):
         s.record_dead(fail_dead_local_trials(study))
         if ctx.baselines:
-            from spaces.space import baseline_params
-
             n = enqueue_baselines(study, baseline_params(ctx.space, s.dims))
             if n:
                 log.info("queued %d baseline trials", n)
@@ -113,7 +113,7 @@ def run_worker(ctx: SearchContext, *, main: bool = True, storage: optuna.storage
             if deadline is not None and time.monotonic() > deadline:
                 log.warning("search.timeout_s reached; stopping (rerun the same command to continue)")
                 break
-            with study_lock(s.lock):
+            with file_lock(s.lock):
                 s.record_dead(fail_dead_local_trials(study))
                 counts = count_states(study)
                 if counts[TrialState.COMPLETE] + counts[TrialState.RUNNING] >= ctx.trials:
@@ -141,9 +141,6 @@ def run_worker(ctx: SearchContext, *, main: bool = True, storage: optuna.storage
 
 
 def _run_one(s: _Session, trial: optuna.Trial, progress: Progress) -> TrialState:
-    from search.trial import run_trial
-    from spaces.space import suggest_policy
-
     ctx, study = s.ctx, s.study
     baseline = trial.user_attrs.get(ATTR_BASELINE)
     t0 = time.perf_counter()
@@ -186,8 +183,6 @@ def _interrupted(s: _Session, trial: optuna.Trial, policy: Any, baseline: str | 
 
 
 def _worker_main(ctx: SearchContext, index: int) -> None:
-    from search.cli import setup_logging
-
     setup_logging(0)
     try:
         import torch

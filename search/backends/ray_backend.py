@@ -42,7 +42,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from search.backends import BackendResult, SearchContext
+from autocompress.rundir import TrialRecord, file_lock, read_run_info, write_record
+from search.backends._context import BackendResult, SearchContext
 from search.backends._progress import Progress
 from search.backends._records import record_dead_trials
 from search.backends._study import (
@@ -57,11 +58,12 @@ from search.backends._study import (
     open_storage,
     parse_storage,
     started_count,
-    study_lock,
     tag_worker,
     tell_record,
 )
-from search.records import TrialRecord, read_run_info, write_record
+from search.trial import run_trial
+from spaces.policy import Policy
+from spaces.space import baseline_params, suggest_policy
 
 log = logging.getLogger("search")
 
@@ -81,8 +83,6 @@ class _DefineByRun:
         self.dims = dims
 
     def __call__(self, trial: Any) -> dict[str, Any]:
-        from spaces.space import suggest_policy
-
         ot = getattr(trial, "ot_trial", trial)  # Ray wraps the optuna trial in a suggest captor
         tag_worker(ot)
         policy = suggest_policy(self.space, self.dims, trial)
@@ -157,9 +157,6 @@ def _trainable(config: dict[str, Any], ctx: SearchContext) -> None:
     """One Ray trial: build the objective once per actor process, run the trial, report the record."""
     from ray import tune
 
-    from search.trial import run_trial
-    from spaces.policy import Policy
-
     key = str(ctx.run_dir)
     if key not in _OBJECTIVES:
         _OBJECTIVES[key] = ctx.objective_factory(ctx.space, ctx.run_dir)
@@ -209,11 +206,46 @@ def _experiments(ray_dir: Path, name: str) -> list[Path]:
     return sorted(found, key=lambda p: 1 if p.name == name else int(p.name[len(name) + 1:]))
 
 
+def _progress(ctx: SearchContext, study: optuna.Study, max_concurrent: int) -> Progress:
+    try:
+        hv_ref = dict(read_run_info(ctx.run_dir).hv_reference)
+    except Exception:  # noqa: BLE001
+        hv_ref = {}
+    return Progress(ctx.trials, count_states(study)[TrialState.COMPLETE], ctx.space.objective_pairs, hv_ref,
+                    workers=max_concurrent, enabled=ctx.progress)
+
+
+def _new_tuner(ctx: SearchContext, trainable: Any, storage: Any, dims: Any, sampler_seed: int | None,
+               ray_dir: Path, remaining: int, max_concurrent: int) -> tuple[Any, str]:
+    """A fresh Tune experiment of ``remaining`` trials (``STUDY``, then ``STUDY-2``, ...): (tuner, name)."""
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+
+    n = len(_experiments(ray_dir, ctx.study))
+    name = ctx.study if n == 0 else f"{ctx.study}-{n + 1}"
+    # a further experiment must not replay the previous one's proposals
+    seed = sampler_seed if n == 0 else derived_seed(sampler_seed, "experiment", n)
+    searcher = _searcher_class()(
+        space=_DefineByRun(ctx.space, dims), metric=list(ctx.objectives),
+        mode=["max" if d == "maximize" else "min" for d in ctx.directions],
+        sampler=make_sampler(ctx.sampler, seed, len(ctx.objectives)),
+        study_name=ctx.study, storage=storage, seed=seed,
+        run_dir=str(ctx.run_dir), objectives=list(ctx.objectives),
+    )
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(num_samples=remaining,
+                                    search_alg=ConcurrencyLimiter(searcher, max_concurrent=max_concurrent),
+                                    reuse_actors=True, time_budget_s=ctx.timeout_s),
+        run_config=tune.RunConfig(storage_path=str(ray_dir), name=name, verbose=0, log_to_file=True),
+    )
+    return tuner, name
+
+
 def run_ray(ctx: SearchContext) -> BackendResult:
     """Run the search as Ray Tune trials; return the study's final counts."""
     import ray
     from ray import tune
-    from ray.tune.search import ConcurrencyLimiter
 
     spec = parse_storage(ctx.storage, ctx.run_dir)
     # no heartbeat: OptunaSearch asks in this driver process, which runs no heartbeat thread; trials
@@ -221,12 +253,9 @@ def run_ray(ctx: SearchContext) -> BackendResult:
     storage = open_storage(spec, heartbeat=False)
     lock = spec.lock_path(ctx.run_dir)
     study, sampler_seed = create_study(storage, ctx.study, ctx.directions, ctx.sampler, ctx.seed, lock)
-    objective = ctx.objective_factory(ctx.space, ctx.run_dir)
-    dims = objective.dims
-    with study_lock(lock):
+    dims = ctx.objective_factory(ctx.space, ctx.run_dir).dims
+    with file_lock(lock):
         if ctx.baselines:
-            from spaces.space import baseline_params
-
             enqueue_baselines(study, baseline_params(ctx.space, dims))
     before = started_count(study)
     cpus = float(ctx.ray.get("cpus_per_trial") or 1)
@@ -235,21 +264,14 @@ def run_ray(ctx: SearchContext) -> BackendResult:
     trainable = tune.with_resources(tune.with_parameters(_trainable, ctx=ctx), {"cpu": cpus, "gpu": gpus})
     ray_dir = Path(ctx.run_dir) / "ray"
     ray_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        hv_ref = dict(read_run_info(ctx.run_dir).hv_reference)
-    except Exception:  # noqa: BLE001
-        hv_ref = {}
-    progress = Progress(ctx.trials, count_states(study)[TrialState.COMPLETE], ctx.space.objective_pairs, hv_ref,
-                        workers=max_concurrent, enabled=ctx.progress)
-    key = str(ctx.run_dir)
-    _PROGRESS[key] = progress
+    progress = _PROGRESS[str(ctx.run_dir)] = _progress(ctx, study, max_concurrent)
     started = _init_ray(ctx)
     previous = _experiments(ray_dir, ctx.study)
     restore = previous[-1] if previous and tune.Tuner.can_restore(str(previous[-1])) else None
     try:
         for attempt in range(ctx.max_consecutive_failures):
             restoring = attempt == 0 and restore is not None
-            with study_lock(lock):
+            with file_lock(lock):
                 if not restoring:  # Tuner.restore resumes the dead driver's running trials itself
                     record_dead_trials(ctx.run_dir, ctx.space, dims, fail_dead_local_trials(study), seed=ctx.seed)
                 counts = count_states(study)
@@ -265,43 +287,25 @@ def run_ray(ctx: SearchContext) -> BackendResult:
                 remaining = ctx.trials - counts[TrialState.COMPLETE] - counts[TrialState.RUNNING]
                 if remaining <= 0:
                     break
-                n = len(_experiments(ray_dir, ctx.study))
-                name = ctx.study if n == 0 else f"{ctx.study}-{n + 1}"
-                # a further experiment must not replay the previous one's proposals
-                seed = sampler_seed if n == 0 else derived_seed(sampler_seed, "experiment", n)
-                searcher = _searcher_class()(
-                    space=_DefineByRun(ctx.space, dims), metric=list(ctx.objectives),
-                    mode=["max" if d == "maximize" else "min" for d in ctx.directions],
-                    sampler=make_sampler(ctx.sampler, seed, len(ctx.objectives)),
-                    study_name=ctx.study, storage=storage, seed=seed,
-                    run_dir=str(ctx.run_dir), objectives=list(ctx.objectives),
-                )
-                tuner = tune.Tuner(
-                    trainable,
-                    tune_config=tune.TuneConfig(num_samples=remaining,
-                                                search_alg=ConcurrencyLimiter(searcher, max_concurrent=max_concurrent),
-                                                reuse_actors=True, time_budget_s=ctx.timeout_s),
-                    run_config=tune.RunConfig(storage_path=str(ray_dir), name=name, verbose=0,
-                                              log_to_file=True),
-                )
+                tuner, name = _new_tuner(ctx, trainable, storage, dims, sampler_seed, ray_dir, remaining,
+                                         max_concurrent)
                 log.info("Ray Tune experiment %s: %d trials, %d at once, %g CPU / %g GPU each",
                          ray_dir / name, remaining, max_concurrent, cpus, gpus)
             grid = tuner.fit()
             if grid.num_errors:
                 log.warning("%d Ray trials errored; see %s", grid.num_errors, ray_dir / name)
-            new_counts = count_states(study)
-            if not restoring and new_counts[TrialState.COMPLETE] == counts[TrialState.COMPLETE]:
+            if not restoring and count_states(study)[TrialState.COMPLETE] == counts[TrialState.COMPLETE]:
                 break  # nothing completed in a whole experiment: stop instead of looping
     finally:
-        _PROGRESS.pop(key, None)
+        _PROGRESS.pop(str(ctx.run_dir), None)
         progress.close()
         if started:
             ray.shutdown()
     counts = count_states(study)
     complete = counts[TrialState.COMPLETE]
-    return BackendResult(complete=complete, failed=counts[TrialState.FAIL],
-                         ran=started_count(study) - before, storage_url=spec.url, study=ctx.study,
-                         stopped_early=None if complete >= ctx.trials else f"{complete} of {ctx.trials} trials complete")
+    short = None if complete >= ctx.trials else f"{complete} of {ctx.trials} trials complete"
+    return BackendResult(complete=complete, failed=counts[TrialState.FAIL], ran=started_count(study) - before,
+                         storage_url=spec.url, study=ctx.study, stopped_early=short)
 
 
 __all__ = ["run_ray"]

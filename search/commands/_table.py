@@ -1,7 +1,8 @@
-"""Plain-text tables for CLI output (stdout)."""
+"""Plain-text tables for CLI output (stdout), and the registry listing commands' parser."""
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -14,6 +15,15 @@ def format_table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def add_listing(sub: argparse._SubParsersAction, name: str, *, help: str, description: str,
+                func: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+    """The parser of a listing command (``models``, ``datasets``, ``spaces``): ``--format table|json``."""
+    p = sub.add_parser(name, help=help, description=description)
+    p.add_argument("--format", choices=("table", "json"), default="table", help="output format (default table)")
+    p.set_defaults(func=func)
+    return p
 
 
 def print_rows(rows: list[dict], fmt: str, columns: Sequence[tuple[str, Callable[[dict], Any]]]) -> None:

@@ -5,8 +5,11 @@ Writes to DIR:
 * ``policy.yaml`` + ``model.pt``: the compressed model (``compress.artifact``; reload with
   ``load_compressed``), the policy carrying the exact kept channel indices;
 * ``model.onnx``: the deploy model (INT8 when quantized for x86), verified on a val batch;
-* ``metrics.json``: accuracy before/after on val and test, FLOPs, params, size, BOPs,
-  latency ratio vs. the original (interleaved, with CI), precision per layer, notes, timings;
+* ``metrics.json``: accuracy before/after on val and test; ``before`` and ``after``, the original's
+  and the compressed model's ``compress.measure.Measurement`` (metric names: ``flops``, ``params``,
+  ``size``, ``bops``; after also ``flops_ratio`` and ``latency_ratio`` vs. the original, timed
+  interleaved, with ``latency_ci_low``/``latency_ci_high``/``latency_busy``); ``ratios``;
+  ``speedup`` and ``latency_timing`` (batch, threads, milliseconds); precision per layer, notes, timings;
 * ``summary.txt``: a short human table (also printed), ``apply.log``: the log of the run.
 """
 
@@ -23,19 +26,25 @@ from typing import Any
 import torch
 from torch import nn
 
+from search.cli import CLIError
 from search.commands._inputs import checkpoint_file, split_accuracy
+from spaces.policy import Policy, QuantSpec
+
+HELP = "apply a recipe (policy) to a trained model: prune, quantize, distil, fine-tune, export"
+DESCRIPTION = ("Apply a compression recipe to a trained model and write the compressed model, "
+               "its ONNX export, metrics.json and a summary to --out.")
 
 log = logging.getLogger("autocompress.apply")
+
+#: cost metrics compared before/after (``ratios``)
+COSTS = ("flops", "params", "size", "bops")
 
 #: val images the ONNX export is verified on (INT8 agreement is a rate: too few samples make it 0/1)
 VERIFY_SAMPLES = 256
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser(
-        "apply", help="apply a recipe (policy) to a trained model: prune, quantize, distil, fine-tune, export",
-        description="Apply a compression recipe to a trained model and write the compressed model, "
-                    "its ONNX export, metrics.json and a summary to --out.")
+    p = sub.add_parser("apply", help=HELP, description=DESCRIPTION)
     p.add_argument("recipe", help="recipe / policy file (YAML or JSON), e.g. spaces/recipes/resnet20-prune30-kd.yaml")
     p.add_argument("--checkpoint", required=True,
                    help="trained weights of the uncompressed model (a state_dict file, or a directory with model.pt)")
@@ -60,8 +69,6 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def _policy(args: argparse.Namespace):
-    from spaces.policy import Policy
-
     policy = Policy.load(args.recipe)
     ft = policy.finetune
     if args.epochs is not None:
@@ -81,8 +88,6 @@ def _file_logger(out: Path) -> logging.Handler:
 
 
 def run(args: argparse.Namespace) -> int:
-    from search.cli import CLIError
-
     if args.latency_batch < 1 or args.threads < 1:
         raise CLIError(f"--latency-batch {args.latency_batch} / --threads {args.threads}: must be >= 1")
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -112,8 +117,8 @@ def _run(args: argparse.Namespace, policy, ckpt: Path, out: Path) -> tuple[dict[
     from compress.artifact import save_compressed
     from compress.data import get_dataset
     from compress.export import ExportError, export_onnx
+    from compress.measure import LatencySetup
     from compress.models import CheckpointError, build_model, load_checkpoint, quantizable_layers
-    from search.cli import CLIError
 
     t_start = time.perf_counter()
     try:
@@ -131,7 +136,8 @@ def _run(args: argparse.Namespace, policy, ckpt: Path, out: Path) -> tuple[dict[
 
     before = split_accuracy(model, data, args.eval_limit, "original")
     result = apply(policy, model, data=data, finetune=not args.no_finetune, device=args.device, progress=True)
-    scored, scored_what = result.scored(quantizable_layers(model))
+    layers = quantizable_layers(model)
+    scored, scored_what = result.scored(layers)
     after = split_accuracy(scored, data, args.eval_limit, scored_what)
 
     t0 = time.perf_counter()
@@ -148,16 +154,15 @@ def _run(args: argparse.Namespace, policy, ckpt: Path, out: Path) -> tuple[dict[
         onnx_report = {"verified": False, "error": str(exc)}
     export_s = time.perf_counter() - t0
 
-    costs = _costs(model, result, policy.model.input_size)
-    latency = None if args.no_latency else _latency(result.deploy, model, example, args.threads)
+    setup = None if args.no_latency else LatencySetup(batch=args.latency_batch, threads=args.threads)  # torch, CPU
+    measured = _measure(model, result, policy.model.input_size, layers, setup, example)
     metrics: dict[str, Any] = {
         "recipe": str(args.recipe), "checkpoint": str(ckpt), "dataset": args.dataset,
         "policy_hash": result.policy.hash(), "summary": result.policy.summary(),
         "accuracy": {"before": before, "after": after,
                      "drop_val_top1": _drop(before, after, "val"), "drop_test_top1": _drop(before, after, "test"),
                      "after_measured_on": scored_what},
-        **costs,
-        "latency": latency,
+        **measured,
         "precision": result.precision,
         "notes": result.notes,
         "train": _plain(result.train_result),
@@ -172,32 +177,24 @@ def _drop(before: dict, after: dict, split: str) -> float:
     return round(before[split]["top1"] - after[split]["top1"], 3)
 
 
-def _costs(original: nn.Module, result, input_size: int) -> dict[str, Any]:
-    """FLOPs/params/size/BOPs before and after, counted on float structures (fvcore cannot
-    trace converted int8 models): fake-quant layers of the trained model go back to float."""
-    from compress.measure import count_bops, count_flops, count_params, model_size_bytes
-    from compress.quantize import strip_fake_quant
-    from spaces.policy import QuantSpec
+def _measure(original: nn.Module, result: Any, input_size: int, layers: list[str], setup: Any,
+             example: torch.Tensor) -> dict[str, Any]:
+    """``before``/``after`` (the original's and the compressed ``result``'s Measurement, metric names),
+    their cost ``ratios``, and the latency timing details when latency was measured (``setup``)."""
+    from compress.measure import LatencyRatio, measure
 
-    quant = result.policy.quant
-    structure = strip_fake_quant(result.model).cpu().eval()
-    fp32 = QuantSpec()
-    b = {"flops": count_flops(original, input_size), "params": count_params(original),
-         "size": model_size_bytes(original, fp32), "bops": count_bops(original, input_size, fp32)}
-    a = {"flops": count_flops(structure, input_size), "params": count_params(structure),
-         "size": model_size_bytes(structure, quant), "bops": count_bops(structure, input_size, quant)}
-    ratios = {k: round(a[k] / b[k], 4) if b[k] else None for k in b}
-    return {"before": b, "after": a, "ratios": ratios}
-
-
-def _latency(deploy: nn.Module, original: nn.Module, example: torch.Tensor, threads: int) -> dict[str, Any]:
-    from compress.measure import compare_latency
-
-    r = compare_latency(deploy, original, example, threads=threads)
-    return {"ratio": r.ratio, "ci_low": r.ci_low, "ci_high": r.ci_high,
-            "speedup": round(1.0 / r.ratio, 3) if r.ratio else None, "busy": r.busy,
-            "batch": int(example.shape[0]), "threads": threads, "backend": "torch",
-            "compressed_ms": getattr(r.a, "median_ms", None), "original_ms": getattr(r.b, "median_ms", None)}
+    before = measure(original, input_size=input_size, quant=QuantSpec())
+    after = measure(result, input_size=input_size, layers=layers, reference=before.to_dict(), latency=setup,
+                    original=original, example=example)
+    b, a = before.to_dict(), after.to_dict()
+    out: dict[str, Any] = {"before": b, "after": a,
+                           "ratios": {k: round(a[k] / b[k], 4) if b[k] else None for k in COSTS}}
+    timing = after.timing
+    if isinstance(timing, LatencyRatio):
+        out["speedup"] = round(1.0 / timing.ratio, 3) if timing.ratio else None
+        out["latency_timing"] = {"batch": int(example.shape[0]), "threads": setup.threads, "backend": setup.backend,
+                                 "compressed_ms": timing.a.median_ms, "original_ms": timing.b.median_ms}
+    return out
 
 
 def _plain(obj: Any) -> Any:
@@ -233,12 +230,12 @@ def _summary(m: dict[str, Any]) -> str:
         rows.append((key, _fmt_int(m["before"][key]), _fmt_int(m["after"][key]), f"{m['ratios'][key]:.3f}"))
     rows.append(("size", f"{m['before']['size'] / 1024:.1f} KiB", f"{m['after']['size'] / 1024:.1f} KiB",
                  f"{m['ratios']['size']:.3f}"))
-    lat = m.get("latency")
+    lat, after = m.get("latency_timing"), m["after"]
     if lat:
         rows.append((f"latency b{lat['batch']}", f"{lat['original_ms']:.2f} ms" if lat["original_ms"] else "",
                      f"{lat['compressed_ms']:.2f} ms" if lat["compressed_ms"] else "",
-                     f"{lat['ratio']:.3f} [{lat['ci_low']:.3f}, {lat['ci_high']:.3f}]"
-                     + (" (busy)" if lat["busy"] else "")))
+                     f"{after['latency_ratio']:.3f} [{after['latency_ci_low']:.3f}, {after['latency_ci_high']:.3f}]"
+                     + (" (busy)" if after["latency_busy"] else "")))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = [m["summary"], ""]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]

@@ -8,14 +8,15 @@ import logging
 import sys
 from pathlib import Path
 
+HELP = "overlay the Pareto fronts of several runs; hypervolume against a shared reference"
+DESCRIPTION = ("Compare search runs (different samplers, budgets, devices): one self-contained HTML page "
+               "with the fronts overlaid and each run's hypervolume against ONE shared reference point.")
+
 log = logging.getLogger("autocompress.compare")
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser(
-        "compare", help="overlay the Pareto fronts of several runs; hypervolume against a shared reference",
-        description="Compare search runs (different samplers, budgets, devices): one self-contained HTML page "
-                    "with the fronts overlaid and each run's hypervolume against ONE shared reference point.")
+    p = sub.add_parser("compare", help=HELP, description=DESCRIPTION)
     p.add_argument("runs", nargs="+", type=Path, help="two or more run directories")
     p.add_argument("--out", "-o", default="compare.html",
                    help="output file: .html page (default compare.html) or .json data; '-' prints JSON")

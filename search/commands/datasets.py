@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from search.commands._table import print_rows
+from search.commands._table import add_listing, print_rows
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("datasets", help="list the registered datasets",
+    return add_listing(sub, "datasets", help="list the registered datasets", func=run,
                        description="List the dataset registry: description, classes, input size and whether "
                                    "--data-dir is needed. Normalization presets: imagenet, cifar.")
-    p.add_argument("--format", choices=("table", "json"), default="table", help="output format (default table)")
-    p.set_defaults(func=run)
-    return p
 
 
 def dataset_rows() -> list[dict]:

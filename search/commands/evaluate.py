@@ -5,6 +5,11 @@
 
 ``--recipe DIR`` evaluates a compressed model saved by ``autocompress apply`` (policy + weights,
 read with ``compress.artifact.load_compressed``); its bit-widths then count in size and BOPs.
+
+``--format json`` prints ``accuracy`` (``top1``, ``top5``, ``n`` of the split), the metrics of
+``compress.measure.measure`` by name (``flops``, ``params``, ``size``, ``bops``) and, unless
+``--no-latency``, ``latency_stats`` (absolute timings of this model alone: there is no original
+to take a ratio to).
 """
 
 from __future__ import annotations
@@ -15,19 +20,18 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
-
+from search.cli import CLIError
 from search.commands._table import format_table, si
 
 log = logging.getLogger("autocompress.evaluate")
 
+HELP = "accuracy, FLOPs, params, size and latency of a model"
+DESCRIPTION = ("Evaluate a model (registry name + checkpoint, or a compressed model directory): top-1/top-5 "
+               "accuracy on a dataset split, fvcore FLOPs (MACs), parameters, weight size, BOPs and latency.")
+
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser(
-        "evaluate", help="accuracy, FLOPs, params, size and latency of a model",
-        description="Evaluate a model (registry name + checkpoint, or a compressed model directory): top-1/top-5 "
-                    "accuracy on a dataset split, fvcore FLOPs (MACs), parameters, weight size, BOPs and latency.")
+    p = sub.add_parser("evaluate", help=HELP, description=DESCRIPTION)
     p.add_argument("--model", help="registry name (see `autocompress models`); optional with --recipe")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--checkpoint", type=Path, help="state_dict file (plain, {'state_dict'|'model': ...}, module.)")
@@ -61,7 +65,6 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def _load_model(args: argparse.Namespace, num_classes: int):
     """(model, policy or None, float structure for FLOP counting)."""
     from compress.models import MODELS, get_model, load_checkpoint, load_pretrained
-    from search.cli import CLIError
 
     if args.recipe is not None:
         if args.checkpoint is not None or args.weights is not None:
@@ -97,40 +100,9 @@ def _load_model(args: argparse.Namespace, num_classes: int):
     return model, None
 
 
-def _float_structure(model: nn.Module, policy) -> nn.Module:
-    """A float model with the compressed structure, for fvcore (it cannot trace int8 models)."""
-    from compress.models import build_model
-
-    base = build_model(policy.model)
-    if not policy.prune.kept:
-        return base
-    from compress.prune import rebuild
-
-    return rebuild(base, policy.prune.kept, input_size=policy.model.input_size)
-
-
-def costs(model: nn.Module, input_size: int, policy=None) -> dict[str, Any]:
-    """FLOPs, params, size and BOPs; counted on the float structure when fvcore cannot trace ``model``."""
-    from compress.measure import count_bops, count_flops, count_params, model_size_bytes
-    from spaces.policy import QuantSpec
-
-    quant = policy.quant if policy is not None else QuantSpec()
-    counted = model
-    try:
-        flops = count_flops(model, input_size)
-    except RuntimeError:
-        if policy is None:
-            raise
-        counted = _float_structure(model, policy)
-        flops = count_flops(counted, input_size)
-    return {"flops": flops, "params": count_params(counted), "size_bytes": model_size_bytes(counted, quant),
-            "bops": count_bops(counted, input_size, quant)}
-
-
 def run(args: argparse.Namespace) -> int:
     from compress.data import get_dataset
-    from compress.measure import evaluate, measure_latency
-    from search.cli import CLIError
+    from compress.measure import LatencySetup, evaluate, measure
 
     for name in ("batch_size", "latency_batch", "threads"):
         if getattr(args, name) < 1:
@@ -145,13 +117,16 @@ def run(args: argparse.Namespace) -> int:
     }
     loader = data.loader(args.split, args.batch_size, shuffle=False, limit=args.limit)
     result["accuracy"] = evaluate(model, loader, device=args.device, progress=args.format == "table")
-    result.update(costs(model, input_size, policy))
+    setup = None
     if args.latency:
-        example = torch.randn(args.latency_batch, 3, input_size, input_size)
         device = "cpu" if args.latency_backend == "onnxruntime" else args.device
-        stats = measure_latency(model, example, backend=args.latency_backend, device=device,
-                                threads=args.threads, min_time_s=args.latency_time)
-        result["latency"] = stats.to_dict()
+        setup = LatencySetup(backend=args.latency_backend, device=device, batch=args.latency_batch,
+                             threads=args.threads, min_time_s=args.latency_time)
+    measured = measure(model, input_size=input_size, quant=policy.quant if policy is not None else None,
+                       latency=setup)
+    result.update(measured.to_dict())
+    if measured.timing is not None:
+        result["latency_stats"] = measured.timing.to_dict()
     if args.format == "json":
         print(json.dumps(result, indent=2))
     else:
@@ -169,8 +144,8 @@ def _table(r: dict[str, Any]) -> str:
     if "top5" in acc:
         rows.append(("top-5", f"{acc['top5']:.2f} %"))
     rows += [("FLOPs (MACs)", si(r["flops"])), ("params", si(r["params"])),
-             ("size", f"{r['size_bytes'] / 2**20:.3f} MiB"), ("BOPs", si(r["bops"]))]
-    lat = r.get("latency")
+             ("size", f"{r['size'] / 2**20:.3f} MiB"), ("BOPs", si(r["bops"]))]
+    lat = r.get("latency_stats")
     if lat:
         busy = f"BUSY: {lat['busy_reason']}" if lat["busy"] else "no"
         rows += [

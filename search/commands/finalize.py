@@ -13,11 +13,10 @@ import argparse
 import json
 
 from search.commands._table import format_table, si
+from search.picking import PICK_HELP
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from search.finalize import PICK_HELP
-
     p = sub.add_parser("finalize", help="fine-tune the chosen Pareto point fully, report test accuracy, export",
                        description="Pick one point of a finished search (default: the knee of the Pareto front), "
                                    "fine-tune it with the space's final schedule and distillation from the original, "
@@ -50,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
         ("trial", m["trial"], m["pick"]),
         ("test top-1 %", f"{m['test_accuracy']:.2f}", f"original {m['reference_test_accuracy']:.2f} "
                                                        f"(drop {m['test_accuracy_drop']:+.2f})"),
-        ("val top-1 %", f"{m['val_accuracy']:.2f}", f"search proxy {m['search_metrics'].get('accuracy', float('nan')):.2f}"),
+        ("val top-1 %", f"{m['val_accuracy']:.2f}",
+         f"search proxy {m['search_metrics'].get('accuracy', float('nan')):.2f}"),
         ("FLOPs", si(m["flops"]), f"x{m['flops_ratio']:.3f} of the original"),
         ("params", si(m["params"]), ""),
         ("size", si(m["size"], "B"), f"x{m['size_ratio']:.3f} of the original"),

@@ -29,7 +29,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from search.cli import CLIError
 from search.commands._inputs import checkpoint_file, split_accuracy
+from spaces.policy import FinetuneSpec, Policy
 
 log = logging.getLogger("autocompress.finetune")
 
@@ -84,8 +86,6 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def resolve_spec(args: argparse.Namespace, base=None):
     """The FinetuneSpec: the recipe's (or the defaults), overridden by the given flags."""
-    from spaces.policy import FinetuneSpec
-
     spec = base if base is not None else FinetuneSpec()
     changes: dict[str, Any] = {f: getattr(args, f) for f in _SPEC_FLAGS if getattr(args, f, None) is not None}
     if args.epochs is not None:
@@ -104,8 +104,6 @@ def _load_artifact(path: Path, calib_loader):
     try:
         from compress.artifact import load_compressed
     except ImportError:
-        from search.cli import CLIError
-
         raise CLIError(f"--checkpoint {path}: a compressed artifact directory, but compress.artifact "
                        "is not available in this installation") from None
     try:
@@ -118,13 +116,7 @@ def _load_artifact(path: Path, calib_loader):
     return load_compressed(path, rebuild_fn=rebuild_fn, calib_loader=calib_loader)
 
 
-def run(args: argparse.Namespace) -> int:
-    from compress.data import get_dataset
-    from compress.models import get_model, load_checkpoint, load_pretrained
-    from compress.train import fit, save_checkpoint
-    from search.cli import CLIError
-    from spaces.policy import Policy
-
+def _check_args(args: argparse.Namespace) -> None:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise CLIError("--device cuda: no CUDA device is available; use --device cpu")
     if args.num_workers < 0:
@@ -133,56 +125,54 @@ def run(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise CLIError(f"--threads {args.threads}: must be >= 1")
         torch.set_num_threads(args.threads)
-    t_start = time.perf_counter()
+
+
+def _recipe(args: argparse.Namespace):
+    """(policy or None, compressed artifact dir or None, model name): from --recipe, a compressed
+    --checkpoint directory and --model."""
     policy = Policy.load(args.recipe) if args.recipe else None
     artifact = Path(args.checkpoint).expanduser() if args.checkpoint else None
     if artifact is not None and not _is_artifact_dir(artifact):
         artifact = None
     if artifact is not None and policy is None:
         policy = Policy.load(next(p for p in (artifact / "policy.yaml", artifact / "policy.json") if p.is_file()))
-    spec = resolve_spec(args, policy.finetune if policy is not None else None)
     name = args.model or (policy.model.name if policy is not None else None)
     if name is None:
         raise CLIError("give --model NAME (see `autocompress models`) or --recipe RECIPE.yaml")
     if policy is not None and name != policy.model.name:
         raise CLIError(f"--model {name}: the recipe {args.recipe or artifact} is for {policy.model.name!r}")
+    return policy, artifact, name
 
-    data = get_dataset(args.dataset, args.data_dir, download=args.download, normalization=args.normalization,
-                       val_fraction=args.val_fraction, seed=spec.seed, input_size=args.input_size)
-    log.info("dataset %s: %d train / %d val / %d test images, %d classes, %dx%d, normalization %s",
-             data.name, len(data.train), len(data.val), len(data.test), data.num_classes, data.input_size,
-             data.input_size, data.normalization)
 
-    compressed = None
+def _start_model(args: argparse.Namespace, name: str, data, artifact: Path | None):
+    """(model, compressed artifact policy or None, where the weights come from)."""
+    from compress.models import get_model, load_checkpoint, load_pretrained
+
     if artifact is not None:
         calib = data.loader("calib", 64, shuffle=False, limit=512)
-        art_policy, compressed = _load_artifact(artifact, calib)
-        policy = art_policy.replace(finetune=spec)  # the artifact's structure, the resolved schedule
-        model = compressed
-        source = f"compressed artifact {artifact}"
-    else:
-        model = get_model(name, num_classes=data.num_classes)
-        source = "random init"
-        if args.checkpoint:
-            ckpt = checkpoint_file(args.checkpoint)
-            load_checkpoint(model, ckpt)
-            source = str(ckpt)
-        elif args.weights:
-            load_pretrained(model, name, args.weights)
-            source = f"torchvision {args.weights}"
-    log.info("model %s from %s", name, source)
+        art_policy, model = _load_artifact(artifact, calib)
+        return model, art_policy, f"compressed artifact {artifact}"
+    model = get_model(name, num_classes=data.num_classes)
+    if args.checkpoint:
+        ckpt = checkpoint_file(args.checkpoint)
+        load_checkpoint(model, ckpt)
+        return model, None, str(ckpt)
+    if args.weights:
+        load_pretrained(model, name, args.weights)
+        return model, None, f"torchvision {args.weights}"
+    return model, None, "random init"
 
-    out = Path(args.out).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
-    before = split_accuracy(model, data, args.eval_limit, "before", args.device) if source != "random init" else None
+
+def _train(args: argparse.Namespace, model: nn.Module, policy, compressed: bool, data, spec, name: str):
+    """Fine-tune (compressing first when the recipe says so); returns (model, policy, TrainResult)."""
+    from compress.train import fit
 
     extra_loss = None
-    if policy is not None and compressed is None and (policy.prune.active or policy.quant.active):
+    if policy is not None and not compressed and (policy.prune.active or policy.quant.active):
         model, extra_loss, policy = _compress_for_finetune(policy, model, data, args.device)
-    elif policy is not None and policy.distill.active and (compressed is None or policy.distill.teacher != "self"):
+    elif policy is not None and policy.distill.active and (not compressed or policy.distill.teacher != "self"):
         # teacher "self" is the uncompressed input model: for an artifact that model is gone
         extra_loss = _distill_loss(policy, model, None, args.device)
-
     loader = data.loader("train", spec.batch_size, seed=spec.seed, num_workers=args.num_workers)
     try:
         result = fit(model, loader, spec, device=args.device, extra_loss=extra_loss, progress=not args.no_progress,
@@ -190,7 +180,31 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if extra_loss is not None and callable(getattr(extra_loss, "close", None)):
             extra_loss.close()
-    model = model.cpu().eval()
+    return model.cpu().eval(), policy, result
+
+
+def run(args: argparse.Namespace) -> int:
+    from compress.data import get_dataset
+    from compress.train import save_checkpoint
+
+    _check_args(args)
+    t_start = time.perf_counter()
+    policy, artifact, name = _recipe(args)
+    spec = resolve_spec(args, policy.finetune if policy is not None else None)
+    data = get_dataset(args.dataset, args.data_dir, download=args.download, normalization=args.normalization,
+                       val_fraction=args.val_fraction, seed=spec.seed, input_size=args.input_size)
+    log.info("dataset %s: %d train / %d val / %d test images, %d classes, %dx%d, normalization %s",
+             data.name, len(data.train), len(data.val), len(data.test), data.num_classes, data.input_size,
+             data.input_size, data.normalization)
+    model, art_policy, source = _start_model(args, name, data, artifact)
+    if art_policy is not None:
+        policy = art_policy.replace(finetune=spec)  # the artifact's structure, the resolved schedule
+    log.info("model %s from %s", name, source)
+
+    out = Path(args.out).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    before = split_accuracy(model, data, args.eval_limit, "before", args.device) if source != "random init" else None
+    model, policy, result = _train(args, model, policy, art_policy is not None, data, spec, name)
     after = split_accuracy(model, data, args.eval_limit, "after")
 
     config = {
@@ -199,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
         "finetune": dataclasses.asdict(spec), "device": args.device, "threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }
-    if compressed is not None or (policy is not None and (policy.prune.active or policy.quant.active)):
+    if art_policy is not None or (policy is not None and (policy.prune.active or policy.quant.active)):
         _save_compressed_or_plain(out, policy, model, config)
     else:
         save_checkpoint(out / "model.pt", model, config)

@@ -7,18 +7,16 @@ import logging
 
 from tqdm.auto import tqdm
 
-from search.commands._table import print_rows, si
+from search.commands._table import add_listing, print_rows, si
 
 log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("models", help="list the registered models with params and FLOPs",
-                       description="List the model registry: input size, classes, parameters and fvcore FLOPs "
-                                   "(multiply-accumulates) at the default input size and number of classes.")
+    p = add_listing(sub, "models", help="list the registered models with params and FLOPs", func=run,
+                    description="List the model registry: input size, classes, parameters and fvcore FLOPs "
+                                "(multiply-accumulates) at the default input size and number of classes.")
     p.add_argument("--no-flops", action="store_true", help="skip the FLOP count (it traces every model)")
-    p.add_argument("--format", choices=("table", "json"), default="table", help="output format (default table)")
-    p.set_defaults(func=run)
     return p
 
 

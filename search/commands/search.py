@@ -1,7 +1,9 @@
 """`autocompress search`: find the Pareto front of compression policies for a model.
 
 Outputs go to ``--out`` (default ``runs/<space name>``; deterministic so that rerunning the same
-command resumes the run until the study holds exactly ``--trials`` complete trials).
+command resumes the run until the study holds exactly ``--trials`` complete trials). After the
+search (``search.driver.run_search``), the reports package writes the exports (``trials.csv``,
+``pareto.csv``, ``recipes/``) and ``report.html``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,11 @@ import importlib
 import json
 import logging
 import sys
+from pathlib import Path
+
+from autocompress.rundir import read_records
+from search.cli import CLIError
+from spaces.space import load_space
 
 log = logging.getLogger("search")
 
@@ -54,7 +61,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     ray.add_argument("--address", help="Ray cluster: auto or HOST:PORT (default: start Ray in-process)")
     ray.add_argument("--cpus-per-trial", type=float, default=None, help="CPUs reserved per trial (default 1)")
     ray.add_argument("--gpus-per-trial", type=float, default=None, help="GPUs reserved per trial (default 0)")
-    ray.add_argument("--max-concurrent", type=int, default=None, help="trials running at once (default: --workers or 1)")
+    ray.add_argument("--max-concurrent", type=int, default=None,
+                     help="trials running at once (default: --workers or 1)")
     p.add_argument("--objective", help=argparse.SUPPRESS)  # MODULE:CALLABLE objective factory (tests, plugins)
     p.set_defaults(func=run)
     return p
@@ -62,8 +70,6 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def load_factory(text: str):
     """``module:callable`` -> the callable (an objective factory ``(space, run_dir) -> objective``)."""
-    from search.cli import CLIError
-
     module_name, _, attr = text.partition(":")
     if not module_name or not attr:
         raise CLIError(f"--objective = {text!r}: expected MODULE:CALLABLE")
@@ -76,10 +82,25 @@ def load_factory(text: str):
     return obj
 
 
+def write_reports(run_dir: Path) -> dict[str, Path]:
+    """The run's exports (``trials.csv``, ``pareto.csv``, ``recipes/``) and ``report.html``, so a
+    person can open the result straight away. Returns ``{relative path: path}`` of what was written."""
+    from reports.html import write_html_report
+    from reports.tables import write_exports
+
+    exports = write_exports(run_dir)
+    n_pareto = sum(1 for k in exports if k.startswith("recipes/"))
+    log.info("exports:   %s (trials.csv, pareto.csv, %d Pareto recipes)", run_dir, n_pareto)
+    if not any(r.status == "complete" and r.feasible for r in read_records(run_dir)):
+        log.info("no feasible complete trial yet: no report written")
+        return exports
+    path = write_html_report(run_dir)
+    log.info("report:    %s (regenerate with `autocompress report %s`)", path, run_dir)
+    return {**exports, path.name: path}
+
+
 def run(args: argparse.Namespace) -> int:
-    from search.cli import CLIError
     from search.driver import run_search
-    from spaces.space import load_space
 
     if args.trials is not None and args.trials < 1:
         raise CLIError(f"--trials = {args.trials}: must be >= 1")
@@ -97,10 +118,11 @@ def run(args: argparse.Namespace) -> int:
                         study=args.study, sampler=args.sampler, seed=args.seed, workers=args.workers,
                         timeout_s=args.timeout, objective_factory=factory, device=args.device,
                         ray=ray_opts, finalize=args.finalize, progress=not args.no_progress)
+    exports = write_reports(result.run_dir)
     if args.json:
         json.dump({"run_dir": str(result.run_dir), "complete": result.complete, "failed": result.failed,
                    "ran": result.ran, "storage": result.storage_url, "study": result.study,
                    "wall_time_s": round(result.wall_time_s, 2), "stopped_early": result.stopped_early,
-                   "exports": sorted(result.exports)}, sys.stdout, indent=2)
+                   "exports": sorted(exports)}, sys.stdout, indent=2)
         sys.stdout.write("\n")
     return 0 if not result.stopped_early else 1

@@ -13,6 +13,7 @@ import json
 import yaml
 
 from search.commands._table import format_table
+from spaces.space import expand, load_space
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -36,10 +37,8 @@ def space_dims(space):
     """Build the space's model (no weights) and expand its dimensions."""
     from compress.models import build_model, quantizable_layers
     from compress.prune import list_groups
-    from search.objective import model_spec
-    from spaces.space import expand
 
-    spec = model_spec(space)
+    spec = space.model.spec()
     model = build_model(spec)
     groups = list_groups(model, input_size=spec.input_size)
     return expand(space, groups, quantizable_layers(model))
@@ -53,8 +52,6 @@ def _targets(d) -> str:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    from spaces.space import load_space
-
     space = load_space(args.space, args.overrides)
     dims = space_dims(space)
     shown = dims if args.all else [d for d in dims if not d.fixed]

@@ -4,28 +4,25 @@ from __future__ import annotations
 
 import argparse
 
-from search.commands._table import print_rows
+from search.commands._table import add_listing, print_rows
+from spaces.space import list_spaces, load_space
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("spaces", help="list the built-in search spaces",
+    return add_listing(sub, "spaces", help="list the built-in search spaces", func=run,
                        description="List the built-in search spaces (spaces/builtin/*.yaml). Show one in full "
                                    "with `autocompress space show NAME`.")
-    p.add_argument("--format", choices=("table", "json"), default="table", help="output format (default table)")
-    p.set_defaults(func=run)
-    return p
+
+
+def _space_row(name: str, description: str) -> dict:
+    s = load_space(name)
+    return {"name": name, "model": s.model.name, "dataset": s.data.dataset, "objectives": list(s.objectives),
+            "trials": s.search.trials, "description": description}
 
 
 def space_rows() -> list[dict]:
     """One dict per built-in space: name, model, dataset, objectives, trials, description."""
-    from spaces.space import list_spaces, load_space
-
-    rows = []
-    for name, description in list_spaces().items():
-        s = load_space(name)
-        rows.append({"name": name, "model": s.model.name, "dataset": s.data.dataset,
-                     "objectives": list(s.objectives), "trials": s.search.trials, "description": description})
-    return rows
+    return [_space_row(name, description) for name, description in list_spaces().items()]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -207,8 +207,10 @@ def test_cli_apply_no_finetune_writes_everything(tmp_path, trained):
                                  input_size=SIZE)
     out = _cli(tmp_path, trained, policy, "--no-finetune", "--eval-limit", "128", "--threads", "1")
     m = _check_outputs(out, quantized=True)
-    lat = m["latency"]
-    assert lat["ci_low"] <= lat["ratio"] <= lat["ci_high"] and lat["batch"] == 1
+    after = m["after"]  # the compressed model's Measurement, by metric name
+    assert after["latency_ci_low"] <= after["latency_ratio"] <= after["latency_ci_high"]
+    assert after["latency"] == after["latency_ratio"] and m["latency_timing"]["batch"] == 1
+    assert after["flops_ratio"] == pytest.approx(after["flops"] / m["before"]["flops"])
     assert m["train"] is None
     assert m["onnx"]["verified"] and m["onnx"]["quantized"] and m["onnx"]["verified_samples"] >= 256
 
@@ -257,3 +259,29 @@ def test_rebuild_compressed_unpruned_option_a_model(trained):
     for sd in (trained.state_dict(), convert_option_a(trained).state_dict()):
         with torch.no_grad():
             torch.testing.assert_close(rebuild_compressed(policy, sd)(x), trained(x))
+
+
+def test_measure_a_compressed_model(trained, digits):
+    """The measurement service scores ``Compressed.scored``, counts the float structure at the policy's
+    bits, and compares with the original's costs through ``reference``."""
+    from compress.measure import count_bops, count_flops, evaluate, measure, model_size_bytes
+    from compress.models import quantizable_layers
+    from compress.quantize import strip_fake_quant
+
+    policy = uniform_block_inner("resnet20", 0.5, quant=QuantSpec(backend="x86", default=LayerBits(8, 8)),
+                                 input_size=SIZE)
+    out = apply(policy, trained, data=digits, finetune=False, **FAST)
+    layers = quantizable_layers(trained)
+    loader = digits.loader("val", 64, shuffle=False, limit=128)
+    original = measure(trained, input_size=SIZE, loader=loader, quant=QuantSpec())
+    m = measure(out, input_size=SIZE, loader=loader, layers=layers, reference=original.to_dict())
+    scored, what = out.scored(layers)
+    assert what == "deploy" and m.accuracy == evaluate(scored, loader, progress=False)["top1"] and m.images == 128
+    structure = strip_fake_quant(out.model)
+    assert m.flops == count_flops(structure, SIZE) < original.flops
+    assert m.size == model_size_bytes(structure, policy.quant) and m.bops == count_bops(structure, SIZE, policy.quant)
+    assert m.accuracy_drop == pytest.approx(original.accuracy - m.accuracy)
+    assert m.flops_ratio == pytest.approx(m.flops / original.flops)
+    assert m.latency_ratio is None and list(m.to_dict()) == [
+        "accuracy", "top5", "flops", "params", "size", "bops", "accuracy_drop", "flops_ratio"]
+    assert list(m.times) == ["evaluate", "cost"]

@@ -4,30 +4,16 @@ from __future__ import annotations
 
 import os
 import pickle
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from compress.data import DATASETS, NORMALIZATIONS, DatasetError, get_dataset
-from compress.data import _imagefolder
+from compress.data import DATASETS, NORMALIZATIONS, DatasetError, _imagefolder, get_dataset
 from compress.registry import UnknownNameError
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: steady timings on a shared, oversubscribed 2-core box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return get_dataset("digits")
+pytestmark = pytest.mark.usefixtures("one_thread")  # steady timings on a shared, oversubscribed 2-core box
 
 
 # ---------------------------------------------------------------- registry / errors

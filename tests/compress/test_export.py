@@ -12,14 +12,13 @@ from compress.export import ExportError, export_onnx, ort_session, verify_onnx
 from compress.models import get_model
 from compress.quantize import convert
 from spaces.policy import LayerBits, QuantSpec
+from tests.conftest import random_batches
 
 SIZE = 8
 
 
-def _batches(n: int, bs: int = 16, seed: int = 1) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    g = torch.Generator().manual_seed(seed)
-    return [(torch.randn(bs, 3, SIZE, SIZE, generator=g), torch.randint(0, 10, (bs,), generator=g))
-            for _ in range(n)]
+def _batches(n: int = 3, bs: int = 16, seed: int = 1) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return random_batches(n, bs, SIZE, seed)
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import multiprocessing as mp
 import os
 import time
@@ -12,13 +13,22 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from compress.measure import (
-    compare_latency, count_bops, count_flops, count_params, evaluate, latency_lock, layer_costs, layer_macs,
-    lock_path, measure_latency, model_size_bytes,
+    compare_latency,
+    count_bops,
+    count_flops,
+    count_params,
+    evaluate,
+    latency_lock,
+    layer_costs,
+    layer_macs,
+    lock_path,
+    measure_latency,
+    model_size_bytes,
 )
 from compress.measure._busy import busy_verdict
 from compress.models import MODELS, get_model, quantizable_layers
 from spaces.policy import LayerBits, PolicyError, QuantSpec
-
+from tests.conftest import lock_attempt_in_child
 
 # ----- accuracy ---------------------------------------------------------------------------
 
@@ -194,10 +204,7 @@ def conv_stack(width: int, depth: int = 3) -> nn.Module:
     return nn.Sequential(*layers).eval()
 
 
-@pytest.fixture(autouse=True)
-def _private_lock(tmp_path, monkeypatch):
-    """Tests never queue behind real measurements of other processes on this machine."""
-    monkeypatch.setenv("AUTOCOMPRESS_LATENCY_LOCK", str(tmp_path / "latency.lock"))
+pytestmark = pytest.mark.usefixtures("private_latency_lock")
 
 
 FAST = {"warmup_s": 0.05, "threads": 1}
@@ -303,32 +310,16 @@ def test_busy_verdict_rules():
     assert busy and "spread" in reason
 
 
-def _try_lock(path: str, q) -> None:
-    os.environ["AUTOCOMPRESS_LATENCY_LOCK"] = path
-    try:
-        with latency_lock(timeout_s=0.2):
-            q.put("acquired")
-    except TimeoutError as exc:
-        q.put(f"timeout: {exc}")
-
-
 def test_latency_lock_serialises_processes_and_is_reentrant(tmp_path):
     path = lock_path()
     assert path == tmp_path / "latency.lock"
-    ctx = mp.get_context("fork")
-    q = ctx.Queue()
+    attempt = functools.partial(latency_lock, timeout_s=0.2)  # the child inherits the lock path (env)
     with latency_lock() as waited:
         assert waited >= 0
         with latency_lock():  # re-entrant in one process
             pass
-        p = ctx.Process(target=_try_lock, args=(str(path), q))
-        p.start()
-        p.join(10)
-        assert q.get(timeout=5).startswith("timeout")
-    p = ctx.Process(target=_try_lock, args=(str(path), q))
-    p.start()
-    p.join(10)
-    assert q.get(timeout=5) == "acquired"
+        assert lock_attempt_in_child(attempt).startswith("timeout: latency lock")
+    assert lock_attempt_in_child(attempt) == "acquired"
 
 
 @pytest.mark.gpu
@@ -338,3 +329,39 @@ def test_cuda_latency_uses_events():
     stats = measure_latency(model, torch.randn(1, 3, 32, 32), device="cuda", runs=10, warmup_s=0.1)
     assert stats.device.startswith("cuda") and stats.median_ms > 0
     assert next(model.parameters()).device.type == "cpu"  # the caller's model is not moved
+
+
+def test_measurement_is_keyed_by_metric_names():
+    from autocompress.metrics import DETAILS, METRICS
+    from compress.measure import METRIC_KEYS, Measurement
+
+    assert set(METRIC_KEYS) == set(METRICS) | set(DETAILS)
+    m = Measurement(accuracy=90.0, flops=10, size=40, latency_ratio=0.5, latency_ci_low=0.4, latency_ci_high=0.6,
+                    latency_busy=False, images=64)
+    assert m.to_dict() == {"accuracy": 90.0, "flops": 10, "size": 40, "latency": 0.5, "latency_ratio": 0.5,
+                           "latency_ci_low": 0.4, "latency_ci_high": 0.6, "latency_busy": False}
+    assert m.latency == m.latency_ratio
+
+
+def test_measure_a_model_against_the_original():
+    from compress.measure import LatencyRatio, LatencySetup, LatencyStats, measure
+
+    model, original = conv_stack(8), conv_stack(16)
+    g = torch.Generator().manual_seed(0)
+    images, labels = torch.randn(40, 3, 16, 16, generator=g), torch.randint(0, 10, (40,), generator=g)
+    loader = DataLoader(TensorDataset(images, labels), batch_size=16)
+    ref = measure(original, input_size=16, quant=QuantSpec())
+    setup = LatencySetup(rounds=3, warmup_s=0.05, threads=1)
+    m = measure(model, input_size=16, loader=loader, reference={"accuracy": 50.0, "flops": ref.flops}, latency=setup,
+                original=original)
+    assert m.images == 40 and m.accuracy == evaluate(model, loader, progress=False)["top1"]
+    assert m.accuracy_drop == pytest.approx(50.0 - m.accuracy)
+    assert m.flops == count_flops(model, 16) < ref.flops and m.flops_ratio == pytest.approx(m.flops / ref.flops)
+    assert m.size == model_size_bytes(model, QuantSpec()) and ref.params == count_params(original)
+    assert isinstance(m.timing, LatencyRatio) and m.latency == m.latency_ratio == pytest.approx(m.timing.ratio)
+    assert m.latency_ci_low <= m.latency_ratio <= m.latency_ci_high and isinstance(m.latency_busy, bool)
+    assert list(m.times) == ["evaluate", "cost", "latency"]
+    alone = measure(model, input_size=16, costs=False, latency=LatencySetup(warmup_s=0.05, min_time_s=0.05, threads=1))
+    assert isinstance(alone.timing, LatencyStats) and alone.timing.median_ms > 0
+    assert alone.latency_ratio is None and alone.to_dict() == {}  # absolute timings are no metric
+

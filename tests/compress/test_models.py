@@ -6,11 +6,18 @@ import pytest
 import torch
 from torch import nn
 
-from compress.models import (
-    MODELS, CheckpointError, build_model, default_input_size, default_num_classes, get_model, is_cifar,
-    load_checkpoint, quantizable_layers,
-)
 from compress.measure import count_params
+from compress.models import (
+    MODELS,
+    CheckpointError,
+    build_model,
+    default_input_size,
+    default_num_classes,
+    get_model,
+    is_cifar,
+    load_checkpoint,
+    quantizable_layers,
+)
 from compress.registry import UnknownNameError
 from spaces.policy import ModelSpec
 

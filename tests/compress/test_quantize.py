@@ -8,18 +8,24 @@ from torch import nn
 
 from compress.models import get_model, quantizable_layers
 from compress.quantize import (
-    FakeQuantConv2d, FakeQuantLinear, calibrate, check_bits, convert, fake_quant_weight, fake_quantize,
-    resolve_bits, strip_fake_quant,
+    FakeQuantConv2d,
+    FakeQuantLinear,
+    calibrate,
+    check_bits,
+    convert,
+    fake_quant_weight,
+    fake_quantize,
+    resolve_bits,
+    strip_fake_quant,
 )
 from spaces.policy import LayerBits, PolicyError, QuantSpec
+from tests.conftest import random_batches
 
 SIZE = 8  # small inputs keep the CPU tests fast; the CIFAR ResNets are size-agnostic
 
 
-def _batches(n: int = 3, bs: int = 16, size: int = SIZE, seed: int = 1) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    g = torch.Generator().manual_seed(seed)
-    return [(torch.randn(bs, 3, size, size, generator=g), torch.randint(0, 10, (bs,), generator=g))
-            for _ in range(n)]
+def _batches(n: int = 3, bs: int = 16, seed: int = 1) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return random_batches(n, bs, SIZE, seed)
 
 
 def _model(name: str = "resnet20") -> nn.Module:

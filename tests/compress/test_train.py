@@ -9,16 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from compress.data import get_dataset
 from compress.models import get_model, load_checkpoint
-from compress.train import (DivergenceError, TrainingError, bn_recalibrate, fit, lr_factor, param_groups,
-                            save_checkpoint)
+from compress.train import DivergenceError, TrainingError, bn_recalibrate, fit, lr_factor, param_groups, save_checkpoint
 from spaces.policy import FinetuneSpec
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return get_dataset("digits")
 
 
 def tiny_cnn(num_classes: int = 10, bn: bool = True) -> nn.Module:
@@ -31,14 +24,7 @@ def tiny_cnn(num_classes: int = 10, bn: bool = True) -> nn.Module:
         nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(16 * 16, num_classes))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared, oversubscribed 2-core box, 2 OpenMP threads spin at
-    barriers and tiny convolutions become ~40x slower; 1 thread is steady."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _loss_on(model: nn.Module, batch) -> float:
@@ -267,10 +253,10 @@ def test_fit_on_cuda_uses_amp_and_channels_last(digits):
 
 
 def test_finetune_cli_recipe_compresses_then_artifact_reloads(tmp_path, capsys):
+    from pathlib import Path
+
     from search.cli import main
     from spaces.policy import Policy
-
-    from pathlib import Path
 
     recipe = Policy.load(Path(__file__).resolve().parents[2] / "spaces" / "recipes" / "resnet20-prune30-kd.yaml")
     ratios = {k: 0.5 for k in list(recipe.prune.ratios)[:2]}  # two blocks: quick to prune

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from search.records import RunInfo, TrialRecord, write_record, write_run_info
+from autocompress.rundir import RunInfo, TrialRecord, write_record, write_run_info
 from spaces.policy import DistillSpec, LayerBits, ModelSpec, Policy, PruneSpec, QuantSpec
 
 GROUPS = [f"layer{s}.{b}.conv1" for s in (1, 2, 3) for b in range(3)]
@@ -65,7 +65,8 @@ def build_run(root: Path, *, n: int = 12, seed: int = 0, objectives=(("accuracy"
         feasible = status == "complete" and metrics["accuracy_drop"] <= 6.0
         rec = TrialRecord(trial=t, status=status, policy=policy.to_dict(), policy_hash=policy.hash(),
                           metrics=metrics, feasible=feasible,
-                          constraints={"accuracy_drop <= 6.0": metrics.get("accuracy_drop", 0) - 6.0} if metrics else {},
+                          constraints=({"accuracy_drop <= 6.0": metrics.get("accuracy_drop", 0) - 6.0}
+                                       if metrics else {}),
                           baseline=baseline,
                           times={"prune": 0.5, "finetune": 10 + t, "evaluate": 2.0, "cost": 0.3, "latency": 1.5,
                                  "total": 14.3 + t},

@@ -7,10 +7,10 @@ import re
 
 import pytest
 
+from autocompress.pareto import hypervolume
+from autocompress.rundir import RunInfo, read_run_info, write_run_info
 from reports.compare import CompareError, compare_data, write_compare_report
-from reports.pareto import hypervolume
 from reports.tables import pareto_frame
-from search.records import RunInfo, read_run_info, write_run_info
 
 from ._html import embedded, parse
 from .conftest import build_run

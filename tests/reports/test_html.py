@@ -8,10 +8,11 @@ import re
 
 import pytest
 
+from autocompress.errors import RunFormatError
+from autocompress.rundir import RunInfo, read_run_info, write_run_info
 from reports.data import MAX_POLICIES, report_data, select_policies
 from reports.html import write_html_report
 from reports.tables import read_csv, trials_frame
-from search.records import RunFormatError, RunInfo, read_run_info, write_run_info
 
 from ._html import embedded, parse
 from .conftest import build_run
@@ -195,7 +196,7 @@ def test_duration_phases_follow_the_records(tmp_path):
     run_dir = build_run(tmp_path / "own")
     import json as _json
 
-    from search.records import record_path
+    from autocompress.rundir import record_path
 
     p = record_path(run_dir, 3)
     rec = _json.loads(p.read_text())

@@ -7,9 +7,10 @@ import json
 import pandas as pd
 import pytest
 
-from reports.pareto import non_dominated
+from autocompress.errors import RunFormatError
+from autocompress.pareto import non_dominated
+from autocompress.rundir import record_path
 from reports.tables import pareto_frame, read_csv, trials_frame, write_exports
-from search.records import RunFormatError, record_path
 from spaces.policy import Policy
 
 from .conftest import build_run

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from spaces.space import SearchSpace, space_from_dict
+from typing import Any
+
+from spaces.policy import Policy
+from spaces.space import SearchSpace, baseline_params, policy_from_params, space_from_dict
 
 SIZE = 16  # digits upsampled to 16x16: every forward pass of resnet20 is cheap
 
@@ -36,3 +39,9 @@ def tiny_space_dict(**changes) -> dict:
 
 def tiny_space(**changes) -> SearchSpace:
     return space_from_dict(tiny_space_dict(**changes))
+
+
+def baseline_policy(objective: Any, label: str) -> Policy:
+    """The Policy of one of the space's baselines (``original``, ``uniform-prune-0.5``, ...) on ``objective``'s dims."""
+    params = dict(baseline_params(objective.space, objective.dims))[label]
+    return policy_from_params(objective.space, objective.dims, params)

@@ -18,7 +18,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search.records import read_records, read_run_info
+from autocompress.rundir import read_records, read_run_info
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -75,6 +75,9 @@ def test_sigkill_then_rerun_finishes_exactly(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout)
     assert summary["complete"] == 8
+    # after the search the CLI asks reports for the exports and the HTML report
+    assert {"trials.csv", "pareto.csv", "report.html"} <= set(summary["exports"])
+    assert any(e.startswith("recipes/trial-") for e in summary["exports"]) and (out / "report.html").is_file()
     study = _study(out / "study.db")
     states = [t.state for t in study.trials]
     assert states.count(TrialState.COMPLETE) == 8
@@ -188,4 +191,3 @@ def test_real_quickstart_search(tmp_path):
     assert records[3].policy["quant"]["default"]["w"] == 8 or records[3].policy["quant"]["layers"]
     study = _study(tmp_path / "run" / "study.db")
     assert [t.values for t in study.trials] == [[x.metrics["accuracy"], x.metrics["flops"]] for x in records]
-    assert (tmp_path / "run" / "pareto.csv").is_file()

@@ -7,8 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from search.finalize import FinalizeError, choose_trial, final_policy, knee_index, parse_pick
-from search.records import RunInfo, TrialRecord, write_record, write_run_info
+from autocompress.pareto import knee_index
+from autocompress.rundir import RunInfo, TrialRecord, write_record, write_run_info
+from search.finalize import final_policy
+from search.picking import FinalizeError, choose_trial, parse_pick
 from spaces.space import baseline_params, policy_from_params
 from tests.search._tiny_space import tiny_space
 
@@ -63,7 +65,7 @@ def _fake_run(tmp_path, rows, constraints=("accuracy_drop <= 5",)):
             metrics={"accuracy": acc, "flops_ratio": fr, "latency_ratio": lat, "accuracy_drop": 90.0 - acc}))
     write_record(tmp_path, TrialRecord(trial=len(rows), status="failed", policy={}, policy_hash="x",
                                        error="DivergenceError: loss nan"))
-    from reports._load import load_run
+    from autocompress.rundir import load_run
 
     return load_run(tmp_path)
 

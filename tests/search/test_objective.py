@@ -7,18 +7,12 @@ import json
 import pytest
 
 from search.objective import Objective
-from spaces.space import baseline_params, policy_from_params
-from tests.search._tiny_space import tiny_space
+from tests.search._tiny_space import baseline_policy, tiny_space
 
 
 @pytest.fixture(scope="module")
 def objective(tmp_path_factory):
     return Objective(tiny_space(), tmp_path_factory.mktemp("run"))
-
-
-def _policy(objective, label):
-    params = dict(baseline_params(objective.space, objective.dims))[label]
-    return policy_from_params(objective.space, objective.dims, params)
 
 
 def test_reference_and_cached_baseline(objective):
@@ -33,14 +27,14 @@ def test_reference_and_cached_baseline(objective):
 
 
 def test_second_objective_reuses_baseline_and_reference(objective, monkeypatch):
-    import compress.train
+    import search.baseline
 
     _ = objective.reference
 
     def no_training(*a, **k):
         raise AssertionError("the cached baseline must be reused, not retrained")
 
-    monkeypatch.setattr(compress.train, "fit", no_training)
+    monkeypatch.setattr(search.baseline, "fit", no_training)
     other = Objective(objective.space, objective.run_dir)
     assert other.reference == objective.reference
     for a, b in zip(other.model.state_dict().values(), objective.model.state_dict().values()):
@@ -48,14 +42,14 @@ def test_second_objective_reuses_baseline_and_reference(objective, monkeypatch):
 
 
 def test_original_is_the_reference(objective):
-    m = objective.evaluate(_policy(objective, "original"), seed=0, trial=0)
+    m = objective.evaluate(baseline_policy(objective, "original"), seed=0, trial=0)
     assert m["accuracy"] == pytest.approx(objective.reference["accuracy"])
     assert m["accuracy_drop"] == pytest.approx(0.0) and m["flops_ratio"] == 1.0
     assert "finetune" not in m.times  # nothing to recover: not fine-tuned
 
 
 def test_pruned_policy_metrics_and_cache(objective):
-    policy = _policy(objective, "uniform-prune-0.5")
+    policy = baseline_policy(objective, "uniform-prune-0.5")
     before = objective.evaluations
     m = objective.evaluate(policy, seed=0, trial=3)
     ref = objective.reference
@@ -80,7 +74,7 @@ def test_pruned_policy_metrics_and_cache(objective):
 
 
 def test_int8_policy_costs(objective):
-    m = objective.evaluate(_policy(objective, "uniform-int8"), seed=0)
+    m = objective.evaluate(baseline_policy(objective, "uniform-int8"), seed=0)
     ref = objective.reference
     assert m["flops"] == ref["flops"]
     assert m["size"] < 0.3 * ref["size"] and m["bops"] == pytest.approx(ref["bops"] / 16, rel=0.05)
@@ -95,7 +89,7 @@ def test_accuracy_uses_val_never_test(objective, monkeypatch):
         return loader(self, split, *a, **k)
 
     monkeypatch.setattr(type(objective.data), "loader", spy)
-    policy = _policy(objective, "uniform-prune-0.25")
+    policy = baseline_policy(objective, "uniform-prune-0.25")
     objective.evaluate(policy, seed=0)
     assert "val" in splits and "test" not in splits
 
@@ -108,7 +102,7 @@ def test_latency_measured_when_needed(tmp_path, objective):
     shutil.copytree(objective.run_dir / "baseline", tmp_path / "baseline")  # skip retraining
     obj = Objective(space, tmp_path)
     assert obj.reference["latency"] == 1.0
-    m = obj.evaluate(_policy(obj, "uniform-prune-0.5"), seed=0)
+    m = obj.evaluate(baseline_policy(obj, "uniform-prune-0.5"), seed=0)
     assert m["latency"] == m["latency_ratio"] > 0
     assert m["latency_ci_low"] <= m["latency_ratio"] <= m["latency_ci_high"]
     assert isinstance(m["latency_busy"], bool) and "latency" in m.times
@@ -132,7 +126,7 @@ def test_builtin_cifar_space_with_shared_checkpoint(tmp_path, cifar_jpeg_dir):
     ref = obj.reference
     assert ref["accuracy"] > 75.0 and ref["val_images"] == 500
     assert ref["flops"] == pytest.approx(40.6e6, rel=0.05)  # resnet20 at 32x32 (fvcore MACs)
-    m = obj.evaluate(_policy(obj, "uniform-prune-0.5"), seed=0)
+    m = obj.evaluate(baseline_policy(obj, "uniform-prune-0.5"), seed=0)
     assert m["flops_ratio"] < 0.75 and 0.0 <= m["accuracy"] <= 100.0
 
 
@@ -140,7 +134,7 @@ def test_adapt_fine_tunes_a_checkpoint_once(objective, tmp_path, monkeypatch):
     """``model.adapt``: the loaded checkpoint is fine-tuned on train once; that model is the original."""
     import torch
 
-    import compress.train
+    import search.baseline
 
     ckpt = tmp_path / "ckpt.pt"
     torch.save(objective.model.state_dict(), ckpt)
@@ -160,7 +154,7 @@ def test_adapt_fine_tunes_a_checkpoint_once(objective, tmp_path, monkeypatch):
     def no_training(*a, **k):
         raise AssertionError("the adapted model must be reused, not adapted again")
 
-    monkeypatch.setattr(compress.train, "fit", no_training)
+    monkeypatch.setattr(search.baseline, "fit", no_training)
     again = Objective(space, run)
     assert all(torch.equal(a, b) for a, b in zip(again.model.state_dict().values(),
                                                  adapted.model.state_dict().values()))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import pytest
@@ -30,7 +31,7 @@ def test_load_yaml_with_overrides(tmp_path):
     f.write_text("name: x\ninner: {steps: 5}\ntags: [a, b]\n")
     cfg = load(Cfg, f, overrides=["inner.lr=0.5", "extra.k=3", "maybe=7"])
     assert cfg == Cfg(name="x", inner=Inner(steps=5, lr=0.5), tags=("a", "b"), extra={"k": 3}, maybe=7)
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.name = "y"  # frozen
     assert to_dict(cfg)["tags"] == ["a", "b"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import textwrap
@@ -29,7 +30,7 @@ from spaces.space import (
 BUILTINS = ("quickstart", "resnet20-cifar10", "resnet56-cifar10", "resnet18-imagenet", "resnet50-imagenet")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def model_info(name: str) -> tuple[dict[str, int], tuple[str, ...], dict[str, str]]:
     """Real prune groups (name -> channels), quantizable layers and group kinds of a registered model."""
     model = get_model(name)
@@ -350,7 +351,7 @@ def test_baselines_snap_to_grid_and_are_valid():
     dims = expand(space, groups, layers)
     base = dict(baseline_params(space, dims))
     assert list(base) == ["original", "uniform-prune-0.3", "uniform-prune-0.5", "uniform-int8"]  # labels: applied
-    for label, params in base.items():
+    for params in base.values():
         assert set(params) == {d.name for d in dims}
         policy = policy_from_params(space, dims, params)
         policy.check_against(groups, layers)
@@ -390,7 +391,7 @@ def test_enqueued_baselines_are_replayed_by_optuna():
 
 def test_search_space_is_frozen():
     space = load_space("quickstart")
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         space.name = "other"  # type: ignore[misc]
     assert isinstance(space, SearchSpace)
 

@@ -1,4 +1,5 @@
-"""Hand-checked Pareto cases: dominance, ties, duplicates, exact hypervolume in 2-D/3-D, knee point."""
+"""Hand-checked Pareto cases: dominance, ties, duplicates, exact hypervolume in 2-D/3-D, knee point,
+crowding distance."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import itertools
 import numpy as np
 import pytest
 
-from reports.pareto import (
+from autocompress.pareto import (
     ParetoError,
+    crowding_distance,
     default_reference,
     hypervolume,
     hypervolume_curve,
@@ -110,6 +112,29 @@ def test_knee_point():
     pts = [[90, 10], [88, 3], [70, 2], [60, 20]]
     assert knee_point(pts, MAX_MIN) == 1
     assert knee_point([[90, 10]], MAX_MIN) == 0
+
+
+def test_crowding_distance_hand_checked():
+    # (accuracy, flops) on a front: the ends are inf; inner points sum their neighbours' normalised gaps
+    pts = [[90, 40], [85, 20], [80, 15], [70, 10]]
+    dist = crowding_distance(pts, MAX_MIN)
+    assert np.isinf(dist[0]) and np.isinf(dist[3])
+    # point 1: accuracy gap (90 - 80) / 20 + flops gap (40 - 15) / 30; point 2: (85 - 70) / 20 + (20 - 10) / 30
+    assert dist[1] == pytest.approx(10 / 20 + 25 / 30)
+    assert dist[2] == pytest.approx(15 / 20 + 10 / 30)
+    # the order of the points and the direction of an objective do not change the distances
+    perm = [2, 0, 3, 1]
+    np.testing.assert_allclose(crowding_distance(np.asarray(pts)[perm], MAX_MIN), dist[perm])
+    np.testing.assert_allclose(crowding_distance(pts, ["minimize", "minimize"]), dist)
+
+
+def test_crowding_distance_small_and_flat_sets():
+    assert np.isinf(crowding_distance([[1, 2], [2, 1]], MAX_MIN)).all()
+    assert crowding_distance(np.zeros((0, 2)), MAX_MIN).shape == (0,)
+    flat = crowding_distance([[5, 1], [5, 2], [5, 3]], MAX_MIN)  # accuracy equal everywhere: adds nothing
+    assert np.isinf(flat[[0, 2]]).all() and flat[1] == pytest.approx(1.0)
+    with pytest.raises(ParetoError):
+        crowding_distance([[1, 2, 3]], MAX_MIN)
 
 
 def test_default_reference_and_fraction():

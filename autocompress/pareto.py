@@ -41,6 +41,12 @@ Knee point (:func:`knee_point`)
     every objective over the non-dominated set: the best balanced trade-off. Ties go to the
     lowest index.
 
+Crowding distance (:func:`crowding_distance`)
+    NSGA-II's density estimate within one set of points: per objective, the gap between a
+    point's two neighbours in sorted order, divided by that objective's range, summed over the
+    objectives. The extreme points of every objective get ``inf`` (always kept); a larger
+    distance means a more isolated point. Used to promote diverse points of a front.
+
 Knee of a front (:func:`knee_index`, what ``autocompress finalize --pick knee`` picks)
     On a non-dominated set with objectives normalised to [0, 1], the point farthest from the
     line through the two extreme points (2 objectives) or the hyperplane through the
@@ -56,7 +62,7 @@ from typing import Any
 
 import numpy as np
 
-DIRECTIONS = ("maximize", "minimize")
+from autocompress.metrics import DIRECTIONS
 
 #: metrics whose default reference / ideal is defined by :func:`default_reference`
 PERCENT_METRICS = ("accuracy", "top5")
@@ -262,6 +268,28 @@ def _extremes_plane(pts: np.ndarray) -> tuple[np.ndarray, float, np.ndarray] | N
     if abs(c) < 1e-12:  # the plane passes through the ideal point: no "towards the ideal" side
         return None
     return (w, c, z) if c > 0 else (-w, -c, z)
+
+
+def crowding_distance(points: np.ndarray | Sequence[Sequence[float]], directions: Sequence[str]) -> np.ndarray:
+    """NSGA-II crowding distance of every point (see the module docstring); ``inf`` at the extremes.
+
+    Sets of one or two points are all extremes (``inf``). An objective in which every point is
+    equal adds nothing. Duplicate points share their neighbours' gap in sorted order.
+    """
+    pts = _as_min(points, directions)
+    n, d = pts.shape
+    dist = np.zeros(n)
+    if n <= 2:
+        dist[:] = np.inf
+        return dist
+    for j in range(d):
+        order = np.argsort(pts[:, j], kind="stable")
+        column = pts[order, j]
+        span = column[-1] - column[0]
+        dist[order[0]] = dist[order[-1]] = np.inf
+        if span > 0:
+            dist[order[1:-1]] += (column[2:] - column[:-2]) / span
+    return dist
 
 
 def _metric_reference(metric: str, reference_metrics: Mapping[str, Any]) -> float:

@@ -1,0 +1,185 @@
+"""One measurement service: accuracy, costs and latency of a model or a compressed model.
+
+Every path that scores a model (the search objective, ``finalize``, the ``apply`` and
+``evaluate`` commands) calls :func:`measure` and gets a :class:`Measurement` whose fields are
+named as the metrics (:data:`autocompress.metrics.METRICS`), so the keys agree everywhere.
+
+What is measured on what, for a :class:`compress.apply.Compressed` result:
+
+- accuracy on ``Compressed.scored(layers)`` (the deploy model when it runs the policy's exact
+  precision, else the fake-quant simulation), on CPU when the model is quantized;
+- FLOPs, params, size and BOPs on the float structure (fake-quant layers back to float; fvcore
+  cannot trace converted INT8 models), size and BOPs at the policy's bit-widths;
+- latency on the deploy model, as a ratio to ``original`` timed interleaved
+  (:func:`compress.measure.compare_latency`); without ``original``, absolute timings
+  (:func:`compress.measure.measure_latency`, ``Measurement.timing``, no metric).
+
+A plain ``nn.Module`` is all three (its fake-quant layers, if any, stripped for the costs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from compress._timing import phase
+from compress.apply import Compressed
+from compress.measure._accuracy import evaluate
+from compress.measure._bits import count_bops, model_size_bytes
+from compress.measure._flops import count_flops, count_params
+from compress.measure._latency import LatencyRatio, LatencyStats, compare_latency, measure_latency
+from compress.models import quantizable_layers
+from compress.quantize import FAKE_QUANT_TYPES, strip_fake_quant
+from spaces.policy import QuantSpec
+
+#: metric keys of :meth:`Measurement.to_dict`, in this order (trial records and tables keep it)
+METRIC_KEYS = ("accuracy", "top5", "flops", "params", "size", "bops", "accuracy_drop", "flops_ratio",
+               "latency", "latency_ratio", "latency_ci_low", "latency_ci_high", "latency_busy")
+
+
+@dataclass(frozen=True)
+class LatencySetup:
+    """How latency is timed: the fields of a search space's ``budget.latency`` plus ``min_time_s``
+    (seconds of timed runs for absolute timings, when there is no original to compare with)."""
+
+    backend: str = "torch"
+    device: str = "cpu"
+    batch: int = 1
+    threads: int | None = 2
+    rounds: int = 20
+    warmup_s: float = 0.5
+    min_time_s: float = 1.0
+
+    @classmethod
+    def of(cls, budget: Any) -> LatencySetup:
+        """From any object with ``backend, device, batch, threads, rounds, warmup_s`` (a space's
+        ``budget.latency``)."""
+        return cls(backend=budget.backend, device=budget.device, batch=budget.batch, threads=budget.threads,
+                   rounds=budget.rounds, warmup_s=budget.warmup_s)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Measured values, named as the metrics; ``None`` where not measured.
+
+    ``images`` counts the images accuracy was scored on; ``timing`` is the raw latency result: a
+    :class:`~compress.measure.LatencyRatio` (the deploy model against the original, whose ratio,
+    confidence interval and busy flag are ``latency_ratio`` (also ``latency``), ``latency_ci_low``,
+    ``latency_ci_high``, ``latency_busy``) or, without an original, :class:`~compress.measure.LatencyStats`;
+    ``times`` the seconds per phase (``evaluate``, ``cost``, ``latency``).
+    """
+
+    accuracy: float | None = None
+    top5: float | None = None
+    images: int | None = None
+    flops: int | None = None
+    params: int | None = None
+    size: int | None = None
+    bops: int | None = None
+    accuracy_drop: float | None = None
+    flops_ratio: float | None = None
+    timing: LatencyRatio | LatencyStats | None = field(default=None, compare=False, repr=False)
+    latency_ratio: float | None = None
+    latency_ci_low: float | None = None
+    latency_ci_high: float | None = None
+    latency_busy: bool | None = None
+    times: dict[str, float] = field(default_factory=dict, compare=False)
+
+    @property
+    def latency(self) -> float | None:
+        """The ``latency`` metric: the same number as ``latency_ratio``."""
+        return self.latency_ratio
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{metric name: value}`` of everything measured, in :data:`METRIC_KEYS` order."""
+        values = {k: getattr(self, k) for k in METRIC_KEYS}
+        return {k: v for k, v in values.items() if v is not None}
+
+
+def float_structure(model: nn.Module) -> nn.Module:
+    """The float (pruned) structure of a trainable model, for counting: fake-quant layers back to float."""
+    if any(isinstance(m, FAKE_QUANT_TYPES) for m in model.modules()):
+        return strip_fake_quant(model).cpu().eval()
+    return model.cpu().eval()
+
+
+def _is_quantized(model: nn.Module) -> bool:
+    """Converted (INT8 FX) models only run on CPU."""
+    return any("quantized" in type(m).__module__ for m in model.modules())
+
+
+def _accuracy(model: nn.Module, loader: Iterable, device: str, progress: bool) -> dict[str, Any]:
+    res = evaluate(model, loader, device="cpu" if _is_quantized(model) else device, topk=(1, 5), progress=progress)
+    out: dict[str, Any] = {"accuracy": float(res["top1"]), "images": int(res["n"])}
+    if "top5" in res:
+        out["top5"] = float(res["top5"])
+    return out
+
+
+def _costs(structure: nn.Module, input_size: int, quant: QuantSpec) -> dict[str, int]:
+    return {"flops": int(count_flops(structure, input_size)), "params": int(count_params(structure)),
+            "size": int(model_size_bytes(structure, quant)), "bops": int(count_bops(structure, input_size, quant))}
+
+
+def _latency(deploy: nn.Module, original: nn.Module | None, example: torch.Tensor,
+             setup: LatencySetup) -> LatencyRatio | LatencyStats:
+    if original is None:
+        return measure_latency(deploy, example, backend=setup.backend, device=setup.device, threads=setup.threads,
+                               warmup_s=setup.warmup_s, min_time_s=setup.min_time_s)
+    return compare_latency(deploy, original, example, backend=setup.backend, device=setup.device,
+                           threads=setup.threads, rounds=setup.rounds, warmup_s=setup.warmup_s)
+
+
+def measure(subject: Compressed | nn.Module, *, input_size: int, loader: Iterable | None = None,
+            costs: bool = True, quant: QuantSpec | None = None, layers: Sequence[str] | None = None,
+            reference: Mapping[str, Any] | None = None, latency: LatencySetup | None = None,
+            original: nn.Module | None = None, example: torch.Tensor | None = None,
+            device: str = "cpu", progress: bool = False) -> Measurement:
+    """Measure ``subject`` (see the module docstring for what is measured on which model).
+
+    Args:
+        input_size: image side for FLOPs/BOPs and the random latency example.
+        loader: score top-1/top-5 accuracy on these batches (none: no accuracy).
+        costs: count FLOPs, params, size and BOPs.
+        quant: bit-widths for size/BOPs (default: a Compressed result's policy, else float).
+        layers: the original model's quantizable layers for ``Compressed.scored`` (default: the
+            compressed model's, which keep their names).
+        reference: the original's metrics (``accuracy``, ``flops``): adds ``accuracy_drop`` and
+            ``flops_ratio`` for what was measured.
+        latency: time the deploy model (a ratio to ``original`` when given, else absolute).
+        example: the latency input (default: random, ``latency.batch`` images).
+    """
+    if isinstance(subject, Compressed):
+        scored = subject.scored(layers if layers is not None else quantizable_layers(subject.model))[0]
+        trainable, deploy = subject.model, subject.deploy
+        quant = subject.policy.quant if quant is None else quant
+    else:
+        scored = trainable = deploy = subject
+    values: dict[str, Any] = {}
+    times: dict[str, float] = {}
+    if loader is not None:
+        with phase(times, "evaluate"):
+            values.update(_accuracy(scored, loader, device, progress))
+    if costs:
+        with phase(times, "cost"):
+            values.update(_costs(float_structure(trainable), input_size, quant or QuantSpec()))
+    if reference is not None and "accuracy" in values:
+        values["accuracy_drop"] = float(reference["accuracy"]) - values["accuracy"]
+    if reference is not None and "flops" in values:
+        values["flops_ratio"] = values["flops"] / max(float(reference["flops"]), 1.0)
+    if latency is not None:
+        if example is None:
+            example = torch.randn(latency.batch, 3, input_size, input_size)
+        with phase(times, "latency"):
+            values["timing"] = timing = _latency(deploy, original, example, latency)
+        if isinstance(timing, LatencyRatio):
+            values.update(latency_ratio=float(timing.ratio), latency_ci_low=float(timing.ci_low),
+                          latency_ci_high=float(timing.ci_high), latency_busy=bool(timing.busy))
+    return Measurement(**values, times=times)
+
+
+__all__ = ["METRIC_KEYS", "LatencySetup", "Measurement", "float_structure", "measure"]
