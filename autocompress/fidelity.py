@@ -1,0 +1,151 @@
+"""Proxy fidelity: how well the search's proxy accuracy ranks candidates the way full fine-tuning does.
+
+Pure statistics over paired samples (one pair per audited trial), used by ``autocompress audit``,
+the reports and ``compare``. No I/O.
+
+- :func:`kendall_tau` / :func:`spearman_rho`: rank correlations (tau-b, so ties are handled) between
+  proxy and final accuracy, each with a seeded percentile-bootstrap 95% interval over the pairs
+  (:class:`Correlation`). Fewer than 3 pairs, or no variation in either sample, gives ``nan``.
+- :func:`regret`: at a cost budget, the final accuracy lost by choosing the trial with the best
+  *proxy* accuracy among those within the budget instead of the one with the best *final* accuracy.
+  :func:`default_budgets` picks three budgets (cost quantiles 0.25 / 0.5 / 0.75 of the audited
+  trials, so each budget holds some of them).
+- :func:`ties_within_noise`: which pairs of front points differ by less than ``k`` proxy standard
+  deviations (the audit's ``--noise`` estimate), i.e. cannot be told apart by the proxy.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+BOOTSTRAP_SAMPLES = 2000
+CONFIDENCE = 0.95
+BUDGET_QUANTILES = (0.25, 0.5, 0.75)
+
+
+@dataclass(frozen=True)
+class Correlation:
+    """A rank correlation with its bootstrap interval (``nan`` where undefined)."""
+
+    value: float
+    ci_low: float
+    ci_high: float
+    n: int
+    confidence: float = CONFIDENCE
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Regret:
+    """Regret of choosing by proxy at one cost budget (accuracy points, >= 0)."""
+
+    budget: float
+    regret: float
+    chosen: int  # index of the proxy's choice among the pairs
+    best: int  # index of the best final accuracy within the budget
+    candidates: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _pairs(x: Sequence[float], y: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"paired samples must be 1-D and of equal length, got {a.shape} and {b.shape}")
+    keep = np.isfinite(a) & np.isfinite(b)
+    return a[keep], b[keep]
+
+
+def _tau(a: np.ndarray, b: np.ndarray) -> float:
+    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return math.nan
+    return float(stats.kendalltau(a, b, variant="b").statistic)
+
+
+def _rho(a: np.ndarray, b: np.ndarray) -> float:
+    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return math.nan
+    return float(stats.spearmanr(a, b).statistic)
+
+
+def _with_interval(stat, x: Sequence[float], y: Sequence[float], *, samples: int, seed: int,
+                   confidence: float) -> Correlation:
+    a, b = _pairs(x, y)
+    value = stat(a, b)
+    if math.isnan(value):
+        return Correlation(math.nan, math.nan, math.nan, len(a), confidence)
+    rng = np.random.default_rng(seed)
+    draws = [stat(a[i], b[i]) for i in rng.integers(0, len(a), size=(samples, len(a)))]
+    finite = np.array([d for d in draws if not math.isnan(d)])
+    if len(finite) == 0:
+        return Correlation(value, math.nan, math.nan, len(a), confidence)
+    tail = (1.0 - confidence) / 2 * 100
+    low, high = np.percentile(finite, [tail, 100 - tail])
+    return Correlation(value, float(low), float(high), len(a), confidence)
+
+
+def kendall_tau(proxy: Sequence[float], final: Sequence[float], *, samples: int = BOOTSTRAP_SAMPLES,
+                seed: int = 0, confidence: float = CONFIDENCE) -> Correlation:
+    """Kendall's tau-b between paired samples with a percentile-bootstrap interval (seeded)."""
+    return _with_interval(_tau, proxy, final, samples=samples, seed=seed, confidence=confidence)
+
+
+def spearman_rho(proxy: Sequence[float], final: Sequence[float], *, samples: int = BOOTSTRAP_SAMPLES,
+                 seed: int = 0, confidence: float = CONFIDENCE) -> Correlation:
+    """Spearman's rho between paired samples with a percentile-bootstrap interval (seeded)."""
+    return _with_interval(_rho, proxy, final, samples=samples, seed=seed, confidence=confidence)
+
+
+def regret(proxy: Sequence[float], final: Sequence[float], cost: Sequence[float], budget: float) -> Regret | None:
+    """Regret at ``budget``: best final accuracy within the budget minus the final accuracy of the
+    trial the proxy would pick there (highest proxy; ties to the lower cost, then the lower index).
+    None when no trial fits the budget."""
+    p, f, c = (np.asarray(v, dtype=float) for v in (proxy, final, cost))
+    inside = [i for i in range(len(c)) if c[i] <= budget and math.isfinite(p[i]) and math.isfinite(f[i])]
+    if not inside:
+        return None
+    chosen = min(inside, key=lambda i: (-p[i], c[i], i))
+    best = min(inside, key=lambda i: (-f[i], c[i], i))
+    return Regret(budget=float(budget), regret=float(f[best] - f[chosen]), chosen=chosen, best=best,
+                  candidates=len(inside))
+
+
+def default_budgets(cost: Sequence[float], quantiles: Sequence[float] = BUDGET_QUANTILES) -> list[float]:
+    """Cost budgets at the given quantiles of the audited trials' costs (distinct, ascending)."""
+    c = np.asarray([v for v in cost if math.isfinite(float(v))], dtype=float)
+    if len(c) == 0:
+        return []
+    return sorted({float(np.quantile(c, q, method="higher")) for q in quantiles})
+
+
+def ties_within_noise(values: Sequence[float], sigma: float, k: float = 2.0) -> list[tuple[int, int]]:
+    """Index pairs ``(i, j)``, ``i < j``, whose values differ by less than ``k * sigma``."""
+    v = [float(x) for x in values]
+    if not math.isfinite(sigma) or sigma <= 0:
+        return []
+    return [(i, j) for i in range(len(v)) for j in range(i + 1, len(v)) if abs(v[i] - v[j]) < k * sigma]
+
+
+def pooled_std(groups: Sequence[Sequence[float]]) -> float:
+    """Pooled within-group standard deviation (ddof 1 per group) of repeated measurements, e.g. the
+    proxy accuracy of the same trial under several seeds. ``nan`` without any repeated group."""
+    num, den = 0.0, 0
+    for g in groups:
+        a = np.asarray([x for x in g if math.isfinite(float(x))], dtype=float)
+        if len(a) >= 2:
+            num += float(((a - a.mean()) ** 2).sum())
+            den += len(a) - 1
+    return math.sqrt(num / den) if den else math.nan
+
+
+__all__ = ["Correlation", "Regret", "default_budgets", "kendall_tau", "pooled_std", "regret", "spearman_rho",
+           "ties_within_noise"]
