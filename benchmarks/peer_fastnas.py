@@ -33,14 +33,15 @@ Command line (writes one recipe per point, its INT8 variant, and ``fastnas.json`
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import dataclasses
 import hashlib
+import importlib.metadata
 import json
 import logging
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,7 @@ def require_modelopt() -> Any:
     """Import ``modelopt.torch.prune``; raise :class:`PeerUnavailable` with the install line if absent."""
     try:
         import modelopt.torch.prune as mtp
-        import torchprofile.profile as profile  # ModelOpt counts FLOPs with torchprofile
+        from torchprofile import profile  # ModelOpt counts FLOPs with torchprofile
     except ImportError as exc:
         raise PeerUnavailable(f"the FastNAS peer needs NVIDIA ModelOpt ({exc}); install it: {INSTALL_HINT}") from None
     if not hasattr(profile, "handlers"):  # torchprofile 0.1 dropped the table ModelOpt 0.47 patches
@@ -93,7 +94,7 @@ class FastNASSettings:
     channel_divisor: int = 4
     val_limit: int | None = 2000
     eval_batch_size: int = 256
-    bn_batch_size: int = 64
+    bn_batch_size: int = 32
     stage_channels: bool = False
     seed: int = 0
 
@@ -153,9 +154,11 @@ def run_fastnas(model: nn.Module, data: Any, flops_fraction: float, *, input_siz
     config = {"data_loader": data.loader("train", settings.bn_batch_size, shuffle=True, seed=settings.seed),
               "score_func": score, "verbose": False,
               "checkpoint": str(search_checkpoint) if search_checkpoint else None}
-    subnet, state = mtp.prune(work, mode=_mode(settings.channel_divisor),
-                              constraints={"flops": f"{100 * flops_fraction:g}%"},
-                              dummy_input=torch.zeros(1, 3, input_size, input_size), config=config)
+    with warnings.catch_warnings():  # "checkpoint ... does not exist! Initializing from scratch." and the like
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"modelopt\.torch\.opt\.searcher")
+        subnet, state = mtp.prune(work, mode=_mode(settings.channel_divisor),
+                                  constraints={"flops": f"{100 * flops_fraction:g}%"},
+                                  dummy_input=torch.zeros(1, 3, input_size, input_size), config=config)
     return subnet.eval(), state
 
 
@@ -202,9 +205,7 @@ def fastnas_policy(model: nn.Module, data: Any, flops_fraction: float, *, spec: 
     subnet, state = run_fastnas(model, data, flops_fraction, input_size=spec.input_size, settings=settings,
                                 search_checkpoint=search_checkpoint)
     seconds = time.perf_counter() - t0
-    import modelopt
-
-    provenance = {"source": "nvidia-modelopt fastnas", "modelopt": modelopt.__version__,
+    provenance = {"source": "nvidia-modelopt fastnas", "modelopt": importlib.metadata.version("nvidia-modelopt"),
                   "flops_fraction": flops_fraction, **dataclasses.asdict(settings)}
     policy = policy_from_subnet(model, subnet, spec, provenance=provenance)
     x = next(iter(data.loader("calib", 64, shuffle=False)))[0]
@@ -278,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="output directory")
     ap.add_argument("--channel-divisor", type=int, default=4, help="channel counts are multiples of this (default 4)")
     ap.add_argument("--val-limit", type=int, help="val images the score uses (default: the space's budget.val_limit)")
-    ap.add_argument("--bn-batch-size", type=int, default=64, help="50 train batches of this size re-estimate BN")
+    ap.add_argument("--bn-batch-size", type=int, default=32,
+                    help="FastNAS re-estimates BN on 50 train batches of this size (default 32)")
     ap.add_argument("--stage-channels", action="store_true", help="convert option-A shortcuts so FastNAS also "
                                                                   "prunes stage channels (layer1, layer2)")
     args = ap.parse_args(argv)

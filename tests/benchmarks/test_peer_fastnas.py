@@ -16,7 +16,7 @@ from tests.compress.test_prune import make
 from tests.compress.test_prune_match import permute_channels
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-import peer_fastnas  # noqa: E402
+import peer_fastnas
 
 SIZE = 16
 SPEC = ModelSpec(name="resnet20", input_size=32)
