@@ -55,7 +55,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 from compress.apply import apply
 from compress.measure import count_flops, count_params, evaluate
 from compress.prune import MatchError, convert_option_a, list_groups, match_kept
-from spaces._schema import UserError
+from autocompress.errors import UserError
 from spaces.policy import LayerBits, ModelSpec, Policy, PruneSpec, QuantSpec
 
 log = logging.getLogger("peer_fastnas")
