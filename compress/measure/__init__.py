@@ -6,11 +6,12 @@
 
 from compress.measure._accuracy import evaluate
 from compress.measure._bits import count_bops, layer_costs, model_size_bytes
-from compress.measure._flops import count_flops, count_params, layer_macs
+from compress.measure._flops import count_flops, count_params, layer_macs, module_flops
 from compress.measure._latency import LatencyRatio, LatencyStats, compare_latency, measure_latency
 from compress.measure._lock import latency_lock, lock_path
 
 __all__ = [
     "LatencyRatio", "LatencyStats", "compare_latency", "latency_lock", "lock_path", "measure_latency",
     "count_bops", "count_flops", "count_params", "evaluate", "layer_costs", "layer_macs", "model_size_bytes",
+    "module_flops",
 ]
