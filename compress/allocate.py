@@ -33,7 +33,6 @@ wastefully below it. Costs are evaluated for all candidates at once with numpy, 
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from typing import Literal
 import numpy as np
 from torch import nn
 
+from compress._allocate_search import Knob, exact, greedy, improve, state
 from spaces.policy import LayerBits, keep_count
 
 log = logging.getLogger(__name__)
@@ -148,11 +148,12 @@ class CostModel:
 
     def costs(self, factors: np.ndarray) -> np.ndarray:
         """Costs of a batch of factor vectors (shape ``(M, F+1)``), vectorised."""
-        base, idx = self._cache()
+        base, idx = self.arrays()
         f = np.atleast_2d(factors)
         return (f[:, idx[:, 0]] * f[:, idx[:, 1]] * f[:, idx[:, 2]]) @ base + self.constant
 
-    def _cache(self) -> tuple[np.ndarray, np.ndarray]:
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(base per term, (terms, 3) factor positions)``, built once."""
         cached = self.__dict__.get("_arrays")
         if cached is None:
             cached = self._index()
@@ -211,100 +212,24 @@ class Allocation:
     bits: dict[str, LayerBits] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class _Knob:
-    name: str
-    factor: int  # position in the factor vector
-    choices: tuple  # ratios (ascending) or LayerBits (float first, then fewer bits)
-    values: np.ndarray  # factor value per choice
-    losses: np.ndarray  # sensitivity loss per choice
-
-
 def _knobs(smap, cost: CostModel, grid: Sequence[float], groups: Sequence[str],
-           bit_choices: Sequence[LayerBits]) -> list[_Knob]:
+           bit_choices: Sequence[LayerBits]) -> list[Knob]:
+    """Prune knobs (grid ratios that keep a channel) and, for ``bops``, the measured bit choices."""
     knobs = []
     names = cost.factor_names
     for g in groups:
-        ratios = [r for r in sorted(set(float(r) for r in grid)) if cost.keep_fraction(g, r) > 0]
-        knobs.append(_Knob(g, names.index(g), tuple(ratios), np.asarray([cost.keep_fraction(g, r) for r in ratios]),
-                           np.asarray([smap.prune_loss(g, r) for r in ratios])))
+        ratios = [r for r in sorted({float(r) for r in grid}) if cost.keep_fraction(g, r) > 0]
+        knobs.append(Knob(g, names.index(g), tuple(ratios), np.asarray([cost.keep_fraction(g, r) for r in ratios]),
+                          np.asarray([smap.prune_loss(g, r) for r in ratios])))
     if cost.metric == "bops":
         ordered = sorted({b for b in bit_choices if not b.is_float}, key=bits_factor, reverse=True)
         for u in cost.units:
-            measured = [(b, smap.quant_loss(u, b)) for b in ordered]
-            choices = [FLOAT] + [b for b, loss in measured if loss is not None]
-            losses = [0.0] + [loss for _, loss in measured if loss is not None]
-            if len(choices) > 1:
-                knobs.append(_Knob(u, names.index(f"unit:{u}"), tuple(choices),
-                                   np.asarray([bits_factor(b) for b in choices]), np.asarray(losses)))
+            measured = [(b, loss) for b in ordered if (loss := smap.quant_loss(u, b)) is not None]
+            if measured:
+                choices = (FLOAT, *(b for b, _ in measured))
+                knobs.append(Knob(u, names.index(f"unit:{u}"), choices, np.asarray([bits_factor(b) for b in choices]),
+                                  np.asarray([0.0] + [loss for _, loss in measured])))
     return knobs
-
-
-def _state(knobs: Sequence[_Knob], base: np.ndarray, choice: Sequence[int]) -> np.ndarray:
-    v = base.copy()
-    for k, j in zip(knobs, choice):
-        v[k.factor] = k.values[j]
-    return v
-
-
-def _moves(knobs: Sequence[_Knob], choice: Sequence[int], *, forward_only: bool) -> list[tuple[int, int]]:
-    return [(i, j) for i, k in enumerate(knobs) for j in range(len(k.choices))
-            if (j > choice[i] if forward_only else j != choice[i])]
-
-
-def _evaluate(cost: CostModel, knobs: Sequence[_Knob], v: np.ndarray, choice: Sequence[int],
-              moves: Sequence[Sequence[tuple[int, int]]]) -> tuple[np.ndarray, np.ndarray]:
-    """New cost and loss change of each compound move (a list of (knob, choice) changes)."""
-    batch = np.repeat(v[None, :], len(moves), axis=0)
-    dloss = np.zeros(len(moves))
-    for m, changes in enumerate(moves):
-        for i, j in changes:
-            batch[m, knobs[i].factor] = knobs[i].values[j]
-            dloss[m] += knobs[i].losses[j] - knobs[i].losses[choice[i]]
-    return cost.costs(batch), dloss
-
-
-def _reach(cost: CostModel, knobs: Sequence[_Knob], v0: np.ndarray, budget: float) -> list[int]:
-    """Phase 1: greedy by loss per cost saved until the cost is within ``budget``."""
-    choice = [0] * len(knobs)
-    current = float(cost.costs(_state(knobs, v0, choice))[0])
-    while current > budget:
-        moves = _moves(knobs, choice, forward_only=True)
-        new, dloss = _evaluate(cost, knobs, _state(knobs, v0, choice), choice, [[m] for m in moves])
-        saved = current - new
-        feasible = np.flatnonzero(new <= budget)
-        if len(feasible):  # finishing move: the least loss that reaches the target, then the most cost kept
-            best = min(feasible, key=lambda m: (round(dloss[m], 9), -new[m]))
-        else:
-            useful = np.flatnonzero(saved > 0)
-            if not len(useful):
-                raise AssertionError("no move lowers the cost")  # callers check the reachable minimum first
-            best = min(useful, key=lambda m: (dloss[m] / saved[m], -saved[m]))
-        i, j = moves[best]
-        choice[i] = j
-        current = float(new[best])
-    return choice
-
-
-def _improve(cost: CostModel, knobs: Sequence[_Knob], v0: np.ndarray, budget: float, choice: list[int],
-             max_rounds: int = 200) -> list[int]:
-    """Phase 2: single and pairwise changes that lower the loss (or keep it and spend more budget)."""
-    for _ in range(max_rounds):
-        v = _state(knobs, v0, choice)
-        current = float(cost.costs(v)[0])
-        singles = _moves(knobs, choice, forward_only=False)
-        pairs = [[a, b] for a, b in itertools.combinations(singles, 2) if a[0] != b[0]]
-        moves = [[s] for s in singles] + pairs
-        new, dloss = _evaluate(cost, knobs, v, choice, moves)
-        ok = (new <= budget) & ((dloss < -1e-9) | ((np.abs(dloss) <= 1e-9) & (new > current * (1 + _REL))))
-        if not ok.any():
-            return choice
-        cand = np.flatnonzero(ok)
-        best = cand[np.lexsort((-new[cand], dloss[cand]))[0]]
-        for i, j in moves[best]:
-            choice[i] = j
-    log.warning("allocation local search stopped after %d rounds", max_rounds)
-    return choice
 
 
 def allocate(smap, cost: CostModel, target: float, *, grid: Sequence[float], groups: Sequence[str] | None = None,
@@ -329,17 +254,19 @@ def allocate(smap, cost: CostModel, target: float, *, grid: Sequence[float], gro
     knobs = _knobs(smap, cost, grid, groups, bit_choices)
     v0 = cost.factors(fixed)
     budget = target * cost.total * (1 + _REL)
-    lowest = float(cost.costs(_state(knobs, v0, [len(k.choices) - 1 for k in knobs]))[0])
+    lowest = float(cost.costs(state(knobs, v0, [len(k.choices) - 1 for k in knobs]))[0])
     if lowest > budget:
         raise ValueError(f"{cost.metric} target {target:g} is out of reach: the most compressed allocation on "
                          f"this grid costs {lowest / cost.total:.3f} of the original")
-    choice = _improve(cost, knobs, v0, budget, _reach(cost, knobs, v0, budget))
-    final = _state(knobs, v0, choice)
-    fraction = float(cost.costs(final)[0]) / cost.total
+    heuristic = improve(cost, knobs, v0, budget, greedy(cost, knobs, v0, budget))
+    best = exact(cost, knobs, v0, budget, incumbent=heuristic)
+    choice = heuristic if best is None or best == heuristic else improve(cost, knobs, v0, budget, best)
+    fraction = float(cost.costs(state(knobs, v0, choice))[0]) / cost.total
     assert fraction <= target * (1 + 1e-6), (fraction, target)  # the final exact check
-    chosen = {**fixed, **{k.name: k.choices[j] for k, j in zip(knobs, choice) if k.name in cost.channels}}
+    picked = [(k.name, k.choices[j]) for k, j in zip(knobs, choice)]
+    chosen = {**fixed, **{name: c for name, c in picked if not isinstance(c, LayerBits)}}
     ratios = {g: float(chosen[g]) for g in cost.channels if chosen.get(g, 0.0) > 0}
-    bits = {k.name: k.choices[j] for k, j in zip(knobs, choice) if isinstance(k.choices[j], LayerBits) and j > 0}
+    bits = {name: c for name, c in picked if isinstance(c, LayerBits) and not c.is_float}
     loss = float(sum(k.losses[j] for k, j in zip(knobs, choice)))
     return Allocation(label or f"seed-{cost.metric}-{target:g}", cost.metric, float(target), round(fraction, 6),
                       round(loss, 4), ratios, bits)

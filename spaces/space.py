@@ -511,10 +511,19 @@ from spaces._space_dims import (  # noqa: E402
     suggest_policy,
     uniform_params,
 )
+from spaces._space_seeds import (  # noqa: E402
+    RatioFit,
+    params_for_ratios,
+    prune_groups,
+    quant_units,
+    ratio_grid,
+    seed_params,
+)
 
 __all__ = [
     "BUILTIN_DIR", "BaselineSpec", "Budget", "Constraint", "Dim", "LatencyBudget", "Range", "SearchSettings",
     "SearchSpace", "SpaceData", "SpaceDistill", "SpaceError", "SpaceModel", "SpacePrune", "SpaceQuant",
-    "baseline_params", "expand", "list_spaces", "load_space", "parse_constraint", "policy_from_params",
-    "resolve_path", "space_from_dict", "space_path", "suggest_policy", "uniform_params",
+    "RatioFit", "baseline_params", "expand", "list_spaces", "load_space", "params_for_ratios", "parse_constraint",
+    "policy_from_params", "prune_groups", "quant_units", "ratio_grid", "resolve_path", "seed_params",
+    "space_from_dict", "space_path", "suggest_policy", "uniform_params",
 ]
