@@ -129,6 +129,8 @@ def objective_map(objective: Any, settings: SensitivitySettings | None = None, *
     groups, _ = prune_groups(objective.dims)
     units = quant_units(objective.dims) if settings.bits else {}
     data_desc = {**space.to_dict()["data"], "input_size": objective.input_size}
+    if space.data.data_dir:  # the folder itself, however the space spells it
+        data_desc["data_dir"] = str(space.resolve_path(space.data.data_dir))
     key = sensitivity_key(objective.model, data_desc, settings, groups, units)
 
     def compute() -> SensitivityMap:

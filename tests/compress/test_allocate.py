@@ -13,7 +13,7 @@ import pytest
 from compress.allocate import CostModel, allocate, seed_allocations
 from compress.measure import count_flops, count_params
 from compress.models import get_model
-from compress.prune import list_groups, prune
+from compress.prune import prune
 from compress.sensitivity import SensitivityMap
 from spaces.policy import LayerBits, PruneSpec
 
