@@ -77,10 +77,11 @@ class CostModel:
     def from_model(cls, model: nn.Module, input_size: int, *, metric: Metric = "flops", round_to: int = 1,
                    units: Mapping[str, Sequence[str]] | None = None,
                    layer_costs: Mapping[str, float] | None = None) -> "CostModel":
-        """Derive the cost model of ``model`` (one fvcore pass and one dependency-graph trace).
+        """Derive the cost model of ``model`` (one fvcore pass, two dependency-graph traces).
 
         ``units``: quantization unit -> layers (``bops`` only; layers in no unit stay float).
-        ``layer_costs``: per conv/linear module cost at full width (``latency`` only, required).
+        ``layer_costs``: cost of every conv/linear layer at full width (``latency`` only, required),
+        e.g. measured milliseconds; each scales with its kept input x output channels.
         """
         from compress.measure import module_flops
         from compress.prune import channel_coupling, convert_option_a, has_option_a, list_groups
@@ -99,17 +100,19 @@ class CostModel:
         constant = 0.0
         if metric == "params":
             return cls(metric, channels, tuple(_param_terms(modules, coupling)), 0.0, round_to)
+        layers = [n for n in flops if isinstance(modules[n], (nn.Conv2d, nn.Linear))]
+        if metric == "latency" and (missing := [n for n in layers if n not in layer_costs]):
+            raise ValueError(f"layer_costs has no cost for {missing}")
         for name, value in flops.items():
             c = coupling.get(name)
-            weighted = isinstance(modules[name], (nn.Conv2d, nn.Linear))
-            if metric in ("bops", "latency") and not weighted:
+            if metric in ("bops", "latency") and name not in layers:
                 continue
             if c is None:
                 constant += value
                 continue
             groups = tuple(g for g in (c.in_group, c.out_group) if g is not None)
             if metric == "latency":
-                value = float(layer_costs.get(name, 0.0))
+                value = float(layer_costs[name])
             elif metric == "bops":
                 value *= FLOAT.w * FLOAT.a
             terms.append(CostTerm(name, float(value), groups, unit_of.get(name) if metric == "bops" else None))

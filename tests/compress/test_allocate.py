@@ -12,7 +12,7 @@ import pytest
 
 from compress.allocate import CostModel, allocate, seed_allocations
 from compress.measure import count_flops, count_params
-from compress.models import get_model
+from compress.models import get_model, quantizable_layers
 from compress.prune import prune
 from compress.sensitivity import SensitivityMap
 from spaces.policy import LayerBits, PruneSpec
@@ -173,3 +173,18 @@ def test_bops_allocation_chooses_bits_from_the_quant_rows():
     assert cost.fraction(a.ratios, a.bits) == pytest.approx(a.fraction, abs=1e-6)
     assert np.isclose(cost.fraction({}, {"layer1": LayerBits(8, 8)}), 1 - (1 - 64 / 1024) * sum(
         t.base for t in cost.terms if t.unit == "layer1") / cost.total)
+
+
+def test_latency_cost_table_scales_like_flops_per_layer():
+    model, _ = model_and_cost("resnet20")
+    table = {name: 2.0 if name.startswith("layer3") else 1.0 for name in quantizable_layers(model)}
+    cost = CostModel.from_model(model, 32, metric="latency", layer_costs=table)
+    assert cost.total == pytest.approx(sum(table.values()))
+    # layer3.0.conv1 reads layer2 (kept 1/2) and writes its own group (kept 1/4): 2.0 x 1/8 left
+    ratios = {"layer2": 0.5, "layer3.0.conv1": 0.75}
+    saved = cost.total - cost.cost(ratios)
+    expected = sum(table[t.module] * (1 - np.prod([cost.keep_fraction(g, ratios.get(g, 0.0)) for g in t.groups]))
+                   for t in cost.terms)
+    assert saved == pytest.approx(expected) and saved > 2.0 * (1 - 1 / 8)
+    with pytest.raises(ValueError, match="layer_costs has no cost"):
+        CostModel.from_model(model, 32, metric="latency", layer_costs={"conv1": 1.0})
