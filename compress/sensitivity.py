@@ -52,7 +52,7 @@ class SensitivitySettings:
     criterion: str = "l1"
     round_to: int = 1
     val_limit: int = 1000
-    bn_recal_batches: int = 5
+    bn_recal_batches: int = 10
     calib_batches: int = 4
     eval_batch_size: int = 250
 
