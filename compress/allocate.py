@@ -19,16 +19,22 @@ and BN (their fvcore counts are bilinear in the channel counts); the few other c
 model with each layer's base replaced by a caller-supplied per-layer cost table (e.g. measured
 milliseconds at full width), scaling with the kept channels like its FLOPs.
 
-**Search.** Minimise the summed sensitivity loss (``SensitivityMap.prune_loss``: accuracy points
-lost by pruning a group alone, linear between measured ratios) subject to ``cost <= target``.
-The coupled cost rules out an exact separable knapsack DP, so: (1) greedy by marginal loss per
-cost saved, each move taking one knob to any more compressed choice (the convex-hull greedy of
-the multiple-choice knapsack), exact cost recomputed for every candidate; the last move is the
-cheapest one in loss that reaches the target, so it does not overshoot; (2) local search over
-single and pairwise knob changes (trade one group's channels for another's) that lower the loss,
-or keep it and use more of the budget, while staying feasible. At the end no single knob can
-step back towards less compression without breaking the target, so the result is never
-wastefully below it. Costs are evaluated for all candidates at once with numpy, ~ms per step.
+**Search** (:mod:`compress._allocate_search`). Minimise the summed sensitivity loss
+(``SensitivityMap.prune_loss``: accuracy points lost by pruning a group alone, linear between
+measured ratios) subject to ``cost <= target``. The coupled cost is not separable over groups,
+so no plain knapsack DP applies to all groups at once; but once the stage groups are fixed, the
+block groups are separable (a Bottleneck's two inner groups form one compound knob). So the
+stage assignments are enumerated (8^3 = 512 on the CIFAR ResNets' grid, 7^4 on ResNet-50's) in
+order of their own loss, with a multiple-choice knapsack DP over the block components for each
+(exact up to a cost discretisation of 1/500 of the cost to save, rounded so the pick stays
+feasible), stopping once a stage assignment alone loses as much as the best total. A greedy
+(least loss per cost saved; the finishing move is the least-loss one that reaches the target)
+gives the starting bound and is the fallback when the enumeration would be too large (e.g.
+``bops`` with per-stage bit knobs). A local search over single and pairwise knob changes then
+polishes the result: lower loss, or the same loss and more of the budget, while feasible. At the
+end no knob can step back towards less compression without breaking the target, so the result is
+never wastefully below it. Exhaustive checks on small problems find the same optimum
+(tests/compress/test_allocate.py); ResNet-20/56 take well under a second per target, ResNet-50 ~10 s.
 """
 
 from __future__ import annotations
