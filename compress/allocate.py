@@ -34,7 +34,8 @@ gives the starting bound and is the fallback when the enumeration would be too l
 polishes the result: lower loss, or the same loss and more of the budget, while feasible. At the
 end no knob can step back towards less compression without breaking the target, so the result is
 never wastefully below it. Exhaustive checks on small problems find the same optimum
-(tests/compress/test_allocate.py); ResNet-20/56 take well under a second per target, ResNet-50 ~10 s.
+(tests/compress/test_allocate.py). Per target on 2 busy cores: ResNet-20 ~1 s, ResNet-56 ~5 s,
+ResNet-50 ~10-30 s (the map itself takes minutes).
 """
 
 from __future__ import annotations
