@@ -41,7 +41,7 @@ def _trial_time(obj: Objective, policy, seed: int) -> dict:
     machine-wide latency lock, so ``compute_s`` leaves it out)."""
     t0 = time.perf_counter()
     metrics = obj.evaluate(policy, seed=seed)
-    wall = time.perf_counter() - t0
+    wall = metrics.times["total"] if metrics.cached else time.perf_counter() - t0  # a rerun reports the first
     log.info("trial %s: %.1f s (%s), accuracy %.2f, flops %.3f", policy.summary(), wall, metrics.times,
              metrics["accuracy"], metrics["flops_ratio"])
     return {"policy": policy.summary(), "wall_s": round(wall, 1), "times": metrics.times,
@@ -80,11 +80,29 @@ def _seed_rows(obj: Objective, smap, targets) -> list[dict]:
         free = prune_groups(obj.dims)[0]
         u = _uniform_at(flops, free, a.target)
         uniform = {g: u for g in free}
-        rows.append({"label": a.label, "flops": a.fraction, "summed_loss": a.loss, "ratios": a.ratios,
+        rows.append({"label": a.label, "target": a.target, "flops": a.fraction, "summed_loss": a.loss, "ratios": a.ratios,
                      "per_stage": _stage_summary(a.ratios, list(obj.groups)), "params": round(params.cost(a.ratios)),
                      "space_residual": fit.residual, "uniform_ratio": u, "uniform_flops": flops.fraction(uniform),
                      "uniform_params": round(params.cost(uniform)), "enqueued": a.label in dict(seeds)})
     return rows
+
+
+def _evaluate_seeds(obj: Objective, seed_rows: list[dict]) -> list[dict]:
+    """Each enqueued seed as a proxy trial, and the uniform ratio of the same FLOPs (same seed)."""
+    import dataclasses
+
+    seeds, _ = objective_seeds(obj, objective_map(obj, shared_dir=None), [r["target"] for r in seed_rows])
+    out = []
+    for (label, params), row in zip(seeds, seed_rows):
+        policy = policy_from_params(obj.space, obj.dims, params)
+        uniform = {g: row["uniform_ratio"] for g in prune_groups(obj.dims)[0]}
+        flat = policy.replace(prune=dataclasses.replace(policy.prune, ratios=uniform))
+        for name, p in ((label, policy), (f"uniform-{row['uniform_ratio']:g}", flat)):
+            m = obj.evaluate(p, seed=0)
+            out.append({"policy": name, "accuracy": m["accuracy"], "flops_ratio": round(m["flops_ratio"], 4),
+                        "params": m["params"]})
+            log.info("%s: accuracy %.2f flops %.3f params %d", name, m["accuracy"], m["flops_ratio"], m["params"])
+    return out
 
 
 def main() -> None:
@@ -96,6 +114,8 @@ def main() -> None:
     ap.add_argument("--no-adapt", action="store_true", help="use the checkpoint as is (timing only)")
     ap.add_argument("--random-trials", type=int, default=2, help="random samples of the space to time")
     ap.add_argument("--targets", type=float, nargs="+", default=[0.3, 0.5, 0.7])
+    ap.add_argument("--evaluate-seeds", action="store_true",
+                    help="also run each seed and the uniform ratio of the same FLOPs as proxy trials")
     ap.add_argument("--set", action="append", default=[], dest="overrides")
     args = ap.parse_args()
     setup_logging()
@@ -115,7 +135,7 @@ def main() -> None:
     trial_s = [_trial_time(obj, p, seed=i) for i, p in enumerate(policies[:half])]
     t0 = time.perf_counter()
     smap = objective_map(obj, shared_dir=None)
-    map_s = time.perf_counter() - t0
+    map_s = max(time.perf_counter() - t0, smap.seconds.get("total", 0.0))  # read from RUN/ on a rerun
     trial_s += [_trial_time(obj, p, seed=half + i) for i, p in enumerate(policies[half:])]
 
     budget = space.search.trials * statistics.mean(t["wall_s"] for t in trial_s)
@@ -125,6 +145,8 @@ def main() -> None:
               "budget_s": round(budget, 1), "map_fraction_of_budget": round(map_s / budget, 4),
               "map_fraction_of_budget_without_latency": round(map_s / compute, 4),
               "map": smap.to_dict(), "matrix": smap.matrix(), "seeds": _seed_rows(obj, smap, args.targets)}
+    if args.evaluate_seeds:
+        result["seed_trials"] = _evaluate_seeds(obj, result["seeds"])
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "result.json").write_text(json.dumps(result, indent=2, default=str))
     _print(result)
@@ -148,6 +170,8 @@ def _print(result: dict) -> None:
         print(f"{s['label']}: flops {s['flops']:.3f} loss {s['summed_loss']:.2f} params {s['params']} "
               f"(uniform {s['uniform_ratio']:.2f}: flops {s['uniform_flops']:.3f} params {s['uniform_params']}) "
               f"residual {s['space_residual']:.2f} per stage {s['per_stage']}")
+    for t in result.get("seed_trials", []):
+        print(f"proxy trial {t['policy']}: accuracy {t['accuracy']:.2f} flops {t['flops_ratio']:.3f} params {t['params']}")
 
 
 if __name__ == "__main__":
