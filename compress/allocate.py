@@ -40,8 +40,9 @@ ResNet-50 ~10-30 s (the map itself takes minutes).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -57,6 +58,8 @@ Metric = Literal["flops", "params", "bops", "latency"]
 METRICS = ("flops", "params", "bops", "latency")
 FLOAT = LayerBits(32, 32)
 _REL = 1e-9
+#: requested ratios -> the ratios a search space really applies for them
+Express = Callable[[Mapping[str, float]], Mapping[str, float]]
 
 
 @dataclass(frozen=True)
@@ -282,13 +285,48 @@ def allocate(smap, cost: CostModel, target: float, *, grid: Sequence[float], gro
                       round(loss, 4), ratios, bits)
 
 
-def seed_allocations(smap, cost: CostModel, targets: Sequence[float] = (0.3, 0.5, 0.7), **kwargs) -> list[Allocation]:
-    """One :func:`allocate` per target (labelled ``seed-<metric>-<target>``); targets out of reach
-    are skipped with a warning, and an allocation equal to an earlier one is dropped."""
+def allocate_expressible(smap, cost: CostModel, target: float, *, express: Express, rounds: int = 6,
+                         **kwargs) -> Allocation:
+    """:func:`allocate`, then the ratios as the search space can express them.
+
+    ``express`` maps requested ratios to the ratios the space really applies (e.g. ``lambda r:
+    spaces.space.params_for_ratios(space, dims, r).achieved``). When those miss the target, the
+    allocation is redone for a target moved by the miss, for a few ``rounds``; the result is the
+    expressed allocation with the most cost within ``target`` (its ``ratios``, ``fraction`` and
+    ``loss`` are the expressed ones). ``ValueError`` when no round lands within the target.
+    """
+    goal, best = target, None
+    label = kwargs.pop("label", None) or f"seed-{cost.metric}-{target:g}"
+    for _ in range(rounds):
+        try:
+            a = allocate(smap, cost, goal, label=label, **kwargs)
+        except ValueError:
+            break
+        ratios = {g: float(r) for g, r in express(a.ratios).items() if r > 0}
+        fraction = cost.fraction(ratios, a.bits)
+        if fraction <= target * (1 + 1e-6) and (best is None or fraction > best.fraction):
+            delta = sum(smap.prune_loss(g, ratios.get(g, 0.0)) - smap.prune_loss(g, a.ratios.get(g, 0.0))
+                        for g in set(ratios) | set(a.ratios) if g in smap.prune)
+            best = dataclasses.replace(a, target=float(target), ratios=ratios, fraction=round(fraction, 6),
+                                       loss=round(a.loss + delta, 4))
+        if abs(fraction - target) <= 1e-3 * target:
+            break
+        goal = min(1.0, goal + target - fraction)
+    if best is None:
+        raise ValueError(f"no allocation the space can express meets the {cost.metric} target {target:g}")
+    return best
+
+
+def seed_allocations(smap, cost: CostModel, targets: Sequence[float] = (0.3, 0.5, 0.7), *,
+                     express: Express | None = None, **kwargs) -> list[Allocation]:
+    """One :func:`allocate` (or, with ``express``, :func:`allocate_expressible`) per target,
+    labelled ``seed-<metric>-<target>``; targets out of reach are skipped with a warning, and an
+    allocation equal to an earlier one is dropped."""
     out: list[Allocation] = []
     for t in targets:
         try:
-            a = allocate(smap, cost, t, **kwargs)
+            a = allocate(smap, cost, t, **kwargs) if express is None else \
+                allocate_expressible(smap, cost, t, express=express, **kwargs)
         except ValueError as exc:
             log.warning("no seed for %s %g: %s", cost.metric, t, exc)
             continue
@@ -297,4 +335,7 @@ def seed_allocations(smap, cost: CostModel, targets: Sequence[float] = (0.3, 0.5
     return out
 
 
-__all__ = ["Allocation", "CostModel", "CostTerm", "METRICS", "allocate", "bits_factor", "seed_allocations"]
+__all__ = [
+    "Allocation", "CostModel", "CostTerm", "Express", "METRICS", "allocate", "allocate_expressible", "bits_factor",
+    "seed_allocations",
+]

@@ -29,7 +29,7 @@ from typing import Any
 from compress.sensitivity import SensitivityMap, SensitivitySettings
 from search.objective import file_lock
 from search.records import atomic_write_json
-from spaces.space import SearchSpace, prune_groups, quant_units, ratio_grid, seed_params
+from spaces.space import SearchSpace, params_for_ratios, prune_groups, quant_units, ratio_grid, seed_params
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,8 @@ def objective_map(objective: Any, settings: SensitivitySettings | None = None, *
 def objective_seeds(objective: Any, smap: SensitivityMap, targets: Sequence[float] = SEED_TARGETS, *,
                     metric: str = "flops") -> tuple[list[tuple[str, dict]], list[Any]]:
     """Seed params (labelled ``seed-<metric>-<target>``, to enqueue after the baselines) and the
-    :class:`compress.allocate.Allocation` behind each, allocated from ``smap`` on the space's grid."""
+    :class:`compress.allocate.Allocation` behind each, allocated from ``smap`` on the space's grid
+    and re-allocated until the ratios the space can express meet the target."""
     from compress.allocate import CostModel, seed_allocations
     from spaces.policy import LayerBits
 
@@ -162,7 +163,8 @@ def objective_seeds(objective: Any, smap: SensitivityMap, targets: Sequence[floa
     free, fixed = prune_groups(dims)
     bit_choices = [LayerBits(w, a) for w, a in smap.settings.bits]
     allocations = seed_allocations(smap, cost, targets, grid=ratio_grid(space), groups=free, fixed=fixed,
-                                   bit_choices=bit_choices)
+                                   bit_choices=bit_choices,
+                                   express=lambda ratios: params_for_ratios(space, dims, ratios).achieved)
     return seed_params(space, dims, allocations), allocations
 
 

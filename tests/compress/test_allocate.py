@@ -10,7 +10,7 @@ import random
 import numpy as np
 import pytest
 
-from compress.allocate import CostModel, allocate, seed_allocations
+from compress.allocate import CostModel, allocate, allocate_expressible, seed_allocations
 from compress.measure import count_flops, count_params
 from compress.models import get_model, quantizable_layers
 from compress.prune import prune
@@ -188,3 +188,18 @@ def test_latency_cost_table_scales_like_flops_per_layer():
     assert saved == pytest.approx(expected) and saved > 2.0 * (1 - 1 / 8)
     with pytest.raises(ValueError, match="layer_costs has no cost"):
         CostModel.from_model(model, 32, metric="latency", layer_costs={"conv1": 1.0})
+
+
+def test_expressible_allocation_meets_the_target_with_the_ratios_the_space_applies():
+    _, cost = model_and_cost("resnet20")
+    smap = synthetic_map(cost.channels)
+
+    def coarse(ratios):  # a space that can only prune in steps of 0.2, rounding towards less pruning
+        return {g: round(0.2 * int(r / 0.2 + 1e-9), 1) for g, r in ratios.items()}
+
+    for target in (0.3, 0.5, 0.7):
+        a = allocate_expressible(smap, cost, target, express=coarse, grid=GRID)
+        assert a.fraction <= target and cost.fraction(a.ratios) == pytest.approx(a.fraction, abs=1e-6)
+        assert all(r in (0.2, 0.4, 0.6) for r in a.ratios.values()) and a.label == f"seed-flops-{target:g}"
+        assert a.loss == pytest.approx(sum(smap.prune_loss(g, r) for g, r in a.ratios.items()), abs=1e-3)
+        assert a.fraction > target - 0.1, "re-allocated towards the target, not far below it"

@@ -94,3 +94,28 @@ def test_settings_changes_the_key(objective, tmp_path):
     other = objective_map(objective, SensitivitySettings(ratios=(0.5,), val_limit=32, bn_recal_batches=1),
                           shared_dir=None)
     assert other.key != base.key and set(next(iter(other.prune.values()))) == {0.0, 0.5}
+
+
+def test_seeds_as_the_builtin_cifar_space_applies_them_meet_their_targets():
+    """The widened resnet20-cifar10 space reproduces seeds within a grid step; re-allocation makes
+    the ratios it really applies meet each FLOPs target."""
+    from compress.allocate import CostModel, seed_allocations
+    from compress.models import get_model
+    from compress.prune import list_groups
+    from spaces.space import expand, load_space, params_for_ratios, prune_groups, ratio_grid, seed_params
+    from tests.compress.test_allocate import synthetic_map
+
+    space = load_space("resnet20-cifar10")
+    model = get_model("resnet20")
+    dims = expand(space, list_groups(model), [])
+    cost = CostModel.from_model(model, 32)
+    free, fixed = prune_groups(dims)
+    allocations = seed_allocations(synthetic_map(cost.channels), cost, (0.3, 0.5, 0.7), grid=ratio_grid(space),
+                                   groups=free, fixed=fixed,
+                                   express=lambda r: params_for_ratios(space, dims, r).achieved)
+    seeds = seed_params(space, dims, allocations)
+    assert [label for label, _ in seeds] == ["seed-flops-0.3", "seed-flops-0.5", "seed-flops-0.7"]
+    for (label, params), a in zip(seeds, allocations):
+        applied = policy_from_params(space, dims, params).prune.ratios
+        assert applied == a.ratios
+        assert cost.fraction(applied) <= a.target and cost.fraction(applied) > a.target - 0.05, label
