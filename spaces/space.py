@@ -50,6 +50,7 @@ from spaces._space_config import (
 )
 from spaces._space_constraints import Constraint, parse_constraint
 from spaces._space_dims import Dim, baseline_params, expand, policy_from_params, suggest_policy, uniform_params
+from spaces._space_seeds import RatioFit, params_for_ratios, prune_groups, quant_units, ratio_grid, seed_params
 
 
 def list_spaces() -> dict[str, str]:
@@ -103,6 +104,7 @@ def space_from_dict(data: dict[str, Any], *, source: str | None = None) -> Searc
 __all__ = [
     "BUILTIN_DIR", "BaselineSpec", "Budget", "Constraint", "Dim", "LatencyBudget", "Range", "SearchSettings",
     "SearchSpace", "SpaceData", "SpaceDistill", "SpaceError", "SpaceModel", "SpacePrune", "SpaceQuant",
-    "baseline_params", "expand", "list_spaces", "load_space", "parse_constraint", "policy_from_params",
-    "resolve_path", "space_from_dict", "space_path", "suggest_policy", "uniform_params",
+    "RatioFit", "baseline_params", "expand", "list_spaces", "load_space", "params_for_ratios", "parse_constraint",
+    "policy_from_params", "prune_groups", "quant_units", "ratio_grid", "resolve_path", "seed_params",
+    "space_from_dict", "space_path", "suggest_policy", "uniform_params",
 ]

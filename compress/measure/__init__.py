@@ -9,7 +9,7 @@ named by the metrics of :mod:`autocompress.metrics`.
 
 from compress.measure._accuracy import evaluate
 from compress.measure._bits import count_bops, layer_costs, model_size_bytes
-from compress.measure._flops import count_flops, count_params, layer_macs
+from compress.measure._flops import count_flops, count_params, layer_macs, module_flops
 from compress.measure._latency import LatencyRatio, LatencyStats, compare_latency, measure_latency
 from compress.measure._lock import latency_lock, lock_path
 from compress.measure._service import METRIC_KEYS, LatencySetup, Measurement, float_structure, measure
@@ -17,5 +17,5 @@ from compress.measure._service import METRIC_KEYS, LatencySetup, Measurement, fl
 __all__ = [
     "METRIC_KEYS", "LatencyRatio", "LatencySetup", "LatencyStats", "Measurement", "compare_latency", "count_bops",
     "count_flops", "count_params", "evaluate", "float_structure", "latency_lock", "layer_costs", "layer_macs",
-    "lock_path", "measure", "measure_latency", "model_size_bytes",
+    "lock_path", "measure", "measure_latency", "model_size_bytes", "module_flops",
 ]

@@ -73,6 +73,15 @@ def layer_macs(model: nn.Module, input_size: int | Sequence[int], *, batch: int 
     return out
 
 
+def module_flops(model: nn.Module, input_size: int | Sequence[int], *, batch: int = 1) -> dict[str, int]:
+    """fvcore FLOPs per leaf module (conv, BN, linear, pooling...), in network order; fixed modules
+    excluded, so the values sum to :func:`count_flops` (every counted op of a ResNet is a module)."""
+    per = _by_module(model, input_size, batch)
+    fixed = fixed_prefixes(model)
+    return {name: int(per.get(name, 0)) for name, m in model.named_modules()
+            if name and not list(m.children()) and not any(name == f or name.startswith(f + ".") for f in fixed)}
+
+
 def count_params(model: nn.Module, *, trainable_only: bool = False) -> int:
     """Number of parameters (shared tensors counted once; fixed modules excluded)."""
     fixed = fixed_prefixes(model)

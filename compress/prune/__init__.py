@@ -9,10 +9,13 @@ Option-A (zero-padding) shortcuts are first converted to exactly equivalent fixe
 (:func:`convert_option_a`) so coupled channels stay aligned through the residual additions.
 """
 
+from compress.prune._coupling import Coupling, channel_coupling
 from compress.prune._groups import PruneGroup
 from compress.prune._match import MatchError, match_kept
 from compress.prune._option_a import convert_option_a, has_option_a
 from compress.prune._prune import KEPT_ATTR, list_groups, prune, rebuild
 
-__all__ = ["KEPT_ATTR", "MatchError", "PruneGroup", "convert_option_a", "has_option_a", "list_groups", "match_kept",
-           "prune", "rebuild"]
+__all__ = [
+    "KEPT_ATTR", "Coupling", "MatchError", "PruneGroup", "channel_coupling", "convert_option_a", "has_option_a",
+    "list_groups", "match_kept", "prune", "rebuild",
+]

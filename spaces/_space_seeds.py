@@ -1,0 +1,170 @@
+"""Seed policies as search params: per-group ratios (and per-unit bits) -> a point of the space.
+
+A budgeted allocation (``compress.allocate``) proposes per-group prune ratios; the search samples
+params. :func:`params_for_ratios` is the inverse of :func:`~spaces._space_dims.policy_from_params`
+for the prune dims: with ``parametrization: global`` it picks the global ratio and per-group
+offsets whose :func:`~spaces._space_dims.global_ratio` reproduces each ratio as closely as the
+grid allows, and reports what it could not reproduce (``residual``). :func:`seed_params` labels
+the seeds so the backends can enqueue them after :func:`~spaces._space_dims.baseline_params`.
+Pure Python, like the rest of ``spaces``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from spaces._space_dims import FLOAT_BITS, GLOBAL, OFFSET, Dim, _baseline, global_ratio, policy_from_params
+from spaces.policy import LayerBits
+
+if TYPE_CHECKING:
+    from spaces.space import SearchSpace
+
+log = logging.getLogger(__name__)
+
+#: candidate values tried for a continuous (step-less) global ratio or offset
+_FINE = 100
+
+
+class SeedLike(Protocol):
+    """What :func:`seed_params` needs of a seed (``compress.allocate.Allocation`` has it)."""
+
+    label: str
+    ratios: Mapping[str, float]
+    bits: Mapping[str, LayerBits]
+
+
+@dataclass(frozen=True)
+class RatioFit:
+    """Params reproducing requested ratios: ``achieved`` ratios per group (what the policy built
+    from ``params`` prunes) and ``residual``, the largest ``|achieved - requested|``."""
+
+    params: dict[str, Any]
+    achieved: dict[str, float]
+    residual: float
+
+
+def _values(d: Dim) -> list[float]:
+    """The values a numeric dim can take (its grid, or a fine grid when it has no step)."""
+    if d.kind == "categorical":
+        return [float(c) for c in d.choices or ()]
+    lo, hi = float(d.low), float(d.high)
+    if d.step:
+        n = int(math.floor((hi - lo) / d.step + 1e-9))
+        return [round(lo + i * d.step, 10) for i in range(n + 1)]
+    return [lo + (hi - lo) * i / _FINE for i in range(_FINE + 1)]
+
+
+def ratio_grid(space: "SearchSpace") -> tuple[float, ...]:
+    """Every ratio a prune group can take in ``space`` (``prune.ratio``'s grid, 0 first if absent)."""
+    from spaces.space import Range
+
+    r = space.prune.ratio
+    values = _values(Dim("ratio", "float", r.low, r.high, r.step)) if isinstance(r, Range) else [float(r)]
+    return tuple(sorted({0.0, *values}))
+
+
+def prune_groups(dims: Sequence[Dim]) -> tuple[list[str], dict[str, float]]:
+    """``(free groups, {pinned group: ratio})`` of the prune dims, in dim order."""
+    free: list[str] = []
+    fixed: dict[str, float] = {}
+    for d in dims:
+        if not d.name.startswith("prune/") or d.name in (GLOBAL, "prune/criterion"):
+            continue
+        for g in d.targets:
+            if d.fixed:
+                fixed[g] = float(d.choices[0] if d.kind == "categorical" else d.low)
+            else:
+                free.append(g)
+    return free, fixed
+
+
+def quant_units(dims: Sequence[Dim]) -> dict[str, tuple[str, ...]]:
+    """``{unit: layers}`` of the free weight-bit dims (``wbits/<layer|stage|model>``)."""
+    return {d.name.partition("/")[2]: d.targets for d in dims if d.name.startswith("wbits/") and not d.fixed}
+
+
+def _global_candidates(space: "SearchSpace", dims: Sequence[Dim], ratios: Mapping[str, float]) -> list[float]:
+    g = next(d for d in dims if d.name == GLOBAL)
+    if g.fixed:
+        return _values(g)
+    free = [ratios.get(t, 0.0) for t in g.targets]
+    mean = sum(free) / len(free) if free else 0.0
+    return sorted(set(_values(g)) | ({g.snap(mean)} if not g.step else set()), key=lambda v: (abs(v - mean), v))
+
+
+def _fit_global(space: "SearchSpace", dims: Sequence[Dim], ratios: Mapping[str, float]) -> dict[str, float]:
+    """Global ratio and offsets whose ratios are closest to ``ratios`` (max error, then total
+    error, then the global nearest the mean ratio)."""
+    offsets = [d for d in dims if d.name.startswith(OFFSET)]
+    best: tuple[tuple[float, float], dict[str, float]] | None = None
+    for glob in _global_candidates(space, dims, ratios):
+        params = {GLOBAL: glob}
+        errors = []
+        for d in offsets:
+            want = ratios.get(d.targets[0], 0.0)
+            off = min(_values(d), key=lambda o: (abs(global_ratio(space, glob, o) - want), abs(o)))
+            params[d.name] = off
+            errors.append(abs(global_ratio(space, glob, off) - want))
+        score = (round(max(errors, default=0.0), 9), round(sum(errors), 9))
+        if best is None or score < best[0]:
+            best = (score, params)
+    return best[1] if best else {}
+
+
+def params_for_ratios(space: "SearchSpace", dims: Sequence[Dim], ratios: Mapping[str, float], *,
+                      base: Mapping[str, Any] | None = None) -> RatioFit:
+    """Params whose policy prunes each group as close to ``ratios`` as the space allows.
+
+    Groups not named are meant unpruned. Non-prune dims take ``base`` (default: the
+    ``original`` baseline's values: float, KD off). Pinned groups keep their pin (a request
+    that differs shows up in ``residual``).
+    """
+    params = dict(base) if base is not None else _baseline(dims, ratio=0.0, bits=FLOAT_BITS)
+    if any(d.name == GLOBAL for d in dims):
+        params.update(_fit_global(space, dims, ratios))
+    else:
+        for d in dims:
+            if d.name.startswith("prune/") and d.name != "prune/criterion" and not d.fixed:
+                params[d.name] = d.snap(ratios.get(d.targets[0], 0.0))
+    achieved = dict(policy_from_params(space, dims, params).prune.ratios)
+    groups = set(ratios) | set(achieved)
+    residual = max((abs(achieved.get(g, 0.0) - ratios.get(g, 0.0)) for g in groups), default=0.0)
+    return RatioFit(params, achieved, round(residual, 10))
+
+
+def _with_bits(dims: Sequence[Dim], params: dict[str, Any], bits: Mapping[str, LayerBits]) -> dict[str, Any]:
+    by_name = {d.name: d for d in dims}
+    out = dict(params)
+    for unit, b in bits.items():
+        for key, value in ((f"wbits/{unit}", b.w), (f"abits/{unit}", b.a)):
+            if key in by_name and not by_name[key].fixed:
+                out[key] = by_name[key].snap(value)
+    return out
+
+
+def seed_params(space: "SearchSpace", dims: Sequence[Dim], seeds: Sequence[SeedLike]) -> list[tuple[str, dict]]:
+    """Labelled params of the seeds, to enqueue after :func:`baseline_params` (same shape).
+
+    Each seed's ratios go through :func:`params_for_ratios` (a residual above 0 is logged: the
+    space cannot express that seed exactly) and its ``bits`` set the unit's bit dims. A seed
+    whose params equal a baseline's or an earlier seed's is dropped.
+    """
+    from spaces._space_dims import baseline_params
+
+    seen = [p for _, p in baseline_params(space, dims)]
+    out: list[tuple[str, dict]] = []
+    for seed in seeds:
+        fit = params_for_ratios(space, dims, seed.ratios)
+        if fit.residual > 1e-9:
+            log.warning("seed %s: the space reproduces its ratios only within %.2f", seed.label, fit.residual)
+        params = _with_bits(dims, fit.params, getattr(seed, "bits", {}) or {})
+        if params in seen:
+            log.info("seed %s equals an earlier baseline or seed: dropped", seed.label)
+            continue
+        seen.append(params)
+        out.append((seed.label, params))
+    return out
