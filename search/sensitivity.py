@@ -133,7 +133,7 @@ def objective_map(objective: Any, settings: SensitivitySettings | None = None, *
     settings = settings or default_settings(space)
     groups, _ = prune_groups(objective.dims)
     units = quant_units(objective.dims) if settings.bits else {}
-    data_desc = {**space.to_dict()["data"], "input_size": objective.input_size}
+    data_desc = {**space.to_dict()["data"], "input_size": objective.baseline.input_size}
     if space.data.data_dir:  # the folder itself, however the space spells it
         data_desc["data_dir"] = str(space.resolve_path(space.data.data_dir))
     key = sensitivity_key(objective.model, data_desc, settings, groups, units)
@@ -142,7 +142,7 @@ def objective_map(objective: Any, settings: SensitivitySettings | None = None, *
         log.info("measuring the sensitivity map: %d groups x %d ratios, %d quantization units",
                  len(groups), len(settings.ratios), len(units))
         return compute_map(objective.model, groups, units, objective.data, settings,
-                           input_size=objective.input_size, device=objective.device, key=key)
+                           input_size=objective.baseline.input_size, device=objective.device, key=key)
 
     return load_or_compute(objective.run_dir, key, compute, shared_dir=shared_dir)
 
@@ -157,7 +157,7 @@ def objective_seeds(objective: Any, smap: SensitivityMap, targets: Sequence[floa
 
     space, dims = objective.space, objective.dims
     units = quant_units(dims) if metric == "bops" else None
-    cost = CostModel.from_model(objective.model, objective.input_size, metric=metric,
+    cost = CostModel.from_model(objective.model, objective.baseline.input_size, metric=metric,
                                 round_to=space.prune.round_to, units=units)
     free, fixed = prune_groups(dims)
     bit_choices = [LayerBits(w, a) for w, a in smap.settings.bits]
