@@ -197,12 +197,17 @@ def finalize(run_dir: str | Path, pick: str = "knee", *, trial: int | None = Non
 
     from compress.measure import evaluate
 
+    from search.objective import _float_structure, _runs_on
+
     batch = space.budget.eval_batch_size
     scored, _ = out.scored(objective.layers)  # the same rule as during the search
-    val = evaluate(scored, data.loader("val", batch, shuffle=False), progress=progress)
-    test = evaluate(scored, data.loader("test", batch, shuffle=False), progress=progress)
-    test_ref = evaluate(objective.model, data.loader("test", batch, shuffle=False), progress=progress)
-    from search.objective import _float_structure
+    on = device if _runs_on(scored, device) else "cpu"  # int8 FX models run on the CPU only
+    val = evaluate(scored, data.loader("val", batch, shuffle=False), device=on, progress=progress)
+    test = evaluate(scored, data.loader("test", batch, shuffle=False), device=on, progress=progress)
+    test_ref = evaluate(objective.model, data.loader("test", batch, shuffle=False), device=device,
+                        progress=progress)
+    scored.cpu()
+    objective.model.cpu()
 
     costs = objective._costs(_float_structure(out.model), policy.quant)  # noqa: SLF001
     latency = objective._latency(out.deploy)  # noqa: SLF001 - always measured for the final model
