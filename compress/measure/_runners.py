@@ -53,9 +53,10 @@ class Runner:
         """Release temporary resources."""
 
 
-def capture_cuda_graph(model: nn.Module, example: torch.Tensor) -> "torch.cuda.CUDAGraph | None":
+def capture_cuda_graph(model: nn.Module, example: torch.Tensor) -> "tuple[torch.cuda.CUDAGraph, Any] | None":
     """One forward pass of ``model`` on ``example`` (both on the same CUDA device) captured as a
-    CUDA graph, after a warm-up on a side stream; None (and a warning) when it cannot be captured."""
+    CUDA graph after a warm-up on a side stream: ``(graph, output)``, where every replay rewrites
+    ``output``; None (and a warning) when it cannot be captured."""
     dev = example.device
     try:
         side = torch.cuda.Stream(device=dev)
@@ -66,9 +67,9 @@ def capture_cuda_graph(model: nn.Module, example: torch.Tensor) -> "torch.cuda.C
         torch.cuda.current_stream(dev).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.no_grad(), torch.cuda.graph(graph):
-            model(example)
+            output = model(example)
         torch.cuda.synchronize(dev)
-        return graph
+        return graph, output
     except Exception as exc:  # noqa: BLE001 - capture fails in many ways (host syncs, unsupported ops)
         log.warning("CUDA graph capture of %s failed (%s: %s); timing eager forward passes",
                     type(model).__name__, type(exc).__name__, exc)
@@ -99,7 +100,7 @@ class TorchRunner(Runner):
         self.device = str(dev)
         self.batch = int(example.shape[0])
         self.num_threads = int(threads) if threads else torch.get_num_threads()
-        self._graph = None
+        self._graph = self._output = None
         if self._cuda:
             if self.example.dim() == 4:
                 self.model.to(memory_format=torch.channels_last)
@@ -108,8 +109,10 @@ class TorchRunner(Runner):
             self._end = torch.cuda.Event(enable_timing=True)
             if cuda_graph:
                 with torch.cuda.device(dev):
-                    self._graph = capture_cuda_graph(self.model, self.example)
-                self.mode = "cuda-graph" if self._graph is not None else "eager"
+                    captured = capture_cuda_graph(self.model, self.example)
+                if captured is not None:
+                    self._graph, self._output = captured
+                    self.mode = "cuda-graph"
 
     @contextlib.contextmanager
     def threads(self) -> Iterator[None]:
@@ -138,8 +141,16 @@ class TorchRunner(Runner):
             self.model(self.example)
             return (time.perf_counter() - t0) * 1e3
 
+    def output(self) -> torch.Tensor:
+        """The model's output on the example: what the last replay wrote, or a fresh eager pass (CPU copy)."""
+        if self._graph is not None:
+            torch.cuda.synchronize(self.example.device)
+            return self._output.float().cpu()
+        with torch.inference_mode():
+            return self.model(self.example).float().cpu()
+
     def close(self) -> None:
-        self._graph = None  # frees the graph's memory pool
+        self._graph = self._output = None  # frees the graph's memory pool
 
 
 def session_options(threads: int | None) -> Any:

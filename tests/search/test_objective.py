@@ -171,3 +171,19 @@ def test_adapt_needs_loaded_weights():
 
     with pytest.raises(SchemaError, match=r"adapt.*needs checkpoint or weights"):
         tiny_space(model={**tiny_space().to_dict()["model"], "adapt": {"steps": 3}})
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+def test_objective_on_cuda_times_latency_on_the_gpu(tmp_path):
+    space = tiny_space(quant__backend="cuda", quant__weight_bits=[8, 16, 32], objectives=["accuracy", "flops", "latency"],
+                       budget__latency={"measure": "always", "device": "cuda", "rounds": 4, "warmup_s": 0.1})
+    assert space.prune.round_to == 8
+    obj = Objective(space, tmp_path / "run", device="cuda")
+    dims = obj.dims
+    params = dict(baseline_params(space, dims))
+    for label in ("uniform-prune-0.5", "uniform-int8"):
+        if label not in params:
+            continue
+        m = obj.evaluate(policy_from_params(space, dims, params[label]), seed=0)
+        assert 0 <= m["accuracy"] <= 100 and m["latency"] > 0 and m["latency_ci_low"] <= m["latency_ci_high"]
