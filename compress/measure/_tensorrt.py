@@ -102,7 +102,8 @@ class _OnnxSource:
 
 def build_engine(path: str | Path, example: torch.Tensor) -> Any:
     """A strongly typed TensorRT engine (``tensorrt.ICudaEngine``) for the ONNX file at ``path``,
-    with one optimization profile: batch 1 to ``example``'s batch, tuned for it."""
+    with one optimization profile: batch 1 to ``example``'s batch, tuned for it. Build on the CUDA
+    device that will run it (``with torch.cuda.device(...)``)."""
     import tensorrt as trt
 
     logger = trt.Logger(trt.Logger.ERROR)
@@ -137,7 +138,11 @@ def _torch_dtype(trt_dtype: Any) -> torch.dtype:
 
 
 class TensorRTRunner(Runner):
-    """A TensorRT engine (``tensorrt`` package) timed with CUDA events on a private stream."""
+    """A TensorRT engine (``tensorrt`` package) timed with CUDA events on a private stream.
+
+    ``obj``: a module, an ``.onnx`` path, or an engine from :func:`build_engine` (several runners,
+    e.g. one per batch size within its profile, may share one engine: each has its own context).
+    """
 
     backend = "tensorrt"
     mode = "engine"
@@ -148,14 +153,15 @@ class TensorRTRunner(Runner):
         dev = _cuda_device(device)
         self.device, self.batch = str(dev), int(example.shape[0])
         self.num_threads = int(threads) if threads else torch.get_num_threads()
-        self._source = _OnnxSource(obj, example)
+        prebuilt = hasattr(obj, "create_execution_context")
+        self._source = None if prebuilt else _OnnxSource(obj, example)
         with torch.cuda.device(dev):
-            self.engine = build_engine(self._source.path, example)
+            self.engine = obj if prebuilt else build_engine(self._source.path, example)
             self.context = self.engine.create_execution_context()
             names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
             inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
             if len(inputs) != 1:
-                raise ValueError(f"{self._source.path}: the engine has {len(inputs)} inputs; the runner feeds one")
+                raise ValueError(f"the engine has {len(inputs)} inputs; the runner feeds one")
             self._input = example.to(dev, _torch_dtype(self.engine.get_tensor_dtype(inputs[0]))).contiguous()
             self.context.set_input_shape(inputs[0], tuple(self._input.shape))
             self.context.set_tensor_address(inputs[0], self._input.data_ptr())
@@ -186,7 +192,8 @@ class TensorRTRunner(Runner):
 
     def close(self) -> None:
         self.context = self.engine = None
-        self._source.close()
+        if self._source is not None:
+            self._source.close()
 
 
 class OrtTensorRTRunner(Runner):

@@ -404,8 +404,8 @@ def test_cuda_graph_replay_matches_eager_and_times_faster_models_faster():
         ref = model(x)
     graph._output.zero_()  # the replay must write the output again
     graph.run_ms()
-    torch.testing.assert_close(graph.output(), ref, rtol=1e-3, atol=1e-3)  # TF32 convs: loose tolerance
-    torch.testing.assert_close(eager.output(), ref, rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(graph.output(), ref, rtol=1e-2, atol=1e-2)  # TF32 convolutions on the GPU
+    torch.testing.assert_close(eager.output(), graph.output(), rtol=1e-3, atol=1e-3)
     r = compare_latency(conv_stack(32, depth=2), conv_stack(32, depth=6), x, device="cuda", rounds=6, warmup_s=0.1)
     assert r.a.mode == r.b.mode == "cuda-graph" and r.ratio < 0.8, r.ratio
     graph.close()
@@ -436,9 +436,9 @@ def test_tensorrt_engines_from_fp16_and_int8_qdq_exports(tmp_path):
         runner = tensorrt_runner(path, x, device="cuda")
         assert runner.mode == "engine" and runner.run_ms() > 0
         with torch.no_grad():
-            ref = deploy(x)
-        agree = float((runner.output().argmax(1) == ref.argmax(1)).float().mean())
-        assert agree >= 0.8, (name, agree)
+            ref = deploy.cuda()(x.cuda()).float().cpu()
+        err = float((runner.output() - ref).norm() / ref.norm())  # the engine computes what PyTorch simulates
+        assert err < (0.02 if name == "fp16" else 0.05), (name, err)
         runner.close()
     stats = measure_latency(tmp_path / "int8.onnx", x, backend="tensorrt", device="cuda", runs=10, warmup_s=0.1)
     assert stats.backend == "tensorrt" and stats.mode == "engine" and stats.median_ms > 0
