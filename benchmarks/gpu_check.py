@@ -35,6 +35,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -411,18 +412,20 @@ def check_search(run_dir: Path, lock_log: Path, trials: int, concurrent: int,
 
 
 def part_search(s: Settings, data: Data, work: Path, out: dict[str, Any], timeout: float) -> None:
-    """Ray search on one GPU, checked, then finalized on the device."""
-    run_dir = work / "ray-search"
+    """Ray search on one GPU, checked, then finalized on the device (a fresh run: an earlier one is removed)."""
+    run_dir, holds = work / "ray-search", work / "latency-holds.jsonl"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    holds.unlink(missing_ok=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
            "AUTOCOMPRESS_LATENCY_LOCK": str(work / "latency.lock"),
-           "AUTOCOMPRESS_LATENCY_LOG": str(work / "latency-holds.jsonl")}
+           "AUTOCOMPRESS_LATENCY_LOG": str(holds)}
     t0 = time.perf_counter()
     cmd = search_command(s, data, run_dir)
     proc = _run(cmd, env, timeout * 0.75, work / "search.log")
     if proc.returncode != 0:
         raise PartFailed(f"search exited {proc.returncode}: {_tail(work / 'search.log')}")
     out.update(command=" ".join(cmd[2:]), search_s=round(time.perf_counter() - t0, 1), summary=last_json(proc.stdout))
-    check_search(run_dir, work / "latency-holds.jsonl", s.trials, s.concurrent, out)
+    check_search(run_dir, holds, s.trials, s.concurrent, out)
     t1 = time.perf_counter()
     fin = [sys.executable, "-m", "search.cli", "finalize", str(run_dir), "--device", s.device, "--epochs", "1",
            "--no-progress", "--format", "json"]
