@@ -100,13 +100,26 @@ class _OnnxSource:
             self._tmp = None
 
 
+_TRT: dict[str, Any] = {}
+
+
+def _logger_and_runtime() -> tuple[Any, Any]:
+    """One TensorRT logger and runtime per process, kept alive for as long as its engines."""
+    import tensorrt as trt
+
+    if not _TRT:
+        _TRT["logger"] = trt.Logger(trt.Logger.ERROR)
+        _TRT["runtime"] = trt.Runtime(_TRT["logger"])
+    return _TRT["logger"], _TRT["runtime"]
+
+
 def build_engine(path: str | Path, example: torch.Tensor) -> Any:
     """A strongly typed TensorRT engine (``tensorrt.ICudaEngine``) for the ONNX file at ``path``,
     with one optimization profile: batch 1 to ``example``'s batch, tuned for it. Build on the CUDA
     device that will run it (``with torch.cuda.device(...)``)."""
     import tensorrt as trt
 
-    logger = trt.Logger(trt.Logger.ERROR)
+    logger, runtime = _logger_and_runtime()
     builder = trt.Builder(logger)
     strongly_typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
     network = builder.create_network(0 if strongly_typed is None else 1 << int(strongly_typed))
@@ -124,7 +137,7 @@ def build_engine(path: str | Path, example: torch.Tensor) -> Any:
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise RuntimeError(f"{path}: TensorRT could not build an engine (see its log above)")
-    engine = trt.Runtime(logger).deserialize_cuda_engine(serialized)
+    engine = runtime.deserialize_cuda_engine(serialized)
     if engine is None:
         raise RuntimeError(f"{path}: TensorRT could not load the engine it built")
     return engine
