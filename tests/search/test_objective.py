@@ -86,6 +86,18 @@ def test_int8_policy_costs(objective):
     assert m["size"] < 0.3 * ref["size"] and m["bops"] == pytest.approx(ref["bops"] / 16, rel=0.05)
 
 
+@pytest.mark.parametrize("backend", ["tensorrt", "cuda"])
+def test_gpu_targets_evaluate_on_the_cpu(tmp_path, objective, backend):
+    """The cuda/tensorrt conversions run anywhere: their accuracy is scored on the CPU here."""
+    space = tiny_space(quant__backend=backend)
+    obj = Objective(space, objective.run_dir)  # same baseline; a space of its own
+    m = obj.evaluate(_policy(obj, "uniform-int8"), seed=0)
+    assert 0 <= m["accuracy"] <= 100 and m["size"] < 0.3 * obj.reference["size"]
+    assert abs(m["accuracy"] - obj.reference["accuracy"]) < 25
+    notes = " ".join(m.notes)
+    assert ("TensorRT INT8" in notes) if backend == "tensorrt" else ("fake-quantized in fp32" in notes)
+
+
 def test_accuracy_uses_val_never_test(objective, monkeypatch):
     splits = []
     loader = type(objective.data).loader
