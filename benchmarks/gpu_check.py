@@ -77,12 +77,13 @@ class Settings:
     gpus_per_trial: float = 0.25
     proxy_steps: int = 30
     val_limit: int = 1000
-    caps: dict[int, float] = field(default_factory=lambda: {1: 80.0, 2: 45.0, 3: 70.0, 4: 170.0, 5: 90.0})
+    total_s: float = 465.0  # all parts together (data preparation included): 8 minutes with room to spare
+    caps: dict[int, float] = field(default_factory=lambda: {1: 80.0, 2: 45.0, 3: 70.0, 4: 170.0, 5: 100.0})
 
 
 QUICK = Settings(device="cpu", batch=16, cpu_steps=2, fit_depths=(20,), digits_steps=2, latency_model="resnet20",
                  latency_batches=(1, 4), rounds=3, min_speedup=0.0, trials=3, concurrent=2, gpus_per_trial=0.0,
-                 proxy_steps=2, val_limit=64)
+                 proxy_steps=2, val_limit=64, total_s=3600.0)
 
 
 @dataclass
@@ -493,8 +494,10 @@ def _timed(result: PartResult) -> Iterator[None]:
         result.seconds = round(time.perf_counter() - t0, 1)
 
 
-def run_parts(s: Settings, parts: list[int], work: Path, data: Data) -> list[PartResult]:
-    """Run the chosen parts in order; each is capped and never stops the others."""
+def run_parts(s: Settings, parts: list[int], work: Path, data: Data, started: float | None = None) -> list[PartResult]:
+    """Run the chosen parts in order; each is capped (its own cap, and what is left of ``s.total_s``
+    since ``started``) and never stops the others."""
+    deadline = (time.perf_counter() if started is None else started) + s.total_s
     calls: dict[int, Callable[[dict[str, Any], float], None]] = {
         1: lambda out, cap: part_fit(s, data, work, out), 2: lambda out, cap: part_latency(s, data, work, out),
         3: lambda out, cap: part_tensorrt(s, data, work, out), 4: lambda out, cap: part_search(s, data, work, out, cap),
@@ -502,10 +505,15 @@ def run_parts(s: Settings, parts: list[int], work: Path, data: Data) -> list[Par
     results = []
     for p in parts:
         res = PartResult(p, PART_NAMES[p], "fail")
+        cap = min(s.caps[p], deadline - time.perf_counter())
+        if cap < 10:
+            res.reason = f"not run: the {s.total_s:.0f} s budget of the whole check is spent"
+            results.append(res)
+            continue
         with _timed(res):  # numbers filled so far are kept when the part fails
-            calls[p](res.numbers, s.caps[p])
-        if res.status == "pass" and res.seconds > s.caps[p]:
-            res.status, res.reason = "fail", f"took {res.seconds:.0f} s, over its {s.caps[p]:.0f} s cap"
+            calls[p](res.numbers, cap)
+        if res.status == "pass" and res.seconds > cap:
+            res.status, res.reason = "fail", f"took {res.seconds:.0f} s, over its {cap:.0f} s cap"
         log.info("part %d %s: %s (%.1f s) %s", p, res.name, res.status, res.seconds, res.reason)
         results.append(res)
     return results
@@ -569,7 +577,7 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     data = load_data()
-    results = run_parts(s, parts, work, data)
+    results = run_parts(s, parts, work, data, started=t0)
     doc = {**environment(s, data), "total_s": round(time.perf_counter() - t0, 1),
            "passed": all(r.status != "fail" for r in results), "parts": [asdict(r) for r in results]}
     out.write_text(json.dumps(doc, indent=2, default=str) + "\n")

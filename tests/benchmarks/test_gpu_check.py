@@ -107,6 +107,12 @@ def test_check_search_counts_and_the_lock_log(tmp_path):
         gc.check_search(run, log, trials=4, concurrent=1)
 
 
+def test_parts_stop_when_the_whole_budget_is_spent(tmp_path):
+    settings = dataclasses.replace(gc.QUICK, total_s=5.0)
+    res = gc.run_parts(settings, [3, 5], tmp_path, data=None, started=0.0)  # started long ago
+    assert [r.status for r in res] == ["fail", "fail"] and all("budget" in r.reason for r in res)
+
+
 def test_last_json_takes_the_final_document():
     text = 'log {"x": 1}\n{\n  "a": 1\n}\nnoise\n{\n  "complete": 8\n}\n'
     assert gc.last_json(text) == {"complete": 8}
