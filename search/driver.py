@@ -48,9 +48,8 @@ def check_devices(space: Any, device: str, backend: str, ray: dict[str, Any] | N
     import torch
 
     wanted = [("--device", device)]
-    lat = getattr(getattr(space, "budget", None), "latency", None)
-    if lat is not None:
-        wanted.append(("budget.latency.device", lat.device))
+    if getattr(space, "needs_latency", False):
+        wanted.append(("budget.latency.device", space.budget.latency.device))
     cuda = [(what, d) for what, d in wanted if str(d).startswith("cuda")]
     if not cuda:
         return

@@ -9,7 +9,7 @@ from search.driver import SearchConfigError, check_devices, run_search
 from tests.search._analytic_objective import AnalyticObjective
 from tests.search._tiny_space import tiny_space
 
-CUDA_LATENCY = {"budget__latency": {"measure": "never", "device": "cuda"}, "quant__backend": "cuda"}
+CUDA_LATENCY = {"budget__latency": {"measure": "always", "device": "cuda"}, "quant__backend": "cuda"}
 
 
 @pytest.fixture
@@ -21,6 +21,8 @@ def fake_cuda(monkeypatch):
 def test_cpu_search_needs_nothing():
     check_devices(tiny_space(), "cpu", "optuna")
     check_devices(tiny_space(), "cpu", "ray", {"gpus_per_trial": 0})
+    unused = tiny_space(budget__latency={"measure": "never", "device": "cuda"}, quant__backend="cuda")
+    check_devices(unused, "cpu", "ray", {"gpus_per_trial": 0})  # latency is never measured
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without CUDA")
@@ -47,7 +49,7 @@ def test_ray_trials_on_cuda_need_gpus_per_trial(fake_cuda):
 def test_ray_trials_see_their_gpu_as_cuda(fake_cuda):
     with pytest.raises(SearchConfigError, match=r"--device = cuda:1 with --backend ray: use cuda"):
         check_devices(tiny_space(), "cuda:1", "ray", {"gpus_per_trial": 1})
-    space = tiny_space(budget__latency={"measure": "never", "device": "cuda:0"}, quant__backend="cuda")
+    space = tiny_space(budget__latency={"measure": "always", "device": "cuda:0"}, quant__backend="cuda")
     with pytest.raises(SearchConfigError, match=r"budget\.latency\.device = cuda:0 with --backend ray: use cuda"):
         check_devices(space, "cuda", "ray", {"gpus_per_trial": 1})
 
