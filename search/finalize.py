@@ -196,7 +196,6 @@ def finalize(run_dir: str | Path, pick: str = "knee", *, trial: int | None = Non
     finetune_s = time.perf_counter() - t0
 
     from compress.measure import evaluate
-
     from search.objective import _float_structure, _runs_on
 
     batch = space.budget.eval_batch_size

@@ -53,7 +53,7 @@ class Runner:
         """Release temporary resources."""
 
 
-def capture_cuda_graph(model: nn.Module, example: torch.Tensor) -> "tuple[torch.cuda.CUDAGraph, Any] | None":
+def capture_cuda_graph(model: nn.Module, example: torch.Tensor) -> tuple[torch.cuda.CUDAGraph, Any] | None:
     """One forward pass of ``model`` on ``example`` (both on the same CUDA device) captured as a
     CUDA graph after a warm-up on a side stream: ``(graph, output)``, where every replay rewrites
     ``output``; None (and a warning) when it cannot be captured."""

@@ -222,7 +222,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
 
     try:
         return fuse(model.eval(), inplace=False)
-    except Exception as exc:  # noqa: BLE001 - FX tracing errors are of many types
+    except Exception as exc:  # FX tracing errors are of many types
         raise ValueError(f"cannot fold BatchNorm into the convolutions of {type(model).__name__}: "
                          f"{type(exc).__name__}: {exc}") from exc
 

@@ -67,7 +67,7 @@ def act_qparams(lo: float, hi: float, bits: int, symmetric: bool = False) -> tup
     """``(scale, zero_point)`` covering ``[min(lo, 0), max(hi, 0)]``: asymmetric unsigned, or
     symmetric signed (zero point 0, scale from the largest magnitude) when ``symmetric``."""
     lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
-    qmin, qmax = act_qrange(bits, symmetric)
+    qmax = act_qrange(bits, symmetric)[1]
     if symmetric:
         return max(max(-lo, hi) / qmax, _EPS), 0
     scale = max((hi - lo) / qmax, _EPS)
