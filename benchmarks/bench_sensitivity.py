@@ -26,11 +26,16 @@ import time
 from pathlib import Path
 
 from compress.allocate import CostModel
-from search.cli import setup_logging
+from search._logging import setup_logging
 from search.objective import Objective
 from search.sensitivity import objective_map, objective_seeds
 from spaces.space import (
-    baseline_params, load_space, params_for_ratios, policy_from_params, prune_groups, suggest_policy,
+    baseline_params,
+    load_space,
+    params_for_ratios,
+    policy_from_params,
+    prune_groups,
+    suggest_policy,
 )
 
 log = logging.getLogger("bench_sensitivity")
@@ -80,7 +85,8 @@ def _seed_rows(obj: Objective, smap, targets) -> list[dict]:
         free = prune_groups(obj.dims)[0]
         u = _uniform_at(flops, free, a.target)
         uniform = {g: u for g in free}
-        rows.append({"label": a.label, "target": a.target, "flops": a.fraction, "summed_loss": a.loss, "ratios": a.ratios,
+        rows.append({"label": a.label, "target": a.target, "flops": a.fraction, "summed_loss": a.loss,
+                     "ratios": a.ratios,
                      "per_stage": _stage_summary(a.ratios, list(obj.groups)), "params": round(params.cost(a.ratios)),
                      "space_residual": fit.residual, "uniform_ratio": u, "uniform_flops": flops.fraction(uniform),
                      "uniform_params": round(params.cost(uniform)), "enqueued": a.label in dict(seeds)})
@@ -171,7 +177,8 @@ def _print(result: dict) -> None:
               f"(uniform {s['uniform_ratio']:.2f}: flops {s['uniform_flops']:.3f} params {s['uniform_params']}) "
               f"residual {s['space_residual']:.2f} per stage {s['per_stage']}")
     for t in result.get("seed_trials", []):
-        print(f"proxy trial {t['policy']}: accuracy {t['accuracy']:.2f} flops {t['flops_ratio']:.3f} params {t['params']}")
+        print(f"proxy trial {t['policy']}: accuracy {t['accuracy']:.2f} flops {t['flops_ratio']:.3f} "
+              f"params {t['params']}")
 
 
 if __name__ == "__main__":

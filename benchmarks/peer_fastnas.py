@@ -52,10 +52,10 @@ from torch import nn
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from autocompress.errors import UserError
 from compress.apply import apply
 from compress.measure import count_flops, count_params, evaluate
 from compress.prune import MatchError, convert_option_a, list_groups, match_kept
-from autocompress.errors import UserError
 from spaces.policy import LayerBits, ModelSpec, Policy, PruneSpec, QuantSpec
 
 log = logging.getLogger("peer_fastnas")
@@ -213,7 +213,8 @@ def fastnas_policy(model: nn.Module, data: Any, flops_fraction: float, *, spec: 
     s = spec.input_size
     base_flops = count_flops(model, s)
     metrics.update(flops=count_flops(subnet, s), params=count_params(subnet), base_flops=base_flops,
-                   base_params=count_params(model), fastnas_constraints=dict(state.get("best", {}).get("constraints", {})))
+                   base_params=count_params(model),
+                   fastnas_constraints=dict(state.get("best", {}).get("constraints", {})))
     metrics["flops_ratio"] = metrics["flops"] / base_flops
     channels = {g.name: g.channels for g in list_groups(model, s)}
     metrics["kept_channels"] = {g: f"{len(policy.prune.kept.get(g, range(n)))}/{n}" for g, n in channels.items()}
@@ -284,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stage-channels", action="store_true", help="convert option-A shortcuts so FastNAS also "
                                                                   "prunes stage channels (layer1, layer2)")
     args = ap.parse_args(argv)
-    from search.cli import setup_logging
+    from search._logging import setup_logging
     from spaces.space import load_space
 
     setup_logging()

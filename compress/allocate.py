@@ -86,7 +86,7 @@ class CostModel:
     @classmethod
     def from_model(cls, model: nn.Module, input_size: int, *, metric: Metric = "flops", round_to: int = 1,
                    units: Mapping[str, Sequence[str]] | None = None,
-                   layer_costs: Mapping[str, float] | None = None) -> "CostModel":
+                   layer_costs: Mapping[str, float] | None = None) -> CostModel:
         """Derive the cost model of ``model`` (one fvcore pass, two dependency-graph traces).
 
         ``units``: quantization unit -> layers (``bops`` only; layers in no unit stay float).

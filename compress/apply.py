@@ -53,11 +53,13 @@ class Compressed:
 
     def scored(self, layers: Sequence[str]) -> tuple[nn.Module, str]:
         """The model whose accuracy to report, and which one it is: ``deploy`` when it runs exactly
-        the policy's precision on these quantizable ``layers`` (float, or x86 INT8 with 8-bit
-        activations), else ``model``, the fake-quant simulation (sub-8-bit activations,
-        CUDA-targeted quantization on CPU)."""
+        the policy's precision on these quantizable ``layers`` (float, x86 INT8 with 8-bit
+        activations, or the ``tensorrt`` Q/DQ model, which simulates the engine bit for bit),
+        else ``model``, the fake-quant simulation (sub-8-bit activations on x86, the ``cuda``
+        target's quantized layers)."""
         q = self.policy.quant
-        if not q.active or (q.backend == "x86" and all(q.bits_for(layer).a in (8, 16, 32) for layer in layers)):
+        if not q.active or q.backend == "tensorrt" or (
+                q.backend == "x86" and all(q.bits_for(layer).a in (8, 16, 32) for layer in layers)):
             return self.deploy, "deploy"
         return self.model, "fake-quant simulation"
 

@@ -13,7 +13,10 @@ layer; the off-by-one-step differences add up over a deep net and flip near-tied
 as often as INT8 vs float does (resnet20 on CIFAR-10 JPEG, 500 val images: ORT-int8 vs
 torch-int8 98.4-98.8% top-1 agreement, torch-int8 vs float 98.4%). INT8 graphs are therefore
 held to >= 97% top-1 agreement (``min_top1_agreement`` overrides either default); their logit
-difference is reported, not bounded. Failures raise :class:`ExportError`.
+difference is reported, not bounded. The same INT8 rule holds for the other reduced-precision
+models: fake-quantized ones (the ``cuda``/``tensorrt`` targets: exported as Q/DQ, which ONNX Runtime
+may run in its own INT8 kernels) and fp16 ones (ONNX Runtime's CPU computes their fp16 nodes in
+fp32). Failures raise :class:`ExportError`.
 
 >>> report = export_onnx(model, "model.onnx", example, verify_loader=val_loader)
 >>> session = ort_session("model.onnx", threads=1)
@@ -77,6 +80,14 @@ def is_quantized_model(model: nn.Module) -> bool:
     """True when ``model`` holds real quantized modules (INT8 FX conversion)."""
     return any(type(m).__module__.startswith(("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized"))
                for m in model.modules())
+
+
+def is_reduced_precision(model: nn.Module) -> bool:
+    """True for INT8 FX, fake-quantized (exported as Q/DQ) or fp16/bf16 models: the INT8 verification rule."""
+    from compress.quantize import FAKE_QUANT_TYPES
+
+    return is_quantized_model(model) or any(isinstance(m, FAKE_QUANT_TYPES) for m in model.modules()) or any(
+        p.dtype in (torch.float16, torch.bfloat16) for p in model.parameters())
 
 
 def _run_ort(session, x: torch.Tensor) -> np.ndarray:
@@ -163,6 +174,7 @@ def verify_onnx(model: nn.Module, path: str | Path, example: torch.Tensor, *, ve
     model = model.eval().cpu()
     example = example.detach().cpu().float()
     quantized = is_quantized_model(model)
+    reduced = is_reduced_precision(model)
     try:
         proto = onnx.load(str(path))
         onnx.checker.check_model(proto)
@@ -181,15 +193,15 @@ def verify_onnx(model: nn.Module, path: str | Path, example: torch.Tensor, *, ve
 
     one = example[:1]
     dyn = [one, torch.cat([one, example[-1:], one * 0.5])]
-    _compare(model, session, dyn, quantized, path)
+    _compare(model, session, dyn, reduced, path)
     samples, top1, max_abs, rel = 0, None, 0.0, 0.0
     if verify_loader is not None:
-        samples, top1, max_abs, rel = _compare(model, session, _inputs(verify_loader, verify_batches), quantized,
+        samples, top1, max_abs, rel = _compare(model, session, _inputs(verify_loader, verify_batches), reduced,
                                                path)
         if samples == 0:
             raise ExportError(f"{path}: verify_loader yielded no batches")
         need = min_top1_agreement if min_top1_agreement is not None else (
-            MIN_TOP1_AGREEMENT_INT8 if quantized else MIN_TOP1_AGREEMENT)
+            MIN_TOP1_AGREEMENT_INT8 if reduced else MIN_TOP1_AGREEMENT)
         if top1 < need:
             raise ExportError(f"{path}: ONNX Runtime and PyTorch agree on top-1 for {top1:.2%} of {samples} "
                               f"samples; required >= {need:.1%} (max abs logit diff {max_abs:.3g})")

@@ -67,7 +67,7 @@ class SensitivitySettings:
                 for k, v in dataclasses.asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "SensitivitySettings":
+    def from_dict(cls, data: Mapping[str, Any]) -> SensitivitySettings:
         d = dict(data)
         d["ratios"] = tuple(float(r) for r in d.get("ratios", cls.ratios))
         d["bits"] = tuple((int(w), int(a)) for w, a in d.get("bits", ()))
@@ -126,7 +126,7 @@ class SensitivityMap:
                 "settings": self.settings.to_dict(), "seconds": dict(self.seconds)}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "SensitivityMap":
+    def from_dict(cls, data: Mapping[str, Any]) -> SensitivityMap:
         if data.get("version") != MAP_VERSION:
             raise ValueError(f"sensitivity map version {data.get('version')!r}: this autocompress reads {MAP_VERSION}")
         return cls(reference=float(data["reference"]), images=int(data["images"]),

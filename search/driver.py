@@ -40,7 +40,43 @@ log = logging.getLogger("search")
 
 
 class SearchConfigError(UserError, ValueError):
-    """The run directory holds a different search space than the one given."""
+    """The run directory holds a different search space than the one given, or the devices
+    asked for cannot be used."""
+
+
+def check_devices(space: Any, device: str, backend: str, ray: dict[str, Any] | None = None) -> None:
+    """Raise :class:`SearchConfigError` when the training ``device`` or the space's latency device
+    cannot work: CUDA asked for but absent here, or Ray trials that would not see a GPU.
+
+    Ray gives each trial only the GPUs it reserves (``CUDA_VISIBLE_DEVICES``): CUDA in trials needs
+    ``gpus_per_trial > 0``, and there the trial's GPU is ``cuda`` (``cuda:N`` would name a GPU the
+    trial cannot see).
+    """
+    import torch
+
+    wanted = [("--device", device)]
+    if getattr(space, "needs_latency", False):
+        wanted.append(("budget.latency.device", space.budget.latency.device))
+    cuda = [(what, d) for what, d in wanted if str(d).startswith("cuda")]
+    if not cuda:
+        return
+    # this process prepares the baseline and reference on --device; trials run here too unless
+    # Ray joins a cluster (then only the cluster's nodes need the latency device)
+    remote = backend == "ray" and (ray or {}).get("address") is not None
+    for what, d in cuda:
+        if (what == "--device" or not remote) and not torch.cuda.is_available():
+            raise SearchConfigError(f"{what} = {d}: no CUDA device is available here "
+                                    "(torch.cuda.is_available() is False); use cpu")
+    if backend != "ray":
+        return
+    what, d = cuda[0]
+    if float((ray or {}).get("gpus_per_trial") or 0) <= 0:
+        raise SearchConfigError(f"{what} = {d} with --backend ray needs --gpus-per-trial > 0: Ray hides the GPUs "
+                                "from trials that reserve none (e.g. --gpus-per-trial 0.25 runs 4 trials per GPU)")
+    for what, d in cuda:
+        if d != "cuda":
+            raise SearchConfigError(f"{what} = {d} with --backend ray: use cuda (each Ray trial sees only the GPU "
+                                    "it reserved, as cuda)")
 
 
 @dataclass
@@ -200,6 +236,7 @@ def run_search(space: Any, run_dir: str | Path | None = None, *, backend: str | 
     space = resolve_space(space, backend=backend, trials=trials, storage=storage, study=study,
                           sampler=sampler, seed=seed, workers=workers, timeout_s=timeout_s)
     s = space.search
+    check_devices(space, device, s.backend, ray)
     run_dir = _prepare_run_dir(space, run_dir)
     runner = BACKENDS.get(s.backend)  # unknown backend -> error listing the known ones
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -182,7 +183,9 @@ class SpacePrune:
     granularity: Literal["block", "stage", "both", "none"] = "block"
     ratio: FloatOrRange = Range(0.0, 0.7, 0.1)
     criterion: Criterion | tuple[Criterion, ...] = "l1"
-    round_to: int = 1
+    #: kept channels rounded to a multiple of this; null = auto: 8 when ``budget.latency.device`` is
+    #: cuda (tensor-core friendly widths), else 1 (resolved when the space is built)
+    round_to: int | None = None
     pin: dict[str, float] = field(default_factory=dict)
     parametrization: Literal["independent", "global"] = "independent"
     offset: Range = Range(-0.2, 0.2, 0.1)
@@ -192,7 +195,8 @@ class SpacePrune:
         _range_errors(errors, "ratio", self.ratio)
         lo, hi = _range_bounds(self.ratio)
         _check(errors, 0.0 <= lo and hi < 1.0, "ratio", to_dict(self.ratio), "allowed 0 <= ratio < 1")
-        _check(errors, self.round_to >= 1, "round_to", self.round_to, "must be an integer >= 1")
+        _check(errors, self.round_to is None or self.round_to >= 1, "round_to", self.round_to,
+               "must be an integer >= 1 or null (auto: 8 on cuda, else 1)")
         if isinstance(self.criterion, tuple):
             _check(errors, len(self.criterion) >= 1, "criterion", [], f"allowed {', '.join(CRITERIA)}")
         for name, r in self.pin.items():
@@ -217,12 +221,17 @@ class SpaceQuant:
 
     ``act_bits: follow`` ties activations to weights (8-bit activations when the weights are
     quantized, float otherwise), so ``weight_bits: [8, 32]`` is a plain int8-or-float choice.
-    ``backend: x86`` always couples them (its kernels quantize weights and activations
-    together): a float-weight layer stays float, an integer-weight layer with a float
-    activation choice runs 8-bit activations.
+    ``backend: x86`` and ``backend: tensorrt`` always couple them (their INT8 kernels quantize
+    weights and activations together): a float-weight layer stays float, an integer-weight layer
+    with a float activation choice runs 8-bit activations.
+
+    Targets (``compress.quantize.check_bits``): ``x86`` runs INT8 in FX CPU kernels; ``tensorrt``
+    runs INT8 for real in TensorRT (explicit Q/DQ, symmetric), 16 bits as fp16; ``cuda`` is
+    PyTorch on a GPU: 16 bits run fp16, integer layers are simulated (fake-quant in fp32). On
+    every target, bits below 8 are simulated inside 8-bit kernels, and the precision notes say so.
     """
 
-    backend: Literal["x86", "cuda", "none"] = "none"  # none: no quantization dims (bits ignored)
+    backend: Literal["x86", "cuda", "tensorrt", "none"] = "none"  # none: no quantization dims (bits ignored)
     weight_bits: tuple[int, ...] = (8, 32)
     act_bits: tuple[int, ...] | Literal["follow"] = (8, 32)
     share: Literal["layer", "stage", "model"] = "layer"
@@ -281,18 +290,33 @@ class LatencyBudget:
     """How latency is measured (``compress.measure.compare_latency``).
 
     ``measure: auto`` measures only when an objective or constraint needs latency.
+    ``device``: ``cpu``, ``cuda`` or ``cuda:N``. ``backend``: ``torch`` (CPU or CUDA, CUDA events),
+    ``onnxruntime`` (CPU) or ``tensorrt`` (CUDA only: an engine built from the exported ONNX;
+    ``pip install -e '.[gpu]'``).
     """
 
     measure: Literal["auto", "always", "never"] = "auto"
     device: str = "cpu"
-    backend: Literal["torch", "onnxruntime"] = "torch"
+    backend: Literal["torch", "onnxruntime", "tensorrt"] = "torch"
     batch: int = 1
     threads: int | None = 2
     rounds: int = 20
     warmup_s: float = 0.5
 
+    @property
+    def on_cuda(self) -> bool:
+        """Whether latency is measured on a CUDA device."""
+        return self.device.startswith("cuda")
+
     def __post_init__(self) -> None:
         errors: list[FieldError] = []
+        _check(errors, re.fullmatch(r"cpu|cuda(:\d+)?", self.device) is not None, "device", self.device,
+               "allowed cpu, cuda, cuda:N")
+        _check(errors, self.backend != "tensorrt" or self.on_cuda, "backend", self.backend,
+               "tensorrt runs on a GPU only: allowed torch, onnxruntime with device cpu; "
+               "torch, tensorrt with device cuda")
+        _check(errors, self.backend != "onnxruntime" or not self.on_cuda, "backend", self.backend,
+               "onnxruntime is timed on the CPU only: allowed torch, tensorrt with device cuda")
         _check(errors, self.batch >= 1, "batch", self.batch, "must be >= 1")
         _check(errors, self.rounds >= 3, "rounds", self.rounds, "must be >= 3")
         _check(errors, self.threads is None or self.threads >= 1, "threads", self.threads, "must be >= 1 or null")
@@ -383,7 +407,27 @@ class SearchSpace:
                 parse_constraint(text)
             except ValueError as exc:
                 errors.append(FieldError(join_path("constraints", i), text, str(exc)))
+        errors.extend(self._target_errors())
         _raise(errors)
+        if isinstance(self.prune, SpacePrune) and self.prune.round_to is None:
+            # auto: tensor-core friendly widths when latency is timed on a GPU
+            lat = getattr(self.budget, "latency", None)
+            on_cuda = isinstance(lat, LatencyBudget) and lat.on_cuda
+            object.__setattr__(self, "prune", dataclasses.replace(self.prune, round_to=8 if on_cuda else 1))
+
+    def _target_errors(self) -> list[FieldError]:
+        """The quantization target must run where latency is timed."""
+        errors: list[FieldError] = []
+        lat = getattr(self.budget, "latency", None)
+        if not (isinstance(lat, LatencyBudget) and isinstance(self.quant, SpaceQuant)):
+            return errors  # a section that failed to load has its own errors
+        backend = self.quant.backend
+        _check(errors, not (lat.on_cuda and backend == "x86"), "quant.backend", backend,
+               f"x86 INT8 models run on the CPU only; with budget.latency.device {lat.device} allowed cuda, "
+               "tensorrt, none")
+        _check(errors, lat.backend != "tensorrt" or backend in ("tensorrt", "none"), "quant.backend", backend,
+               "budget.latency.backend tensorrt builds engines from Q/DQ ONNX: allowed tensorrt, none")
+        return errors
 
     # ----- derived views ---------------------------------------------------------------
     @property

@@ -30,7 +30,7 @@ from typing import Any, Literal, Protocol
 
 from spaces._schema import FieldError
 from spaces._space_config import Range, SearchSpace, SpaceError
-from spaces.policy import DistillSpec, LayerBits, Policy, PruneSpec, QuantSpec
+from spaces.policy import COUPLED_BACKENDS, DistillSpec, LayerBits, Policy, PruneSpec, QuantSpec
 
 FLOAT_BITS = 32
 GLOBAL = "prune/global"
@@ -297,8 +297,8 @@ def policy_from_params(space: SearchSpace, dims: Sequence[Dim], params: Mapping[
         a = bits_a.get(layer)
         if a is None:
             a = space.quant.act_choices(w)[0]
-        if space.quant.backend == "x86":
-            a = _x86_act(w, a)
+        if space.quant.backend in COUPLED_BACKENDS:
+            a = _coupled_act(w, a)
         lb = LayerBits(w=w, a=a)
         if (lb.w, lb.a) != (FLOAT_BITS, FLOAT_BITS):
             layers[layer] = lb
@@ -339,8 +339,9 @@ def global_ratio(space: SearchSpace, global_: float, offset: float) -> float:
     return round(rng.snap(global_ + offset * scale), 10)
 
 
-def _x86_act(w: int, a: int) -> int:
-    """x86 kernels quantize weights and activations together (``compress.quantize.check_bits``):
+def _coupled_act(w: int, a: int) -> int:
+    """x86 and TensorRT INT8 kernels quantize weights and activations together
+    (``compress.quantize.check_bits``):
     a float-weight layer stays float (``a = w``); an integer-weight layer with a float
     activation choice gets 8-bit activations."""
     w_int, a_int = w < 16, a < 16

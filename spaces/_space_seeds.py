@@ -58,7 +58,7 @@ def _values(d: Dim) -> list[float]:
     return [lo + (hi - lo) * i / _FINE for i in range(_FINE + 1)]
 
 
-def ratio_grid(space: "SearchSpace") -> tuple[float, ...]:
+def ratio_grid(space: SearchSpace) -> tuple[float, ...]:
     """Every ratio a prune group can take in ``space`` (``prune.ratio``'s grid, 0 first if absent)."""
     from spaces.space import Range
 
@@ -87,7 +87,7 @@ def quant_units(dims: Sequence[Dim]) -> dict[str, tuple[str, ...]]:
     return {d.name.partition("/")[2]: d.targets for d in dims if d.name.startswith("wbits/") and not d.fixed}
 
 
-def _global_candidates(space: "SearchSpace", dims: Sequence[Dim], ratios: Mapping[str, float]) -> list[float]:
+def _global_candidates(space: SearchSpace, dims: Sequence[Dim], ratios: Mapping[str, float]) -> list[float]:
     g = next(d for d in dims if d.name == GLOBAL)
     if g.fixed:
         return _values(g)
@@ -96,7 +96,7 @@ def _global_candidates(space: "SearchSpace", dims: Sequence[Dim], ratios: Mappin
     return sorted(set(_values(g)) | ({g.snap(mean)} if not g.step else set()), key=lambda v: (abs(v - mean), v))
 
 
-def _fit_global(space: "SearchSpace", dims: Sequence[Dim], ratios: Mapping[str, float]) -> dict[str, float]:
+def _fit_global(space: SearchSpace, dims: Sequence[Dim], ratios: Mapping[str, float]) -> dict[str, float]:
     """Global ratio and offsets whose ratios are closest to ``ratios`` (max error, then total
     error, then the global nearest the mean ratio)."""
     offsets = [d for d in dims if d.name.startswith(OFFSET)]
@@ -115,7 +115,7 @@ def _fit_global(space: "SearchSpace", dims: Sequence[Dim], ratios: Mapping[str, 
     return best[1] if best else {}
 
 
-def params_for_ratios(space: "SearchSpace", dims: Sequence[Dim], ratios: Mapping[str, float], *,
+def params_for_ratios(space: SearchSpace, dims: Sequence[Dim], ratios: Mapping[str, float], *,
                       base: Mapping[str, Any] | None = None) -> RatioFit:
     """Params whose policy prunes each group as close to ``ratios`` as the space allows.
 
@@ -146,7 +146,7 @@ def _with_bits(dims: Sequence[Dim], params: dict[str, Any], bits: Mapping[str, L
     return out
 
 
-def seed_params(space: "SearchSpace", dims: Sequence[Dim], seeds: Sequence[SeedLike]) -> list[tuple[str, dict]]:
+def seed_params(space: SearchSpace, dims: Sequence[Dim], seeds: Sequence[SeedLike]) -> list[tuple[str, dict]]:
     """Labelled params of the seeds, to enqueue after :func:`baseline_params` (same shape).
 
     Each seed's ratios go through :func:`params_for_ratios` (a residual above 0 is logged: the

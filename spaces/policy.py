@@ -32,7 +32,10 @@ ACT_BITS = tuple(range(4, 9)) + FLOAT_BITS
 BITS_ALLOWED_TEXT = "allowed 2-8, 16, 32"
 ACT_BITS_ALLOWED_TEXT = "allowed 4-8, 16, 32"
 CRITERIA = ("l1", "bn_scale", "taylor")
-BACKENDS = ("x86", "cuda", "none")
+BACKENDS = ("x86", "cuda", "tensorrt", "none")
+#: backends whose integer kernels quantize weights and activations together: a layer is int (w and a
+#: both 2-8) or float (both 16/32); see ``compress.quantize.check_bits``
+COUPLED_BACKENDS = ("x86", "tensorrt")
 
 
 class PolicyError(SchemaError):
@@ -140,7 +143,7 @@ class LayerBits:
 class QuantSpec:
     """Mixed precision: target backend, a default for unnamed layers, and per-layer bits."""
 
-    backend: Literal["x86", "cuda", "none"] = "none"
+    backend: Literal["x86", "cuda", "tensorrt", "none"] = "none"
     default: LayerBits = LayerBits()
     layers: dict[str, LayerBits] = field(default_factory=dict)
 
@@ -323,7 +326,7 @@ class Policy:
                                          f"unknown layer; known: {known_layers}"))
         if self.quant.backend == "none" and self.quant.active:
             errors.append(FieldError("quant.backend", "none",
-                                     "sub-float bits need a backend; allowed x86, cuda"))
+                                     "sub-float bits need a backend; allowed x86, cuda, tensorrt"))
         for i, name in enumerate(self.distill.feature_layers):
             if name not in layer_set and not any(g == name for g in groups) and not _is_module_prefix(name, layers):
                 errors.append(FieldError(join_path("distill.feature_layers", i), name,

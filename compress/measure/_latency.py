@@ -47,6 +47,8 @@ class LatencyStats:
     busy_reason: str = ""
     other_cores: float = 0.0
     warmup_runs: int = 0
+    #: how the runs were executed: ``eager``, ``cuda-graph`` (torch on CUDA) or ``engine`` (TensorRT)
+    mode: str = "eager"
     samples_ms: tuple[float, ...] = field(default=(), repr=False)
 
     @property
@@ -98,7 +100,8 @@ def _stats(samples: list[float], runner: Runner, *, other_cores: float, warmup_r
         median_ms=float(med), iqr_ms=float(q3 - q1), p10_ms=float(p10), p90_ms=float(p90),
         mean_ms=float(arr.mean()), runs=len(samples), batch=runner.batch, threads=runner.num_threads,
         backend=runner.backend, device=runner.device, busy=busy, busy_reason=reason,
-        other_cores=float(other_cores), warmup_runs=warmup_runs, samples_ms=tuple(float(s) for s in arr),
+        other_cores=float(other_cores), warmup_runs=warmup_runs, mode=runner.mode,
+        samples_ms=tuple(float(s) for s in arr),
     )
 
 
@@ -122,7 +125,7 @@ def measure_latency(model: Any, example: torch.Tensor, *, backend: str = "torch"
                     threads: int | None = None, runs: int | None = None, min_time_s: float = 1.0,
                     warmup_s: float = 0.5, min_runs: int = 10, max_runs: int = 100_000, lock: bool = True,
                     max_other_cores: float = MAX_OTHER_CORES, max_spread: float = MAX_SPREAD,
-                    progress: bool = False) -> LatencyStats:
+                    progress: bool = False, cuda_graph: bool = True) -> LatencyStats:
     """Time forward passes of ``model`` on ``example`` (its batch size is the latency batch).
 
     ``model`` may be an ``nn.Module`` (``backend`` "torch" or "onnxruntime": exported to a
@@ -130,13 +133,17 @@ def measure_latency(model: Any, example: torch.Tensor, *, backend: str = "torch"
     path to an ``.onnx`` file. ``threads=None`` uses torch's current thread count for either
     backend; torch's process-wide setting is restored afterwards. After ``warmup_s`` seconds of
     warm-up, exactly ``runs`` timed runs, or when ``runs`` is None at least ``min_runs`` and
-    until ``min_time_s`` seconds have passed.
+    until ``min_time_s`` seconds have passed. ``backend="tensorrt"`` (CUDA only) builds a TensorRT
+    engine from the module or ``.onnx`` path. On CUDA, torch modules are replayed as a CUDA graph
+    unless ``cuda_graph=False`` (see :mod:`compress.measure._runners`).
     """
     if runs is not None and runs < 1:
         raise ValueError(f"runs = {runs}: must be >= 1 or None")
-    runner = make_runner(model, example, backend=backend, device=device, threads=threads)
-    try:
-        with _lock_ctx(lock), runner.threads():
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_lock_ctx(lock))  # engines are built and graphs captured under the lock too
+        runner = make_runner(model, example, backend=backend, device=device, threads=threads, cuda_graph=cuda_graph)
+        stack.callback(runner.close)
+        with runner.threads():
             warm = _warm_up([runner], warmup_s)[0]
             samples: list[float] = []
             with CpuMonitor() as mon:
@@ -149,10 +156,8 @@ def measure_latency(model: Any, example: torch.Tensor, *, backend: str = "torch"
                             break
                     elif (n >= min_runs and time.perf_counter() - start >= min_time_s) or n >= max_runs:
                         break
-        return _stats(samples, runner, other_cores=mon.other_cores, warmup_runs=warm,
-                      max_other_cores=max_other_cores, max_spread=max_spread, what=type(model).__name__)
-    finally:
-        runner.close()
+    return _stats(samples, runner, other_cores=mon.other_cores, warmup_runs=warm,
+                  max_other_cores=max_other_cores, max_spread=max_spread, what=type(model).__name__)
 
 
 def _block_runs(est_ms: float, block_s: float, max_block: int) -> int:
@@ -176,7 +181,7 @@ def compare_latency(a: Any, b: Any, example: torch.Tensor, *, backend: str = "to
                     threads: int | None = None, rounds: int = 20, block_s: float = 0.05, max_block: int = 50,
                     warmup_s: float = 0.5, confidence: float = 0.95, n_boot: int = 2000, seed: int = 0,
                     lock: bool = True, max_other_cores: float = MAX_OTHER_CORES, max_spread: float = MAX_SPREAD,
-                    on_round: Callable[[int], None] | None = None) -> LatencyRatio:
+                    on_round: Callable[[int], None] | None = None, cuda_graph: bool = True) -> LatencyRatio:
     """Time ``a`` and ``b`` interleaved in this process and return the ratio of medians a/b.
 
     After a round-robin warm-up, each of ``rounds`` rounds times a block of ``a`` runs and a
@@ -190,11 +195,14 @@ def compare_latency(a: Any, b: Any, example: torch.Tensor, *, backend: str = "to
         raise ValueError(f"rounds = {rounds}: must be >= 2")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence = {confidence}: allowed 0 < confidence < 1")
-    ra = make_runner(a, example, backend=backend, device=device, threads=threads)
-    rb = make_runner(b, example, backend=backend, device=device, threads=threads)
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_lock_ctx(lock))  # engines are built and graphs captured under the lock too
+        ra = make_runner(a, example, backend=backend, device=device, threads=threads, cuda_graph=cuda_graph)
+        stack.callback(ra.close)
+        rb = make_runner(b, example, backend=backend, device=device, threads=threads, cuda_graph=cuda_graph)
+        stack.callback(rb.close)
         # torch's thread count is process-wide: both runners see the same setting
-        with _lock_ctx(lock), ra.threads(), rb.threads():
+        with ra.threads(), rb.threads():
             warm = _warm_up([ra, rb], warmup_s)
             est_a = float(np.median([ra.run_ms() for _ in range(3)]))
             est_b = float(np.median([rb.run_ms() for _ in range(3)]))
@@ -211,13 +219,10 @@ def compare_latency(a: Any, b: Any, example: torch.Tensor, *, backend: str = "to
                             blocks[r, j] = runner.run_ms()
                     if on_round is not None:
                         on_round(r)
-        sa = _stats(list(a_blocks.ravel()), ra, other_cores=mon.other_cores, warmup_runs=warm[0],
-                    max_other_cores=max_other_cores, max_spread=max_spread, what="a", warn=False)
-        sb = _stats(list(b_blocks.ravel()), rb, other_cores=mon.other_cores, warmup_runs=warm[1],
-                    max_other_cores=max_other_cores, max_spread=max_spread, what="b", warn=False)
-    finally:
-        ra.close()
-        rb.close()
+    sa = _stats(list(a_blocks.ravel()), ra, other_cores=mon.other_cores, warmup_runs=warm[0],
+                max_other_cores=max_other_cores, max_spread=max_spread, what="a", warn=False)
+    sb = _stats(list(b_blocks.ravel()), rb, other_cores=mon.other_cores, warmup_runs=warm[1],
+                max_other_cores=max_other_cores, max_spread=max_spread, what="b", warn=False)
     ratio = sa.median_ms / sb.median_ms
     lo, hi = _bootstrap_ci(a_blocks, b_blocks, confidence, n_boot, seed)
     round_ratios = tuple(float(x) for x in np.median(a_blocks, axis=1) / np.median(b_blocks, axis=1))

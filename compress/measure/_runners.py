@@ -4,6 +4,13 @@ A runner hides the backend from the timing loops in :mod:`._latency`: ``run_ms()
 one forward pass on the fixed example input and returns its wall time in milliseconds
 (CUDA events on a GPU). ``threads()`` is a context that applies the thread count (torch's
 is process-wide, so it is set for the timed block and restored afterwards).
+
+On CUDA the torch runner times what the GPU does, not Python's kernel launches: the model and
+input are in channels_last (tensor-core layout, as ``compress.train.fit`` trains), and one
+forward pass is captured as a CUDA graph that every run replays (``mode`` says ``cuda-graph``;
+a model that cannot be captured is timed eagerly, ``mode`` ``eager``, with a logged warning).
+Eager PyTorch on a GPU is launch-bound for small CIFAR ResNets: a pruned or fp16 model would time
+the same as the original. TensorRT runners live in :mod:`._tensorrt` (backend ``tensorrt``).
 """
 
 from __future__ import annotations
@@ -23,13 +30,14 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("torch", "onnxruntime")
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
 
 
 class Runner:
     """Base class; subclasses implement :meth:`run_ms`."""
 
     backend: str = ""
+    mode: str = "eager"
     device: str = "cpu"
     batch: int = 1
     num_threads: int = 1
@@ -45,12 +53,38 @@ class Runner:
         """Release temporary resources."""
 
 
+def capture_cuda_graph(model: nn.Module, example: torch.Tensor) -> tuple[torch.cuda.CUDAGraph, Any] | None:
+    """One forward pass of ``model`` on ``example`` (both on the same CUDA device) captured as a
+    CUDA graph after a warm-up on a side stream: ``(graph, output)``, where every replay rewrites
+    ``output``; None (and a warning) when it cannot be captured."""
+    dev = example.device
+    try:
+        side = torch.cuda.Stream(device=dev)
+        side.wait_stream(torch.cuda.current_stream(dev))
+        with torch.no_grad(), torch.cuda.stream(side):
+            for _ in range(3):  # cuDNN/cuBLAS pick algorithms and workspaces outside the capture
+                model(example)
+        torch.cuda.current_stream(dev).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.no_grad(), torch.cuda.graph(graph):
+            output = model(example)
+        torch.cuda.synchronize(dev)
+        return graph, output
+    except Exception as exc:  # noqa: BLE001 - capture fails in many ways (host syncs, unsupported ops)
+        log.warning("CUDA graph capture of %s failed (%s: %s); timing eager forward passes",
+                    type(model).__name__, type(exc).__name__, exc)
+        torch.cuda.synchronize(dev)
+        return None
+
+
 class TorchRunner(Runner):
-    """Eager/FX torch module on CPU (``perf_counter``) or CUDA (events + synchronize)."""
+    """Eager/FX torch module on CPU (``perf_counter``) or CUDA (events + synchronize; channels_last
+    and a CUDA graph unless ``cuda_graph=False``, see the module docstring)."""
 
     backend = "torch"
 
-    def __init__(self, model: nn.Module, example: torch.Tensor, *, device: str = "cpu", threads: int | None = None):
+    def __init__(self, model: nn.Module, example: torch.Tensor, *, device: str = "cpu", threads: int | None = None,
+                 cuda_graph: bool = True):
         dev = torch.device(device)
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("device='cuda' requested but torch.cuda.is_available() is False")
@@ -58,17 +92,27 @@ class TorchRunner(Runner):
             raise ValueError(f"device = {device!r}: allowed 'cpu', 'cuda' or 'cuda:N'")
         tensors = list(model.parameters()) + list(model.buffers())
         on_device = all(t.device == dev for t in tensors) if tensors else dev.type == "cpu"
-        # never move the caller's model: copy when it lives elsewhere
-        self.model = model if on_device else copy.deepcopy(model).to(dev)
+        self._cuda = dev.type == "cuda"
+        # never move (or re-layout) the caller's model: copy when it lives elsewhere or on CUDA
+        self.model = model if on_device and not self._cuda else copy.deepcopy(model).to(dev)
         self.model.eval()
         self.example = example.to(dev)
         self.device = str(dev)
         self.batch = int(example.shape[0])
         self.num_threads = int(threads) if threads else torch.get_num_threads()
-        self._cuda = dev.type == "cuda"
+        self._graph = self._output = None
         if self._cuda:
+            if self.example.dim() == 4:
+                self.model.to(memory_format=torch.channels_last)
+                self.example = self.example.contiguous(memory_format=torch.channels_last)
             self._start = torch.cuda.Event(enable_timing=True)
             self._end = torch.cuda.Event(enable_timing=True)
+            if cuda_graph:
+                with torch.cuda.device(dev):
+                    captured = capture_cuda_graph(self.model, self.example)
+                if captured is not None:
+                    self._graph, self._output = captured
+                    self.mode = "cuda-graph"
 
     @contextlib.contextmanager
     def threads(self) -> Iterator[None]:
@@ -82,16 +126,31 @@ class TorchRunner(Runner):
                 torch.set_num_threads(prev)
 
     def run_ms(self) -> float:
-        with torch.inference_mode():
-            if self._cuda:
+        if self._cuda:
+            with torch.cuda.device(self.example.device), torch.inference_mode():
                 self._start.record()
-                self.model(self.example)
+                if self._graph is not None:
+                    self._graph.replay()
+                else:
+                    self.model(self.example)
                 self._end.record()
                 torch.cuda.synchronize()
                 return float(self._start.elapsed_time(self._end))
+        with torch.inference_mode():
             t0 = time.perf_counter()
             self.model(self.example)
             return (time.perf_counter() - t0) * 1e3
+
+    def output(self) -> torch.Tensor:
+        """The model's output on the example: what the last replay wrote, or a fresh eager pass (CPU copy)."""
+        if self._graph is not None:
+            torch.cuda.synchronize(self.example.device)
+            return self._output.float().cpu()
+        with torch.inference_mode():
+            return self.model(self.example).float().cpu()
+
+    def close(self) -> None:
+        self._graph = self._output = None  # frees the graph's memory pool
 
 
 def session_options(threads: int | None) -> Any:
@@ -180,15 +239,20 @@ class OrtRunner(Runner):
 
 
 def make_runner(obj: Any, example: torch.Tensor, *, backend: str = "torch", device: str = "cpu",
-                threads: int | None = None) -> Runner:
-    """A runner for ``obj``. Sessions and ``.onnx`` paths always use ONNX Runtime;
-    modules use ``backend`` (``"onnxruntime"`` exports them to a temporary ONNX file)."""
+                threads: int | None = None, cuda_graph: bool = True) -> Runner:
+    """A runner for ``obj``. ``tensorrt`` builds an engine from a module (exported to a temporary
+    ONNX file) or an ``.onnx`` path (:mod:`._tensorrt`); otherwise sessions and ``.onnx`` paths use
+    ONNX Runtime, and modules use ``backend`` (``"onnxruntime"`` exports them to a temporary ONNX file)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend = {backend!r}: allowed {', '.join(BACKENDS)}")
     if threads is not None and threads < 1:
         raise ValueError(f"threads = {threads}: must be >= 1 or None (torch's current setting)")
     if isinstance(obj, Runner):
         return obj
+    if backend == "tensorrt":
+        from compress.measure._tensorrt import tensorrt_runner
+
+        return tensorrt_runner(obj, example, device=device, threads=threads)
     if isinstance(obj, nn.Module) and backend == "torch":
-        return TorchRunner(obj, example, device=device, threads=threads)
+        return TorchRunner(obj, example, device=device, threads=threads, cuda_graph=cuda_graph)
     return OrtRunner(obj, example, device=device, threads=threads)

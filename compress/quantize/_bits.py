@@ -10,8 +10,14 @@ Backend rules (what :func:`check_bits` enforces), one per deployment target:
   by fake-quant accuracy and run at 8 bits. 16-bit layers run in fp32 (no fp16 CPU kernels).
   Mixed layers (int weights with float activations or the reverse) are rejected: the x86
   kernels quantize weights and activations together.
-* ``cuda``: 16 -> fp16 (or bf16) execution, 32 -> fp32, <= 8 -> fake-quant simulation in fp32
-  (PyTorch has no general INT8 convolution kernel on CUDA). Every bit-width is allowed.
+* ``cuda`` (PyTorch on a GPU): 16 -> fp16 (or bf16) execution, 32 -> fp32, <= 8 -> fake-quant
+  simulation in fp32 (PyTorch has no general INT8 convolution kernel on CUDA). Every bit-width is
+  allowed.
+* ``tensorrt``: the x86 rule (a layer is integer or float, never mixed), because TensorRT's INT8
+  kernels also take Q/DQ on both weights and activations. Integer layers run in real INT8 (explicit,
+  symmetric Q/DQ in the exported ONNX); below 8 bits they are *simulated*: the values lie on the
+  ``w``/``a``-bit grid inside INT8 tensors, so accuracy is the simulation's and speed is INT8's.
+  16 -> fp16, 32 -> fp32 (strongly typed engine: the ONNX types decide).
 """
 
 from __future__ import annotations
@@ -24,6 +30,9 @@ from spaces.policy import BACKENDS, FLOAT_BITS, LayerBits, PolicyError, QuantSpe
 
 X86_RULE = ("x86 int8 kernels quantize weights and activations together: allowed w and a both 2-8 "
             "(int8; w < 8 on its grid, a < 8 simulated) or both 16/32 (float)")
+TENSORRT_RULE = ("tensorrt int8 kernels quantize weights and activations together (Q/DQ on both): allowed w and a "
+                 "both 2-8 (int8; below 8 simulated on its grid) or both 16/32 (fp16/fp32)")
+_COUPLED_RULES = {"x86": X86_RULE, "tensorrt": TENSORRT_RULE}
 
 
 def is_int(bits: int) -> bool:
@@ -65,8 +74,8 @@ def check_bits(quant: QuantSpec, backend: str | None = None) -> None:
     for path, bits in _entries(quant):
         if backend == "none" and not bits.is_float:
             errors.append(FieldError(path, to_dict(bits), "backend 'none' runs float only: allowed w, a in 16, 32"))
-        elif backend == "x86" and is_int(bits.w) != is_int(bits.a):
-            errors.append(FieldError(path, to_dict(bits), X86_RULE))
+        elif backend in _COUPLED_RULES and is_int(bits.w) != is_int(bits.a):
+            errors.append(FieldError(path, to_dict(bits), _COUPLED_RULES[backend]))
     if errors:
         raise PolicyError(errors)
 

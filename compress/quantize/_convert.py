@@ -11,7 +11,16 @@ option-A shortcut convs (``autocompress_fixed``, 0/1 weights) quantize exactly w
 
 ``cuda``: 16-bit layers are cast to fp16 (``half_dtype``) with their input cast in and the
 output cast back by hooks, 32-bit layers stay fp32, integer layers stay fake-quantized in fp32
-(PyTorch offers no general INT8 convolution kernel on CUDA; their precision says so).
+(PyTorch offers no general INT8 convolution kernel on CUDA; their precision says so). When every
+layer is 16-bit the *whole* model (BatchNorm, shortcuts included) runs in ``half_dtype``, its
+input cast once and its logits cast back to fp32: no casts between layers.
+
+``tensorrt``: the model TensorRT builds its engine from, after ONNX export. BatchNorm is folded
+into the convolutions (per-channel, so the weight grids stay exact), integer layers become
+symmetric Q/DQ fake-quant layers (weights per channel, activations per tensor with zero point 0,
+calibrated), exported as QuantizeLinear/DequantizeLinear that TensorRT runs in real INT8 kernels;
+16-bit layers are fp16 in the graph (as for ``cuda``), so a strongly typed engine runs exactly
+these precisions. In PyTorch this model is the simulation of the engine (accuracy is scored on it).
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ import torch
 from torch import nn
 
 from compress.quantize._bits import check_bits, describe, is_int, resolve_bits
-from compress.quantize._fake import _batches, _strip_inplace, fake_quantize
+from compress.quantize._fake import _batches, _strip_inplace, fake_quantize, freeze_fake_quant
 from compress.quantize._quantizer import WeightMethod, weight_qmax, weight_scale
 from spaces.policy import BACKENDS, QuantSpec
 
@@ -157,35 +166,88 @@ def _cast_out(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Ten
     return output.float()
 
 
+def _cast_model_in(dtype: torch.dtype):
+    def hook(module: nn.Module, args: tuple) -> tuple:
+        return tuple(a.to(dtype) if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
+    return hook
+
+
+def _half_layers(model: nn.Module, bits_of: dict, half_dtype: torch.dtype) -> dict[str, str]:
+    """Cast the 16-bit layers to ``half_dtype`` (the whole model when every layer is 16-bit);
+    returns the precision of every float layer."""
+    short = {torch.float16: "fp16", torch.bfloat16: "bf16"}[half_dtype]
+    halves = [n for n, b in bits_of.items() if not is_int(b.w) and 16 in (b.w, b.a)]
+    if bits_of and len(halves) == len(bits_of):
+        model.to(half_dtype)
+        model.register_forward_pre_hook(_cast_model_in(half_dtype))
+        model.register_forward_hook(_cast_out)
+        return {n: short for n in [*bits_of, *_fixed_layers(model)]}
+    for name in halves:
+        mod = model.get_submodule(name)
+        mod.to(half_dtype)
+        mod.register_forward_pre_hook(_cast_in)
+        mod.register_forward_hook(_cast_out)
+    precision = {n: short if n in halves else "fp32" for n, b in bits_of.items() if not is_int(b.w)}
+    precision.update({n: "fp32" for n in _fixed_layers(model)})
+    return precision
+
+
+def _int_only(bits_of: dict, backend: str) -> QuantSpec:
+    """A QuantSpec fake-quantizing only the integer layers (float layers are cast, not rounded)."""
+    return QuantSpec(backend=backend, layers={n: b for n, b in bits_of.items() if is_int(b.w)})
+
+
 def _convert_cuda(model: nn.Module, quant: QuantSpec, calib_loader: Iterable | None, calib_batches: int,
                   half_dtype: torch.dtype, weight_method: WeightMethod) -> DeployResult:
     bits_of = resolve_bits(model, quant)
-    int_layers = {n: b for n, b in bits_of.items() if not b.is_float}
+    int_layers = {n: b for n, b in bits_of.items() if is_int(b.w)}
     notes: list[str] = []
     if int_layers:
-        sim_quant = QuantSpec(backend="x86", default=quant.default,
-                              layers={n: b for n, b in quant.layers.items()})
-        # fake-quantize only integer layers (backend x86 so 16-bit layers are not rounded here)
-        model = fake_quantize(model, sim_quant, calib_loader, calib_batches=calib_batches,
-                              weight_method=weight_method)
+        # backend x86: asymmetric activations, and no fp16 rounding of the float layers here
+        model = freeze_fake_quant(fake_quantize(model, _int_only(bits_of, "x86"), calib_loader,
+                                                calib_batches=calib_batches, weight_method=weight_method))
         notes.append("layers below 16 bits run fake-quantized in fp32: PyTorch has no general INT8 "
-                     "convolution kernel on CUDA")
-    short = {torch.float16: "fp16", torch.bfloat16: "bf16"}[half_dtype]
-    precision: dict[str, str] = {}
-    for name, bits in bits_of.items():
-        if name in int_layers:
-            precision[name] = f"fp32 ({describe(bits)} simulated by fake-quant)"
-        elif 16 in (bits.w, bits.a):
-            mod = model.get_submodule(name)
-            mod.to(half_dtype)
-            mod.register_forward_pre_hook(_cast_in)
-            mod.register_forward_hook(_cast_out)
-            precision[name] = short
-        else:
-            precision[name] = "fp32"
-    for name in _fixed_layers(model):
-        precision[name] = "fp32"
-    return DeployResult(model, precision, notes, "cuda")
+                     "convolution kernel on CUDA (INT8 runs for real with quant.backend: tensorrt)")
+    precision = _half_layers(model, bits_of, half_dtype)
+    precision.update({n: f"fp32 ({describe(b)} simulated by fake-quant)" for n, b in int_layers.items()})
+    return DeployResult(model, {n: precision[n] for n in [*bits_of, *_fixed_layers(model)]}, notes, "cuda")
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """``model`` with every Conv-BatchNorm pair folded into one convolution (FX; eval mode).
+
+    Module names of the convolutions are kept. Raises ``ValueError`` when the model does not trace.
+    """
+    from torch.fx.experimental.optimization import fuse
+
+    try:
+        return fuse(model.eval(), inplace=False)
+    except Exception as exc:  # FX tracing errors are of many types
+        raise ValueError(f"cannot fold BatchNorm into the convolutions of {type(model).__name__}: "
+                         f"{type(exc).__name__}: {exc}") from exc
+
+
+def _convert_tensorrt(model: nn.Module, quant: QuantSpec, calib_loader: Iterable | None, calib_batches: int,
+                      weight_method: WeightMethod) -> DeployResult:
+    bits_of = resolve_bits(model, quant)
+    int_layers = {n: b for n, b in bits_of.items() if is_int(b.w)}
+    notes = ["BatchNorm folded into the convolutions (per channel: weight grids stay exact)"]
+    model = fold_batchnorm(model)
+    if int_layers:
+        if calib_loader is None:
+            raise ValueError("convert(target='tensorrt') needs calib_loader for the layers below 16 bits")
+        model = freeze_fake_quant(fake_quantize(model, _int_only(bits_of, "tensorrt"), calib_loader,
+                                                calib_batches=calib_batches, weight_method=weight_method))
+        notes.append("layers below 16 bits run in TensorRT INT8 kernels from symmetric Q/DQ (weights per "
+                     "channel, activations per tensor with zero point 0)")
+    if any(b.w < 8 or b.a < 8 for b in int_layers.values()):
+        notes.append("bits below 8 are simulated: their values lie on the w/a-bit grid inside INT8 tensors "
+                     "(no sub-8-bit convolution kernels), so accuracy is the simulation's and speed is INT8's")
+    precision = _half_layers(model, bits_of, torch.float16)
+    for name, b in int_layers.items():
+        extra = [f"{k}{v} simulated on its grid" for k, v in (("w", b.w), ("a", b.a)) if v < 8]
+        precision[name] = f"int8 (TensorRT Q/DQ; {'; '.join(extra)})" if extra else "int8 (TensorRT Q/DQ)"
+    return DeployResult(model, {n: precision[n] for n in [*bits_of, *_fixed_layers(model)]}, notes, "tensorrt")
 
 
 def convert(model: nn.Module, quant: QuantSpec, calib_loader: Iterable | None, example: torch.Tensor, *,
@@ -195,8 +257,8 @@ def convert(model: nn.Module, quant: QuantSpec, calib_loader: Iterable | None, e
 
     Fake-quant layers in ``model`` (after QAT) are first turned back into float layers.
     ``x86`` needs ``calib_loader`` (``(inputs, targets)`` batches) and ``example`` (an input
-    batch used to trace); ``cuda`` needs ``calib_loader`` only when some layer is below 16
-    bits; ``none`` returns the float model. Raises :class:`PolicyError` for bits the target
+    batch used to trace); ``cuda`` and ``tensorrt`` need ``calib_loader`` only when some layer is
+    below 16 bits; ``none`` returns the float model. Raises :class:`PolicyError` for bits the target
     cannot run (:func:`check_bits`). ``precision`` says what each layer really runs at.
     """
     target = quant.backend if target is None else target
@@ -209,6 +271,8 @@ def convert(model: nn.Module, quant: QuantSpec, calib_loader: Iterable | None, e
             raise ValueError("convert(target='x86') needs calib_loader to calibrate activation ranges")
         new = new.cpu()
         return _convert_x86(new, quant, calib_loader or [], example.cpu(), calib_batches, weight_method)
+    if target == "tensorrt":
+        return _convert_tensorrt(new, quant, calib_loader, calib_batches, weight_method)
     if half_dtype not in (torch.float16, torch.bfloat16):
         raise ValueError(f"half_dtype={half_dtype}: allowed torch.float16, torch.bfloat16")
     if calib_loader is None and any(is_int(b.a) for b in resolve_bits(new, quant).values()):

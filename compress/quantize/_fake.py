@@ -9,11 +9,16 @@ non-persistent buffers; re-run :func:`calibrate` after loading). Each forward fa
   scale from the max magnitude (``minmax``) or the MSE-optimal clip (``mse``), recomputed every
   forward so QAT sees the current weights;
 * the input activation per tensor, asymmetric unsigned ``[0, 2^a-1]`` over the calibrated range
-  (unsigned after a ReLU, since the range always includes 0).
+  (unsigned after a ReLU, since the range always includes 0); for the ``tensorrt`` backend
+  symmetric signed ``[-2^(a-1), 2^(a-1)-1]`` with zero point 0, as TensorRT runs it.
+
+In ONNX export (``torch.onnx.is_in_onnx_export()``) the same values are written as
+QuantizeLinear/DequantizeLinear over 8-bit ranges (:func:`~compress.quantize._quantizer.onnx_fake_quant`),
+so every fake-quantized model exports; the ``tensorrt`` form is what TensorRT builds INT8 from.
 
 Gradients are straight-through (``torch.fake_quantize_per_*_affine``). 16/32-bit means float;
-for the ``cuda`` backend, 16-bit layers additionally round weights and inputs to fp16 (what
-they run at there); for ``x86``/``none`` 16 stays fp32, as it runs on the CPU.
+for the ``cuda`` and ``tensorrt`` backends, 16-bit layers additionally round weights and inputs
+to fp16 (what they run at there); for ``x86``/``none`` 16 stays fp32, as it runs on the CPU.
 """
 
 from __future__ import annotations
@@ -34,10 +39,13 @@ from compress.quantize._quantizer import (
     ActMethod,
     WeightMethod,
     act_qparams,
+    act_qrange,
     act_range,
     fake_quant_act,
     fake_quant_weight,
+    onnx_fake_quant,
     round_half,
+    weight_qmax,
     weight_scale,
 )
 from spaces.policy import LayerBits, QuantSpec
@@ -46,9 +54,11 @@ log = logging.getLogger(__name__)
 
 _SAMPLE_PER_BATCH = 8192
 _EMA = 0.1
-_FQ_BUFFERS = ("act_lo", "act_hi", "act_scale", "act_zero")
-_FQ_ATTRS = ("w_bits", "a_bits", "half_dtype", "weight_method", "act_method", "observing", "calibrated",
-             "_samples", "_float_cls", "_scale_cache")
+_FQ_BUFFERS = ("act_lo", "act_hi", "act_scale", "act_zero", "w_scale")
+_FQ_ATTRS = ("w_bits", "a_bits", "half_dtype", "weight_method", "act_method", "act_symmetric", "observing",
+             "calibrated", "_samples", "_float_cls", "_scale_cache")
+#: backends whose 16-bit layers run in fp16 (their fake quantization rounds to it)
+HALF_BACKENDS = ("cuda", "tensorrt")
 
 
 class _FakeQuantMixin:
@@ -60,7 +70,8 @@ class _FakeQuantMixin:
 
     @classmethod
     def from_float(cls, mod: nn.Module, bits: LayerBits, *, weight_method: WeightMethod = "mse",
-                   act_method: ActMethod = "mse", half_dtype: torch.dtype | None = None):
+                   act_method: ActMethod = "mse", half_dtype: torch.dtype | None = None,
+                   act_symmetric: bool = False):
         """A fake-quant layer sharing ``mod``'s parameters, attributes and hooks."""
         new = cls.__new__(cls)
         new.__dict__ = {k: (copy.copy(v) if isinstance(v, (dict, set)) else v) for k, v in mod.__dict__.items()}
@@ -70,6 +81,7 @@ class _FakeQuantMixin:
         new.half_dtype = half_dtype
         new.weight_method = weight_method
         new.act_method = act_method
+        new.act_symmetric = act_symmetric
         new.observing = False
         new.calibrated = False
         new._samples = []
@@ -97,16 +109,39 @@ class _FakeQuantMixin:
             is_int(self.w_bits) or is_int(self.a_bits))
 
     def quant_weight(self) -> torch.Tensor:
+        frozen = self._buffers.get("w_scale")
+        if frozen is not None:
+            if torch.onnx.is_in_onnx_export():  # on the grid already: Q/DQ over INT8 is exact
+                zero = torch.zeros(frozen.shape[0], dtype=torch.int32, device=frozen.device)
+                return torch.fake_quantize_per_channel_affine(self.weight, frozen, zero, 0, -128, 127)
+            return fake_quant_weight(self.weight, self.w_bits, scale=frozen)
         if is_int(self.w_bits):
             key = (self.weight.data_ptr(), self.weight._version, self.w_bits, self.weight_method)
             cached = getattr(self, "_scale_cache", None)
             if cached is None or cached[0] != key:  # recomputed whenever the weights change (QAT)
                 cached = (key, weight_scale(self.weight, self.w_bits, self.weight_method))
                 self._scale_cache = cached
+            if torch.onnx.is_in_onnx_export():
+                q = weight_qmax(self.w_bits)
+                zero = torch.zeros(cached[1].shape[0], dtype=torch.int32, device=cached[1].device)
+                return onnx_fake_quant(self.weight, cached[1].to(self.weight.dtype), zero, -q, q, axis=0)
             return fake_quant_weight(self.weight, self.w_bits, scale=cached[1])
         if self._half():
             return round_half(self.weight, self.half_dtype)
         return self.weight
+
+    @torch.no_grad()
+    def freeze_weights(self) -> None:
+        """Round the weights onto their grid in place and keep that scale (``w_scale`` buffer).
+
+        For deployed models: no scale search per forward, and the export is a plain Q/DQ pair on
+        the weight initializer (what TensorRT folds into INT8 weights).
+        """
+        if not is_int(self.w_bits):
+            return
+        scale = weight_scale(self.weight, self.w_bits, self.weight_method)
+        self.weight.copy_(fake_quant_weight(self.weight, self.w_bits, scale=scale))
+        self.register_buffer("w_scale", scale.to(self.weight.dtype), persistent=False)
 
     def quant_input(self, x: torch.Tensor) -> torch.Tensor:
         if self.observing:
@@ -114,10 +149,14 @@ class _FakeQuantMixin:
             return x
         if not is_int(self.a_bits):
             return round_half(x, self.half_dtype) if self._half() else x
+        symmetric = self.act_symmetric
         if self.calibrated:
-            return torch.fake_quantize_per_tensor_affine(x, self.act_scale, self.act_zero, 0, 2 ** self.a_bits - 1)
+            qmin, qmax = act_qrange(self.a_bits, symmetric)
+            if torch.onnx.is_in_onnx_export():
+                return onnx_fake_quant(x, self.act_scale, self.act_zero, qmin, qmax)
+            return torch.fake_quantize_per_tensor_affine(x, self.act_scale, self.act_zero, qmin, qmax)
         lo, hi = self._act_range(x)
-        return fake_quant_act(x, lo, hi, self.a_bits)
+        return fake_quant_act(x, lo, hi, self.a_bits, symmetric)
 
     @torch.no_grad()
     def _observe(self, x: torch.Tensor) -> None:
@@ -152,12 +191,13 @@ class _FakeQuantMixin:
         if not self._samples:
             raise RuntimeError("finish_calibration without observed batches")
         sample = torch.cat(self._samples)
-        lo, hi = act_range(float(self.act_lo), float(self.act_hi), sample, self.a_bits, self.act_method) \
-            if is_int(self.a_bits) else (float(self.act_lo), float(self.act_hi))
+        symmetric = self.act_symmetric
+        lo, hi = act_range(float(self.act_lo), float(self.act_hi), sample, self.a_bits, self.act_method,
+                           symmetric) if is_int(self.a_bits) else (float(self.act_lo), float(self.act_hi))
         self.act_lo.fill_(lo)
         self.act_hi.fill_(hi)
         if is_int(self.a_bits):
-            scale, zero = act_qparams(lo, hi, self.a_bits)
+            scale, zero = act_qparams(lo, hi, self.a_bits, symmetric)
             self.act_scale.fill_(scale)
             self.act_zero.fill_(zero)
         self._samples = []
@@ -196,6 +236,15 @@ def _strip_inplace(model: nn.Module) -> nn.Module:
     for name, mod in list(model.named_modules()):
         if isinstance(mod, FAKE_QUANT_TYPES):
             _set_module(model, name, mod.to_float())
+    return model
+
+
+def freeze_fake_quant(model: nn.Module) -> nn.Module:
+    """Freeze the weight grids of every fake-quant layer of ``model`` in place (deployment; see
+    :meth:`_FakeQuantMixin.freeze_weights`). Returns ``model``."""
+    for m in model.modules():
+        if isinstance(m, FAKE_QUANT_TYPES):
+            m.freeze_weights()
     return model
 
 
@@ -254,7 +303,8 @@ def fake_quantize(model: nn.Module, quant: QuantSpec, calib_loader: Iterable | N
     """A new model whose quantizable layers simulate ``quant``'s bit-widths (STE, QAT-ready).
 
     Layers at 2-8 bits are replaced by fake-quant layers at the same names; float layers stay
-    (16-bit layers round to fp16 when ``quant.backend == "cuda"``). With ``calib_loader`` the
+    (16-bit layers round to fp16 when ``quant.backend`` is ``cuda`` or ``tensorrt``; ``tensorrt``
+    quantizes activations symmetrically, as TensorRT runs them). With ``calib_loader`` the
     activation ranges are calibrated on ``calib_batches`` batches (see :func:`calibrate`);
     without it they follow an EMA of batch extremes during training and use each batch's own
     range in eval until calibrated. Fake-quant layers already in ``model`` are replaced, so
@@ -266,14 +316,15 @@ def fake_quantize(model: nn.Module, quant: QuantSpec, calib_loader: Iterable | N
     if act_method not in ACT_METHODS:
         raise ValueError(f"act_method={act_method!r}: allowed {', '.join(ACT_METHODS)}")
     new = strip_fake_quant(model)
-    half = torch.float16 if quant.backend == "cuda" else None
+    half = torch.float16 if quant.backend in HALF_BACKENDS else None
+    symmetric = quant.backend == "tensorrt"
     for name, bits in resolve_bits(new, quant).items():
         if bits.is_float and (half is None or 16 not in (bits.w, bits.a)):
             continue
         mod = new.get_submodule(name)
         cls = FakeQuantConv2d if isinstance(mod, nn.Conv2d) else FakeQuantLinear
         _set_module(new, name, cls.from_float(mod, bits, weight_method=weight_method, act_method=act_method,
-                                              half_dtype=half))
+                                              half_dtype=half, act_symmetric=symmetric))
     if calib_loader is not None:
         calibrate(new, calib_loader, calib_batches=calib_batches, progress=progress)
     return new

@@ -38,8 +38,13 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from search.cli import CLIError
     from search.finalize import finalize
 
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise CLIError(f"--device {args.device}: no CUDA device is available; use --device cpu")
     m = finalize(args.run, args.pick, trial=args.trial, epochs=args.epochs, kd=not args.no_kd,
                  device=args.device, onnx=not args.no_onnx, progress=not args.no_progress)
     if args.format == "json":

@@ -28,7 +28,7 @@ Ctrl-C:   the running trial is marked FAIL and re-queued; the study stays resuma
 workers:  --workers K starts K local processes on one study; on other machines run the same
           command with the same --storage (e.g. postgresql://host/db) and --study.
 ray:      --backend ray runs trials as Ray Tune trials (local, or --address HOST:PORT of a
-          cluster started with `ray start --head`).
+          cluster started with `ray start --head`); on GPUs add --device cuda --gpus-per-trial 0.25.
 examples:
   autocompress search                                   # quickstart (digits, ~5 min)
   autocompress search resnet20-cifar10 --trials 40 --set budget.finetune.steps=200
@@ -53,14 +53,18 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, help="stop asking for new trials after this many seconds")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a space field, e.g. --set budget.finetune.steps=50 (repeatable)")
-    p.add_argument("--device", default="cpu", help="torch device for fine-tuning and evaluation (default cpu)")
+    p.add_argument("--device", default="cpu",
+                   help="torch device for fine-tuning and evaluation (default cpu; cuda trains with AMP + "
+                        "channels_last; with --backend ray each trial sees its reserved GPU as cuda)")
     p.add_argument("--finalize", action="store_true", help="fine-tune the chosen Pareto point at the end")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
     p.add_argument("--json", action="store_true", help="print a JSON summary to stdout at the end")
     ray = p.add_argument_group("ray backend")
     ray.add_argument("--address", help="Ray cluster: auto or HOST:PORT (default: start Ray in-process)")
     ray.add_argument("--cpus-per-trial", type=float, default=None, help="CPUs reserved per trial (default 1)")
-    ray.add_argument("--gpus-per-trial", type=float, default=None, help="GPUs reserved per trial (default 0)")
+    ray.add_argument("--gpus-per-trial", type=float, default=None,
+                     help="GPUs reserved per trial (default 0; a fraction shares a GPU: 0.25 runs 4 trials per GPU; "
+                          "> 0 needed for --device cuda or a cuda latency device)")
     ray.add_argument("--max-concurrent", type=int, default=None,
                      help="trials running at once (default: --workers or 1)")
     p.add_argument("--objective", help=argparse.SUPPRESS)  # MODULE:CALLABLE objective factory (tests, plugins)

@@ -25,14 +25,14 @@ MODELS = {"resnet20": ({}, 1, GRID), "resnet56": ({}, 1, GRID),
           "resnet50": ({"small_input": True, "num_classes": 10}, 8, GRID[:7])}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def model_and_cost(name: str, metric: str = "flops"):
     kw, round_to, _ = MODELS[name]
     model = get_model(name, **kw).eval()
     return model, CostModel.from_model(model, 32, metric=metric, round_to=round_to)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def allocation(name: str, target: float, seed: int = 0):
     _, cost = model_and_cost(name)
     smap = synthetic_map(cost.channels, seed=seed)

@@ -365,3 +365,106 @@ def test_measure_a_model_against_the_original():
     assert isinstance(alone.timing, LatencyStats) and alone.timing.median_ms > 0
     assert alone.latency_ratio is None and alone.to_dict() == {}  # absolute timings are no metric
 
+
+def _hold_lock(path: str, log_path: str, hold_s: float) -> None:
+    os.environ["AUTOCOMPRESS_LATENCY_LOCK"] = path
+    os.environ["AUTOCOMPRESS_LATENCY_LOG"] = log_path
+    with latency_lock():
+        with latency_lock():  # nested: one hold is logged, the outermost
+            time.sleep(hold_s)
+
+
+def test_lock_log_records_serialised_holds_of_concurrent_processes(tmp_path):
+    from compress.measure import overlapping_holds, read_lock_log
+
+    log_path = tmp_path / "holds.jsonl"
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_hold_lock, args=(str(lock_path()), str(log_path), 0.15)) for _ in range(3)]
+    t0 = time.time()
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(20)
+    holds = read_lock_log(log_path)
+    assert sorted(h["pid"] for h in holds) == sorted(p.pid for p in procs)  # one line per process
+    assert all(t0 <= h["acquired"] <= h["released"] for h in holds)
+    assert overlapping_holds(holds) == []
+    assert time.time() - t0 >= 0.45  # they waited for each other
+    clash = holds + [{"pid": 0, "acquired": holds[0]["acquired"] + 0.01, "released": holds[0]["released"]}]
+    assert len(overlapping_holds(clash)) == 1
+
+
+def test_tensorrt_backend_without_tensorrt_is_one_line_with_the_install_command():
+    from compress.measure import TensorRTUnavailableError, tensorrt_provider
+
+    model = conv_stack(8)
+    x = torch.randn(1, 3, 16, 16)
+    with pytest.raises(ValueError, match="runs on CUDA only"):
+        measure_latency(model, x, backend="tensorrt", device="cpu")
+    if tensorrt_provider()[0] is not None:
+        pytest.skip("TensorRT is importable here; the runner itself is tested under the gpu marker")
+    with pytest.raises(TensorRTUnavailableError) as exc:
+        compare_latency(model, model, x, backend="tensorrt", device="cuda")
+    text = str(exc.value)
+    assert len(text.splitlines()) == 1 and "pip install -e '.[gpu]'" in text and "tensorrt" in text
+
+
+def test_cpu_runs_are_eager_and_report_their_mode():
+    stats = measure_latency(conv_stack(8), torch.randn(1, 3, 16, 16), runs=3, **FAST)
+    assert stats.mode == "eager" and stats.to_dict()["mode"] == "eager"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_graph_replay_matches_eager_and_times_faster_models_faster():
+    from compress.measure._runners import TorchRunner
+
+    model = conv_stack(32, depth=6).eval()
+    x = torch.randn(64, 3, 32, 32)
+    graph = TorchRunner(model, x, device="cuda")
+    eager = TorchRunner(model, x, device="cuda", cuda_graph=False)
+    assert graph.mode == "cuda-graph" and eager.mode == "eager"
+    assert graph.example.is_contiguous(memory_format=torch.channels_last)
+    assert next(model.parameters()).device.type == "cpu"  # the caller's model is untouched
+    with torch.no_grad():
+        ref = model(x)
+    graph._output.zero_()  # the replay must write the output again
+    graph.run_ms()
+    torch.testing.assert_close(graph.output(), ref, rtol=1e-2, atol=1e-2)  # TF32 convolutions on the GPU
+    torch.testing.assert_close(eager.output(), graph.output(), rtol=1e-3, atol=1e-3)
+    r = compare_latency(conv_stack(32, depth=2), conv_stack(32, depth=6), x, device="cuda", rounds=6, warmup_s=0.1)
+    assert r.a.mode == r.b.mode == "cuda-graph" and r.ratio < 0.8, r.ratio
+    graph.close()
+    eager.close()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_tensorrt_engines_from_fp16_and_int8_qdq_exports(tmp_path):
+    from compress.export import export_onnx
+    from compress.measure import tensorrt_provider
+    from compress.measure._tensorrt import tensorrt_runner
+    from compress.models import get_model
+    from compress.quantize import convert
+    from spaces.policy import LayerBits, QuantSpec
+
+    if tensorrt_provider()[0] is None:
+        pytest.skip(f"no TensorRT: {tensorrt_provider()[1]}")
+    torch.manual_seed(0)
+    model = get_model("resnet20").eval()
+    calib = [(torch.randn(32, 3, 32, 32), torch.zeros(32)) for _ in range(2)]
+    x = torch.randn(16, 3, 32, 32)
+    fp16 = convert(model, QuantSpec(backend="cuda", default=LayerBits(16, 16)), None, x[:1]).model
+    int8 = convert(model, QuantSpec(backend="tensorrt", default=LayerBits(8, 8)), calib, x[:1]).model
+    for name, deploy in (("fp16", fp16), ("int8", int8)):
+        path = tmp_path / f"{name}.onnx"
+        export_onnx(deploy, path, x[:2])
+        runner = tensorrt_runner(path, x, device="cuda")
+        assert runner.mode == "engine" and runner.run_ms() > 0
+        with torch.no_grad():
+            ref = deploy.cuda()(x.cuda()).float().cpu()
+        err = float((runner.output() - ref).norm() / ref.norm())  # the engine computes what PyTorch simulates
+        assert err < (0.02 if name == "fp16" else 0.05), (name, err)
+        runner.close()
+    stats = measure_latency(tmp_path / "int8.onnx", x, backend="tensorrt", device="cuda", runs=10, warmup_s=0.1)
+    assert stats.backend == "tensorrt" and stats.mode == "engine" and stats.median_ms > 0

@@ -72,6 +72,10 @@ def test_resolve_bits_unknown_layer_names_field_and_known_layers():
     (LayerBits(16, 32), "cuda", True),
     (LayerBits(8, 8), "none", False),
     (LayerBits(16, 32), "none", True),
+    (LayerBits(4, 4), "tensorrt", True),   # sub-8 on its grid inside INT8 Q/DQ
+    (LayerBits(16, 32), "tensorrt", True),
+    (LayerBits(8, 32), "tensorrt", False),  # TensorRT INT8 needs Q/DQ on both inputs
+    (LayerBits(32, 8), "tensorrt", False),
 ])
 def test_check_bits_rules(bits, backend, ok):
     q = QuantSpec(backend=backend, layers={"layer1.0.conv1": bits})
@@ -350,3 +354,101 @@ def test_real_resnet20_int8_keeps_accuracy_and_matches_simulation(cifar_jpeg_dir
     sim = evaluate(fake_quantize(m, q4, calib), test, progress=False)["top1"]
     real = evaluate(convert(m, q4, calib, calib[0][0][:1]).model, test, progress=False)["top1"]
     assert abs(sim - real) < 2.0, (sim, real)
+
+
+# ----- cuda / tensorrt targets (built and checked on the CPU; TensorRT itself in tests marked gpu) -------
+def _onnx_ops(path) -> dict[str, int]:
+    import collections
+
+    import onnx
+
+    return collections.Counter(n.op_type for n in onnx.load(str(path)).graph.node)
+
+
+def test_convert_cuda_all_16_bit_casts_the_whole_model_once():
+    m = _model()
+    x = _batches(1)[0][0]
+    res = convert(m, QuantSpec(backend="cuda", default=LayerBits(16, 16)), None, x[:1])
+    assert all(p.dtype == torch.float16 for p in res.model.parameters())  # BatchNorm too
+    assert all(not mod._forward_pre_hooks for mod in res.model.modules() if mod is not res.model)
+    assert set(res.precision.values()) == {"fp16"} and set(res.precision) >= set(quantizable_layers(m))
+    y = res.model(x)
+    assert y.dtype == torch.float32 and _rel_err(y, m(x)) < 1e-3
+
+
+def test_convert_tensorrt_folds_bn_and_quantizes_symmetrically(tmp_path):
+    from compress.export import export_onnx
+    from compress.quantize._fake import FAKE_QUANT_TYPES
+
+    m = _model()
+    data = _batches(3, 32)
+    q = QuantSpec(backend="tensorrt", default=LayerBits(8, 8),
+                  layers={"layer1.0.conv1": LayerBits(4, 4), "linear": LayerBits(16, 16)})
+    res = convert(m, q, data, data[0][0][:1])
+    assert not any(isinstance(mod, nn.BatchNorm2d) for mod in res.model.modules())  # folded
+    fq = {n: mod for n, mod in res.model.named_modules() if isinstance(mod, FAKE_QUANT_TYPES)}
+    assert set(fq) == set(quantizable_layers(m)) - {"linear"}
+    assert all(mod.act_symmetric and int(mod.act_zero) == 0 for mod in fq.values())  # what TensorRT runs
+    assert res.precision["conv1"] == "int8 (TensorRT Q/DQ)" and res.precision["linear"] == "fp16"
+    assert "w4 simulated" in res.precision["layer1.0.conv1"] and any("simulated" in n for n in res.notes)
+    x = torch.cat([b[0] for b in data])
+    sim = fake_quantize(m, q, data)  # the QAT simulation of the same policy (BN not folded)
+    assert _rel_err(res.model(x), sim(x)) < 0.02 and _rel_err(res.model(x), m(x)) < 0.1
+    rep = export_onnx(res.model, tmp_path / "m.onnx", x[:2], verify_loader=[(x, torch.zeros(len(x)))])
+    ops = _onnx_ops(tmp_path / "m.onnx")
+    # Q/DQ on the input and on the weights of every integer layer; no BatchNorm left
+    assert ops["QuantizeLinear"] == ops["DequantizeLinear"] == 2 * len(fq) and "BatchNormalization" not in ops
+    assert rep.top1_agreement >= 0.97
+
+
+def test_frozen_weights_export_as_int8_zero_point_qdq(tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    m = _model()
+    data = _batches(2, 32)
+    res = convert(m, QuantSpec(backend="tensorrt", default=LayerBits(8, 8)), data, data[0][0][:1])
+    conv = res.model.get_submodule("layer2.0.conv1")
+    w = conv.weight.detach().clone()
+    assert torch.equal(conv.quant_weight(), w)  # frozen on its grid: fake quantization is the identity
+    torch.onnx.export(res.model, (data[0][0][:1],), str(tmp_path / "q.onnx"), dynamo=False, opset_version=17)
+    g = onnx.load(str(tmp_path / "q.onnx"))
+    consts = {o: n for n in g.graph.node for o in n.output if n.op_type == "Constant"}
+    inits = {i.name for i in g.graph.initializer}
+    for node in (n for n in g.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")):
+        zp = node.input[2]
+        arr = numpy_helper.to_array(consts[zp].attribute[0].t) if zp in consts else None
+        assert arr is not None and arr.dtype.name == "int8" and not arr.any()  # symmetric, signed
+    weight_q = [n for n in g.graph.node
+                if n.op_type == "QuantizeLinear" and (n.input[0] in inits or n.input[0] in consts)]
+    assert weight_q  # weights enter Q/DQ as constants (not folded away into float weights)
+
+
+def test_cuda_target_with_integer_layers_exports_and_verifies(tmp_path):
+    from compress.export import export_onnx
+
+    m = _model()
+    data = _batches(2, 32)
+    q = QuantSpec(backend="cuda", default=LayerBits(8, 8), layers={"layer3.0.conv1": LayerBits(4, 4)})
+    res = convert(m, q, data, data[0][0][:1])
+    x = torch.cat([b[0] for b in data])
+    rep = export_onnx(res.model, tmp_path / "c.onnx", x[:2], verify_loader=[(x, torch.zeros(len(x)))])
+    assert rep.top1_agreement >= 0.97 and _onnx_ops(tmp_path / "c.onnx")["QuantizeLinear"] > 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_and_tensorrt_deploy_models_run_on_the_gpu():
+    m = _model()
+    data = _batches(2, 32, size=32)
+    x = torch.cat([b[0] for b in data])
+    ref = m(x)
+    for q in (QuantSpec(backend="cuda", default=LayerBits(16, 16)),
+              QuantSpec(backend="cuda", default=LayerBits(8, 8), layers={"linear": LayerBits(16, 16)}),
+              QuantSpec(backend="tensorrt", default=LayerBits(8, 8), layers={"linear": LayerBits(16, 16)})):
+        res = convert(m, q, data, x[:1])
+        gpu = res.model.cuda()
+        with torch.no_grad():
+            y = gpu(x.cuda().contiguous(memory_format=torch.channels_last))
+        assert y.dtype == torch.float32 and y.is_cuda
+        assert _rel_err(y.cpu(), ref) < 0.05, (q, _rel_err(y.cpu(), ref))

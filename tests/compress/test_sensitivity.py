@@ -13,7 +13,12 @@ from compress.apply import apply
 from compress.measure import evaluate
 from compress.models import get_model
 from compress.sensitivity import (
-    SensitivityMap, SensitivitySettings, bits_label, compute_map, parse_bits_label, sensitivity_key,
+    SensitivityMap,
+    SensitivitySettings,
+    bits_label,
+    compute_map,
+    parse_bits_label,
+    sensitivity_key,
 )
 from spaces.policy import FinetuneSpec, LayerBits, ModelSpec, Policy, PruneSpec
 

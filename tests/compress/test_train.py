@@ -276,3 +276,25 @@ def test_finetune_cli_recipe_compresses_then_artifact_reloads(tmp_path, capsys):
     m = json.loads((tmp_path / "c2" / "metrics.json").read_text())
     assert m["model"] == "resnet20" and m["before"]["test"]["n"] == 32
     assert Policy.load(tmp_path / "c2" / "policy.yaml").prune.kept == saved.prune.kept
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("backend", ["cuda", "tensorrt"])
+def test_qat_on_cuda_with_amp_trains_fake_quant_layers(digits, backend):
+    from compress.quantize import fake_quantize
+    from spaces.policy import LayerBits, QuantSpec
+
+    torch.manual_seed(0)
+    base = get_model("resnet20", num_classes=10)
+    fit(base, digits.loader("train", 64), FinetuneSpec(steps=30, lr=0.1, batch_size=64), device="cuda", progress=False)
+    calib = [b for _, b in zip(range(2), digits.loader("calib", 64))]
+    q = QuantSpec(backend=backend, default=LayerBits(8, 8), layers={"layer3.0.conv1": LayerBits(4, 4),
+                                                                   "linear": LayerBits(16, 16)})
+    model = fake_quantize(base.cpu(), q, calib)
+    batch = [t.cuda() for t in next(iter(digits.loader("val", 256)))]
+    before = _loss_on(model.cuda(), batch)
+    res = fit(model, digits.loader("train", 64), FinetuneSpec(steps=40, lr=0.02, batch_size=64), device="cuda",
+              progress=False)  # autocast fp16 inputs through fake_quantize kernels
+    assert res.steps == 40 and math.isfinite(res.final_loss)
+    assert _loss_on(model, batch) < before

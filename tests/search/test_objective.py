@@ -7,6 +7,7 @@ import json
 import pytest
 
 from search.objective import Objective
+from spaces.space import baseline_params
 from tests.search._tiny_space import baseline_policy, tiny_space
 
 
@@ -78,6 +79,18 @@ def test_int8_policy_costs(objective):
     ref = objective.reference
     assert m["flops"] == ref["flops"]
     assert m["size"] < 0.3 * ref["size"] and m["bops"] == pytest.approx(ref["bops"] / 16, rel=0.05)
+
+
+@pytest.mark.parametrize("backend", ["tensorrt", "cuda"])
+def test_gpu_targets_evaluate_on_the_cpu(tmp_path, objective, backend):
+    """The cuda/tensorrt conversions run anywhere: their accuracy is scored on the CPU here."""
+    space = tiny_space(quant__backend=backend)
+    obj = Objective(space, objective.run_dir)  # same baseline; a space of its own
+    m = obj.evaluate(baseline_policy(obj, "uniform-int8"), seed=0)
+    assert 0 <= m["accuracy"] <= 100 and m["size"] < 0.3 * obj.reference["size"]
+    assert abs(m["accuracy"] - obj.reference["accuracy"]) < 25
+    notes = " ".join(m.notes)
+    assert ("TensorRT INT8" in notes) if backend == "tensorrt" else ("fake-quantized in fp32" in notes)
 
 
 def test_accuracy_uses_val_never_test(objective, monkeypatch):
@@ -165,3 +178,20 @@ def test_adapt_needs_loaded_weights():
 
     with pytest.raises(SchemaError, match=r"adapt.*needs checkpoint or weights"):
         tiny_space(model={**tiny_space().to_dict()["model"], "adapt": {"steps": 3}})
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+def test_objective_on_cuda_times_latency_on_the_gpu(tmp_path):
+    space = tiny_space(quant__backend="cuda", quant__weight_bits=[8, 16, 32],
+                       objectives=["accuracy", "flops", "latency"],
+                       budget__latency={"measure": "always", "device": "cuda", "rounds": 4, "warmup_s": 0.1})
+    assert space.prune.round_to == 8
+    obj = Objective(space, tmp_path / "run", device="cuda")
+    dims = obj.dims
+    labels = [label for label, _ in baseline_params(space, dims)]
+    for label in ("uniform-prune-0.5", "uniform-int8"):
+        if label not in labels:
+            continue
+        m = obj.evaluate(baseline_policy(obj, label), seed=0)
+        assert 0 <= m["accuracy"] <= 100 and m["latency"] > 0 and m["latency_ci_low"] <= m["latency_ci_high"]

@@ -10,7 +10,12 @@ import pytest
 from compress.sensitivity import SensitivityMap, SensitivitySettings
 from search.objective import Objective
 from search.sensitivity import (
-    FILENAME, default_settings, load_or_compute, objective_map, objective_seeds, shared_cache_dir,
+    FILENAME,
+    default_settings,
+    load_or_compute,
+    objective_map,
+    objective_seeds,
+    shared_cache_dir,
 )
 from spaces.space import baseline_params, policy_from_params
 from tests.search._tiny_space import tiny_space
@@ -80,7 +85,7 @@ def test_objective_map_and_seeds(objective, tmp_path):
     seeds, allocations = objective_seeds(objective, smap, (0.6, 0.8))
     assert [label for label, _ in seeds] == ["seed-flops-0.6", "seed-flops-0.8"]
     baselines = [p for _, p in baseline_params(objective.space, objective.dims)]
-    for (label, params), a in zip(seeds, allocations):
+    for (_label, params), a in zip(seeds, allocations):
         assert params not in baselines
         policy = policy_from_params(objective.space, objective.dims, params)
         assert policy.prune.ratios == a.ratios and not policy.quant.active

@@ -10,8 +10,16 @@ import pytest
 
 from spaces.policy import LayerBits
 from spaces.space import (
-    baseline_params, expand, load_space, params_for_ratios, policy_from_params, prune_groups, quant_units,
-    ratio_grid, seed_params, space_from_dict,
+    baseline_params,
+    expand,
+    load_space,
+    params_for_ratios,
+    policy_from_params,
+    prune_groups,
+    quant_units,
+    ratio_grid,
+    seed_params,
+    space_from_dict,
 )
 from tests.search._analytic_objective import RESNET20_GROUPS, RESNET20_LAYERS
 
