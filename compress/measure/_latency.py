@@ -24,7 +24,8 @@ import torch
 
 from compress.measure._busy import MAX_OTHER_CORES, MAX_SPREAD, CpuMonitor, busy_verdict
 from compress.measure._lock import latency_lock
-from compress.measure._runners import Runner, make_runner
+from compress.measure._make_runner import make_runner
+from compress.measure._runners import Runner
 
 log = logging.getLogger(__name__)
 

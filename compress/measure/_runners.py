@@ -30,7 +30,6 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
 
 
 class Runner:
@@ -236,23 +235,3 @@ class OrtRunner(Runner):
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
-
-
-def make_runner(obj: Any, example: torch.Tensor, *, backend: str = "torch", device: str = "cpu",
-                threads: int | None = None, cuda_graph: bool = True) -> Runner:
-    """A runner for ``obj``. ``tensorrt`` builds an engine from a module (exported to a temporary
-    ONNX file) or an ``.onnx`` path (:mod:`._tensorrt`); otherwise sessions and ``.onnx`` paths use
-    ONNX Runtime, and modules use ``backend`` (``"onnxruntime"`` exports them to a temporary ONNX file)."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend = {backend!r}: allowed {', '.join(BACKENDS)}")
-    if threads is not None and threads < 1:
-        raise ValueError(f"threads = {threads}: must be >= 1 or None (torch's current setting)")
-    if isinstance(obj, Runner):
-        return obj
-    if backend == "tensorrt":
-        from compress.measure._tensorrt import tensorrt_runner
-
-        return tensorrt_runner(obj, example, device=device, threads=threads)
-    if isinstance(obj, nn.Module) and backend == "torch":
-        return TorchRunner(obj, example, device=device, threads=threads, cuda_graph=cuda_graph)
-    return OrtRunner(obj, example, device=device, threads=threads)
