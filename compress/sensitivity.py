@@ -171,8 +171,8 @@ class SensitivityMap:
         row = {parse_bits_label(k): v for k, v in self.quant.get(unit, {}).items()}
         if bits not in row:
             return None
-        worse = [acc for b, acc in row.items() if b.w <= bits.w and b.a <= bits.a]
-        return max(0.0, self.reference - min(worse))
+        at_least = [acc for b, acc in row.items() if b.w >= bits.w and b.a >= bits.a]  # this many bits or more
+        return max(0.0, self.reference - min(at_least))
 
 
 def _column_order(c: float | str) -> tuple:

@@ -91,6 +91,10 @@ def test_quant_rows_two_bits_lose_more_than_eight(smap):
         assert row["w8a8"] >= smap.reference - 3, (unit, row)  # int8 is close to float
     assert smap.quant["layer1"]["w2a8"] < smap.quant["layer1"]["w8a8"]
     assert smap.quant_loss("layer1", LayerBits(2, 8)) >= smap.quant_loss("layer1", LayerBits(8, 8)) >= 0
+    assert smap.quant_loss("layer1", LayerBits(8, 8)) == max(0.0, smap.reference - smap.quant["layer1"]["w8a8"])
+    # fewer bits never lose less: a noisy 2-bit row better than 8 bits reads as the 8-bit loss
+    noisy = SensitivityMap(reference=90.0, images=10, prune={}, quant={"u": {"w8a8": 85.0, "w2a8": 88.0}})
+    assert noisy.quant_loss("u", LayerBits(2, 8)) == noisy.quant_loss("u", LayerBits(8, 8)) == 5.0
     assert smap.quant_loss("layer1", LayerBits(32, 32)) == 0 and smap.quant_loss("layer1", LayerBits(4, 8)) is None
 
 
