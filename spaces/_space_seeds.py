@@ -15,13 +15,11 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
+from spaces._space_config import Range, SearchSpace
 from spaces._space_dims import FLOAT_BITS, GLOBAL, OFFSET, Dim, _baseline, global_ratio, policy_from_params
 from spaces.policy import LayerBits
-
-if TYPE_CHECKING:
-    from spaces.space import SearchSpace
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +58,6 @@ def _values(d: Dim) -> list[float]:
 
 def ratio_grid(space: SearchSpace) -> tuple[float, ...]:
     """Every ratio a prune group can take in ``space`` (``prune.ratio``'s grid, 0 first if absent)."""
-    from spaces.space import Range
 
     r = space.prune.ratio
     values = _values(Dim("ratio", "float", r.low, r.high, r.step)) if isinstance(r, Range) else [float(r)]

@@ -66,8 +66,9 @@ def tensor_bundle(name: str, *, num_classes: int, classes: tuple[str, ...], norm
         train_ds = full
         val_ds = TensorImageDataset(val[0], val[1], mean, std)
     test_ds = TensorImageDataset(test[0], test[1], mean, std)
-    calib_ds = train_ds.subset(seeded_subset_indices(len(train_ds), calib_size, seed + 1).sort().values,
-                               augment=False)
+    # seeded random order, not sorted: datasets are stored class by class, so the first calib
+    # batches (BN recalibration, quantization ranges) must mix the classes
+    calib_ds = train_ds.subset(seeded_subset_indices(len(train_ds), calib_size, seed + 1), augment=False)
     size = int(train[0].shape[-1])
     log.debug("%s: train %d, val %d, test %d, calib %d images of %dx%d", name, len(train_ds), len(val_ds),
               len(test_ds), len(calib_ds), size, size)

@@ -253,7 +253,8 @@ def _lazy_bundle(root, test_split, val_split, name, stats, val_fraction, calib_s
         keep, held = seeded_split(len(train_aug), val_fraction, seed)
         train = Subset(train_aug, keep.tolist())
         val = Subset(train_eval, held.tolist())
-    calib_idx = keep[seeded_subset_indices(len(keep), calib_size, seed + 1)].sort().values
+    # seeded random order, not sorted: ImageFolder lists images class by class (see _common.py)
+    calib_idx = keep[seeded_subset_indices(len(keep), calib_size, seed + 1)]
     calib = Subset(train_eval, calib_idx.tolist())
     return DataBundle(name="imagefolder", num_classes=len(train_aug.classes), input_size=size, mean=mean, std=std,
                       normalization=name, train=train, val=val, test=test, calib=calib,

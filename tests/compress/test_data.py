@@ -124,6 +124,8 @@ def test_calib_is_small_subset_of_train(digits):
     assert all(small.calib.images[i].numpy().tobytes() in train_rows for i in range(64))
 
 
+
+
 # ---------------------------------------------------------------- imagefolder
 def _write_jpegs(root: Path, split: str, classes: dict[str, int], size: int = 16, seed: int = 0) -> None:
     from PIL import Image
@@ -298,3 +300,13 @@ def test_datasets_cli_lists_registry(capsys):
     assert main(["datasets"]) == 0
     table = capsys.readouterr().out
     assert "cifar100" in table and "needs --data-dir" in table
+
+
+def test_calib_batches_mix_the_classes(tmp_path):
+    """The first calib batches feed BN recalibration and quantization ranges: ImageFolder lists
+    images class by class, and a calib subset kept in that order would show them one class."""
+    _write_jpegs(tmp_path, "train", {"a": 40, "b": 40, "c": 40, "d": 40})
+    _write_jpegs(tmp_path, "test", {"a": 2, "b": 2, "c": 2, "d": 2}, seed=1)
+    d = get_dataset("imagefolder", tmp_path, val_fraction=0.1, calib_size=64)
+    first = next(iter(d.loader("calib", 16, shuffle=False)))[1]
+    assert len(set(first.tolist())) >= 3
