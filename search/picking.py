@@ -25,7 +25,7 @@ from autocompress.errors import UserError
 from autocompress.metrics import is_metric, metric_names
 from autocompress.pareto import knee_index
 from autocompress.rundir import Run, pareto_records
-from spaces._space_constraints import Constraint, parse_constraint
+from spaces.space import Constraint, parse_constraint
 
 _PICK_RE = re.compile(r"^\s*(max|min)\s+([A-Za-z_][A-Za-z0-9_]*)\s*(?:where\s+(.+?))?\s*$", re.IGNORECASE)
 PICK_HELP = ("'knee', or 'max METRIC [where COND and COND ...]' / 'min METRIC ...', e.g. "

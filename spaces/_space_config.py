@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from autocompress.metrics import direction, metric_names
 from spaces._schema import FieldError, SchemaError, join_path, to_dict
-from spaces._space_constraints import Constraint, direction, metric_names, parse_constraint
+from spaces._space_constraints import Constraint, parse_constraint
 from spaces.policy import ACT_BITS, CRITERIA, WEIGHT_BITS, FinetuneSpec, LayerBits, ModelSpec, model_family
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"

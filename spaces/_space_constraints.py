@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from autocompress.metrics import direction, is_metric, metric_names
+from autocompress.metrics import is_metric, metric_names
 
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _CONSTRAINT_RE = re.compile(rf"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(<=|>=|<|>)\s*({_NUMBER})\s*$")
@@ -55,4 +55,4 @@ def parse_constraint(text: str) -> Constraint:
     return Constraint(text=text.strip(), metric=metric, op=op, bound=float(bound))
 
 
-__all__ = ["OPERATORS", "Constraint", "direction", "metric_names", "parse_constraint"]
+__all__ = ["OPERATORS", "Constraint", "parse_constraint"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -42,6 +43,17 @@ def _study(db: Path, name: str = "quickstart") -> optuna.Study:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
 
 
+def _running(db: Path) -> list[int]:
+    """Numbers of the RUNNING trials, read straight from the SQLite storage (cheap enough to poll)."""
+    if not db.is_file():
+        return []
+    try:
+        with sqlite3.connect(db, timeout=5) as con:
+            return [n for (n,) in con.execute("SELECT number FROM trials WHERE state = 'RUNNING'")]
+    except sqlite3.Error:  # tables not created yet
+        return []
+
+
 def _wait_for(pred, timeout: float, proc: subprocess.Popen | None = None) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -59,9 +71,10 @@ def test_sigkill_then_rerun_finishes_exactly(tmp_path):
     proc = subprocess.Popen(_cmd(out, 8), cwd=tmp_path, env=_env(AC_TEST_SLEEP="0.6"),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        # kill while the 4th trial runs: 3 records written, trial 3 RUNNING
-        _wait_for(lambda: len(list((out / "records").glob("trial-*.json"))) >= 3, 240, proc)
-        time.sleep(0.2)
+        # kill while the 4th trial runs: 3 records written, trial 3 RUNNING (polled in the database: on a
+        # busy machine the next ask can come later than any fixed sleep)
+        _wait_for(lambda: len(list((out / "records").glob("trial-*.json"))) >= 3 and _running(out / "study.db"),
+                  240, proc)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
