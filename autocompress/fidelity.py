@@ -12,21 +12,29 @@ the reports and ``compare``. No I/O.
   trials, so each budget holds some of them).
 - :func:`ties_within_noise`: which pairs of front points differ by less than ``k`` proxy standard
   deviations (the audit's ``--noise`` estimate), i.e. cannot be told apart by the proxy.
+- :func:`audit_summary`: all of the above for a run's audit records (``autocompress.rundir.AuditRecord``)
+  and noise file, as one JSON-safe dict: what ``RUN/audit/summary.json`` holds and the reports show.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 from scipy import stats
 
+from autocompress.rundir import AuditRecord
+
 BOOTSTRAP_SAMPLES = 2000
 CONFIDENCE = 0.95
 BUDGET_QUANTILES = (0.25, 0.5, 0.75)
+#: objectives that measure accuracy; the others are costs
+ACCURACY_METRICS = ("accuracy", "top5", "accuracy_drop")
+#: front points whose proxy accuracies differ by less than TIE_SIGMAS proxy standard deviations are ties
+TIE_SIGMAS = 2.0
 
 
 @dataclass(frozen=True)
@@ -147,5 +155,70 @@ def pooled_std(groups: Sequence[Sequence[float]]) -> float:
     return math.sqrt(num / den) if den else math.nan
 
 
-__all__ = ["Correlation", "Regret", "default_budgets", "kendall_tau", "pooled_std", "regret", "spearman_rho",
+def cost_metric(objectives: Sequence[Sequence[str]]) -> str:
+    """The first cost objective of a run (``[(metric, direction), ...]``): the first that is not an
+    accuracy metric; ``flops`` when every objective is one."""
+    return next((o[0] for o in objectives if o[0] not in ACCURACY_METRICS), "flops")
+
+
+def _finite_or_nan(value: Any) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(float(value))
+    return float(value) if ok else math.nan
+
+
+def noise_summary(noise: Mapping[str, Any] | None, proxy: Mapping[int, float]) -> dict[str, Any] | None:
+    """The proxy's pooled standard deviation from ``noise`` (``{"seeds": {trial: {seed: accuracy}}}``,
+    ``RUN/audit/noise.json``) together with each trial's own proxy accuracy (``proxy``); None without noise."""
+    if not noise or not noise.get("seeds"):
+        return None
+    groups = {}
+    for t, seeds in noise["seeds"].items():
+        own = [proxy[int(t)]] if int(t) in proxy else []
+        groups[int(t)] = own + [float(v) for v in seeds.values()]
+    return {"sigma": pooled_std(list(groups.values())), "k": TIE_SIGMAS, "trials": sorted(groups),
+            "groups": {str(t): g for t, g in sorted(groups.items())},
+            "seeds": {str(t): dict(s) for t, s in noise["seeds"].items()}}
+
+
+def audit_summary(records: Sequence[AuditRecord], objectives: Sequence[Sequence[str]], *,
+                  noise: Mapping[str, Any] | None = None, front: Sequence[tuple[int, float]] = (),
+                  seed: int = 0) -> dict[str, Any]:
+    """Rows (trial, cost, proxy, final val, test, delta), Kendall tau and Spearman rho between proxy
+    and final val accuracy with bootstrap intervals, the regret at :func:`default_budgets` of the run's
+    first cost objective (:func:`cost_metric`, the trials' search values), the proxy noise
+    (:func:`noise_summary`) and, with noise, ``ties``: the pairs of ``front`` points ``(trial, proxy
+    accuracy)`` less than :data:`TIE_SIGMAS` sigma apart. JSON-safe (``nan`` becomes None)."""
+    cost = cost_metric(objectives)
+    rows = [{"trial": r.trial, "cost": _finite_or_nan(r.search_metrics.get(cost)), "proxy": r.proxy_accuracy,
+             "final": r.val_accuracy, "test": r.test_accuracy, "delta": r.val_accuracy - r.proxy_accuracy}
+            for r in sorted(records, key=lambda r: r.trial)]
+    proxy, final, costs = ([row[k] for row in rows] for k in ("proxy", "final", "cost"))
+    regrets = []
+    for budget in default_budgets(costs):
+        r = regret(proxy, final, costs, budget)
+        if r is not None:
+            regrets.append({**r.to_dict(), "chosen_trial": rows[r.chosen]["trial"],
+                            "best_trial": rows[r.best]["trial"]})
+    out = {"n": len(rows), "cost_metric": cost, "rows": rows,
+           "kendall_tau": kendall_tau(proxy, final, seed=seed).to_dict(),
+           "spearman_rho": spearman_rho(proxy, final, seed=seed).to_dict(),
+           "regret": regrets, "regret_on": "final val accuracy (points)",
+           "noise": noise_summary(noise, {row["trial"]: row["proxy"] for row in rows})}
+    sigma = out["noise"]["sigma"] if out["noise"] else math.nan
+    out["ties"] = [[front[i][0], front[j][0]] for i, j in ties_within_noise([a for _, a in front], sigma, TIE_SIGMAS)]
+    return _json_safe(out)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+__all__ = ["ACCURACY_METRICS", "TIE_SIGMAS", "Correlation", "Regret", "audit_summary", "cost_metric",
+           "default_budgets", "kendall_tau", "noise_summary", "pooled_std", "regret", "spearman_rho",
            "ties_within_noise"]

@@ -12,6 +12,9 @@ The contract between ``search`` (which writes a run) and ``reports`` (which read
       study.db               Optuna storage (default; readable by optuna-dashboard)
       baseline/, cache/      the search's trained/adapted original model, reference metrics, result cache
       final/                 written by `autocompress finalize`
+      audit/trial-00012.json one AuditRecord per audited trial (`autocompress audit`), written atomically
+      audit/noise.json       the proxy re-evaluated under other seeds (`autocompress audit --noise`)
+      audit/summary.json     tau, rho, regret of the audit (derived from the records and noise.json)
 
 Reports read these files and never rerun a model. ``SCHEMA_VERSION`` changes whenever a
 field's meaning changes; readers convert the versions in :data:`READABLE_SCHEMAS` and refuse
@@ -155,6 +158,37 @@ class RunInfo(_Document):
         return {**data, "objectives": [tuple(o) for o in data.get("objectives", [])]}
 
 
+@dataclass
+class AuditRecord(_Document):
+    """One trial of a run fully fine-tuned by ``autocompress audit`` (``RUN/audit/trial-NNNNN.json``).
+
+    ``proxy_accuracy`` is the trial's search metric (val top-1 after the proxy fine-tune, from its
+    :class:`TrialRecord`); ``val_accuracy``/``test_accuracy`` are measured after the full fine-tune
+    (``search.finalize.finetune_and_measure``), whose other measurements are ``metrics`` (flops,
+    params, size, latency_ratio, ...). ``settings`` are the audit's budget (``epochs``, ``steps``,
+    ``seed``, ``kd``): every record of one ``RUN/audit/`` has the same settings.
+    """
+
+    trial: int
+    settings: dict[str, Any]
+    proxy_accuracy: float
+    val_accuracy: float
+    test_accuracy: float
+    metrics: dict[str, Any] = field(default_factory=dict)
+    search_metrics: dict[str, Any] = field(default_factory=dict)  # the trial record's metrics
+    epochs: float | None = None
+    steps: int | None = None  # optimizer steps the full fine-tune ran
+    seed: int = 0
+    policy_hash: str = ""  # hash of the fully fine-tuned (applied) policy
+    wall_time_s: float = 0.0
+    finished: str | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+    git_sha: str | None = None
+    schema: int = SCHEMA_VERSION
+
+    WHAT: ClassVar[str] = "audit record"
+
+
 # ----- writing files -----------------------------------------------------------------------------
 
 
@@ -231,17 +265,39 @@ def write_run_info(run_dir: Path, info: RunInfo) -> None:
     atomic_write_json(Path(run_dir) / "run.json", info.to_dict())
 
 
+def audit_dir(run_dir: Path) -> Path:
+    """``RUN/audit``."""
+    return Path(run_dir) / "audit"
+
+
+def audit_path(run_dir: Path, trial: int) -> Path:
+    """``RUN/audit/trial-NNNNN.json``."""
+    return audit_dir(run_dir) / f"trial-{trial:05d}.json"
+
+
+def write_audit_record(run_dir: Path, record: AuditRecord) -> Path:
+    """Write ``record`` atomically to its :func:`audit_path` (a SIGKILL leaves the old file or none)."""
+    path = audit_path(run_dir, record.trial)
+    atomic_write_json(path, record.to_dict())
+    return path
+
+
 # ----- reading a run -----------------------------------------------------------------------------
 
 
-def read_record(path: Path) -> TrialRecord:
-    """One trial record; :class:`RunFormatError` naming the file when it cannot be read."""
+def _read_json_object(path: Path, what: str) -> dict[str, Any]:
     try:
         data = json.loads(Path(path).read_text())
     except json.JSONDecodeError as exc:
         raise RunFormatError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(data, dict):
-        raise RunFormatError(f"{path}: a trial record must be a JSON object, got {type(data).__name__}")
+        raise RunFormatError(f"{path}: {what} must be a JSON object, got {type(data).__name__}")
+    return data
+
+
+def read_record(path: Path) -> TrialRecord:
+    """One trial record; :class:`RunFormatError` naming the file when it cannot be read."""
+    data = _read_json_object(path, "a trial record")
     try:
         return TrialRecord.from_dict(data, source=str(path))
     except TypeError as exc:  # missing required fields
@@ -263,6 +319,23 @@ def read_run_info(run_dir: Path) -> RunInfo:
     if not p.is_file():
         raise RunFormatError(f"{run_dir}: not a run directory (no run.json); run `autocompress search --out {run_dir}`")
     return RunInfo.from_dict(json.loads(p.read_text()), source=str(p))
+
+
+def read_audit_records(run_dir: Path) -> list[AuditRecord]:
+    """Every audit record of a run, by trial number (no audit yet: an empty list)."""
+    out = []
+    for path in sorted(audit_dir(run_dir).glob("trial-*.json")):
+        try:
+            out.append(AuditRecord.from_dict(_read_json_object(path, "an audit record"), source=str(path)))
+        except TypeError as exc:  # missing required fields
+            raise RunFormatError(f"{path}: malformed audit record ({exc})") from None
+    return sorted(out, key=lambda r: r.trial)
+
+
+def read_audit_noise(run_dir: Path) -> dict[str, Any] | None:
+    """``RUN/audit/noise.json`` (``{"seeds": {trial: {seed: proxy accuracy}}, ...}``), or None."""
+    path = audit_dir(run_dir) / "noise.json"
+    return _read_json_object(path, "the audit's noise file") if path.is_file() else None
 
 
 @dataclass
@@ -348,8 +421,8 @@ def pareto_records(run: Run) -> list[TrialRecord]:
 
 
 __all__ = [
-    "READABLE_SCHEMAS", "SCHEMA_VERSION", "STATUSES", "Run", "RunInfo", "Status", "TrialRecord",
-    "atomic_path", "atomic_write_json", "atomic_write_text", "eligible", "file_lock", "load_run", "pareto_records",
-    "read_record", "read_records", "read_run_info", "record_path", "require_complete", "write_record",
-    "write_run_info",
+    "READABLE_SCHEMAS", "SCHEMA_VERSION", "STATUSES", "AuditRecord", "Run", "RunInfo", "Status", "TrialRecord",
+    "atomic_path", "atomic_write_json", "atomic_write_text", "audit_dir", "audit_path", "eligible", "file_lock",
+    "load_run", "pareto_records", "read_audit_noise", "read_audit_records", "read_record", "read_records",
+    "read_run_info", "record_path", "require_complete", "write_audit_record", "write_record", "write_run_info",
 ]

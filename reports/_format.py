@@ -66,3 +66,50 @@ def complete_rows(data: dict[str, Any], x: str, y: str) -> list[dict[str, Any]]:
     """The report's complete trials that have both plotted values ``x`` and ``y``."""
     return [r for r in data["trials"] if r.get("status") == "complete" and r.get(x) is not None
             and r.get(y) is not None]
+
+
+def interval(c: dict[str, Any] | None, digits: int = 3) -> str:
+    """A correlation with its interval, ``0.812 [0.610, 0.950] (n=12)``; ``-`` where undefined."""
+    if not c:
+        return "-"
+    num = lambda v: "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"  # noqa: E731
+    return f"{num(c.get('value'))} [{num(c.get('ci_low'))}, {num(c.get('ci_high'))}] (n={c.get('n')})"
+
+
+def fidelity_rows(fid: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and display rows of an audit's table (trial, cost, proxy, final val, test, delta)."""
+    cost = fid["cost_metric"]
+    rows = [[str(r["trial"]), fmt(cost, r["cost"]), fmt("accuracy", r["proxy"]), fmt("accuracy", r["final"]),
+             fmt("accuracy", r["test"]), "-" if r["delta"] is None else f"{r['delta']:+.2f}"] for r in fid["rows"]]
+    return ["trial", cost, "proxy val", "final val", "test", "final - proxy"], rows
+
+
+def regret_rows(fid: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and display rows of an audit's regret at its cost budgets."""
+    cost = fid["cost_metric"]
+    rows = [[f"{cost} <= {fmt(cost, r['budget'])}", str(r["candidates"]), str(r["chosen_trial"]),
+             str(r["best_trial"]), f"{r['regret']:.2f}"] for r in fid["regret"]]
+    return ["budget", "audited trials within", "proxy picks", "best final", "regret (val points)"], rows
+
+
+def noise_text(fid: dict[str, Any]) -> str:
+    """One line on the proxy's seed noise and the Pareto ties it implies ("" without ``--noise``)."""
+    noise = fid.get("noise")
+    if not noise:
+        return ""
+    sigma = "-" if noise["sigma"] is None else f"{noise['sigma']:.3f}"
+    ties = ", ".join(f"{a} ~ {b}" for a, b in fid.get("ties", [])) or "none"
+    return (f"proxy noise: sigma {sigma} points (pooled over trials {', '.join(map(str, noise['trials']))}, "
+            f"each re-evaluated with other seeds); Pareto points closer than {noise['k']:g} sigma in proxy "
+            f"accuracy are ties: {ties}")
+
+
+def audit_budget(settings: dict[str, Any]) -> str:
+    """An audit's full fine-tune budget in brief: ``steps=200, lr=0.02, batch_size=64, cosine; seed of each trial``."""
+    sched = settings.get("schedule") or {}
+    parts = [f"{k}={sched[k]:g}" if isinstance(sched[k], float) else f"{k}={sched[k]}"
+             for k in ("epochs", "steps", "lr", "batch_size") if sched.get(k) is not None]
+    parts += [sched["schedule"]] if sched.get("schedule") else []
+    seed = settings.get("seed")
+    kd = "KD from the original" if settings.get("kd", True) else "no KD"
+    return f"{', '.join(parts)}; {kd}; seed {seed if seed is not None else 'of each trial'}"

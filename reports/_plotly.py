@@ -174,6 +174,35 @@ def compare_scatter(runs: list[dict[str, Any]], x: str, y: str, x_label: str, y_
     return fig
 
 
+def fidelity_scatter(fid: dict[str, Any], pareto: list[int]) -> go.Figure:
+    """Proxy val accuracy (x) vs final val accuracy (y) of the audited trials, with the identity line."""
+    rows = [r for r in fid["rows"] if r["proxy"] is not None and r["final"] is not None]
+    fig = go.Figure()
+    values = [v for r in rows for v in (r["proxy"], r["final"])]
+    if values:
+        lo, hi = min(values), max(values)
+        pad = max(0.5, 0.05 * (hi - lo))
+        fig.add_trace(go.Scatter(x=[lo - pad, hi + pad], y=[lo - pad, hi + pad], mode="lines", name="final = proxy",
+                                 line={"color": "#888", "dash": "dash", "width": 1}, hoverinfo="skip"))
+    cost = fid["cost_metric"]
+    for name, keep, color in (("sampled trial", False, COLORS["feasible"]), ("Pareto point", True, COLORS["pareto"])):
+        pts = [r for r in rows if (r["trial"] in pareto) == keep]
+        if pts:
+            fig.add_trace(go.Scatter(
+                x=[r["proxy"] for r in pts], y=[r["final"] for r in pts], mode="markers+text", name=name,
+                text=[str(r["trial"]) for r in pts], textposition="top center", textfont={"size": 9},
+                marker={"color": color, "size": 10, "line": {"color": "black", "width": 1}},
+                customdata=[[r["trial"]] for r in pts], hoverinfo="text",
+                hovertext=[f"<b>trial {r['trial']}</b><br>proxy val {fmt('accuracy', r['proxy'])}<br>final val "
+                           f"{fmt('accuracy', r['final'])}<br>test {fmt('accuracy', r['test'])}<br>{cost}: "
+                           f"{fmt(cost, r['cost'])}" for r in pts]))
+    fig.update_layout(template=TEMPLATE, title="Proxy vs final val accuracy (audited trials)", height=460,
+                      xaxis_title="proxy val accuracy (%) after the search's short fine-tune",
+                      yaxis_title="final val accuracy (%) after the full fine-tune",
+                      margin={"l": 60, "r": 20, "t": 50, "b": 50}, legend={"font": {"size": 10}})
+    return fig
+
+
 def to_json(fig: go.Figure) -> dict[str, Any]:
     """Plain JSON spec ({data, layout}) of a figure."""
     return json.loads(fig.to_json())

@@ -25,8 +25,8 @@ from autocompress import pareto as _pareto
 from autocompress.errors import UserError
 from autocompress.rundir import Run, load_run, require_complete
 from reports import _plotly
-from reports._format import exact, fmt
-from reports.data import frame_records, jsonable, label
+from reports._format import exact, fmt, interval
+from reports.data import fidelity, frame_records, jsonable, label
 from reports.html import _asset, _e, _height, script_json
 from reports.tables import flatten, pareto_frame, trials_frame
 
@@ -54,6 +54,16 @@ def shared_reference(runs: list[Run]) -> list[float]:
     refs = np.array([_pareto.default_reference(r.info.reference, objectives, override=r.info.hv_reference)
                      for r in runs], dtype=float)
     return [float(refs[:, i].min() if d == "maximize" else refs[:, i].max()) for i, (_, d) in enumerate(objectives)]
+
+
+def _fidelity(run: Run) -> dict[str, Any]:
+    """A run's proxy fidelity in brief: Kendall tau with its interval, or that it has no audit."""
+    fid = fidelity(run)
+    if not fid["audited"]:
+        return {"audited": False, "message": fid["message"], "text": "no audit"}
+    noise = fid.get("noise") or {}
+    return {"audited": True, "n": fid["n"], "kendall_tau": fid["kendall_tau"], "spearman_rho": fid["spearman_rho"],
+            "sigma": noise.get("sigma"), "text": interval(fid["kendall_tau"])}
 
 
 def compare_data(run_dirs: list[str | Path], labels: list[str] | None = None) -> dict[str, Any]:
@@ -107,7 +117,7 @@ def compare_data(run_dirs: list[str | Path], labels: list[str] | None = None) ->
                        "sampler": run.info.search.get("sampler"), "backend": run.info.search.get("backend"),
                        "seed": run.info.search.get("seed"), "budget": run.info.budget,
                        "wall_time_s": run.info.wall_time_s, "git_sha": run.info.git_sha,
-                       "differs": {k: st.get(k) for k in differ}})
+                       "differs": {k: st.get(k) for k in differ}, "fidelity": _fidelity(run)})
     union = np.vstack([f["points"] for f in fronts])
     owner = np.concatenate([[i] * len(f["points"]) for i, f in enumerate(fronts)]).astype(int)
     mask = _pareto.non_dominated(union, dirs) if len(union) else np.zeros(0, dtype=bool)
@@ -150,6 +160,10 @@ def render_compare_html(data: dict[str, Any]) -> str:
                         f"{_e(f'{r[k]:.6g}' if isinstance(r[k], float) else r[k])}</td>" for k, _ in cols)
         cells += "".join(f"<td class='text'>{_e(r[k])}</td>" for k, _ in text_cols)
         budget = html.escape(", ".join(f"{k.split('.', 1)[1]}={v}" for k, v in r["differs"].items()) or "same")
+        fid = r.get("fidelity") or {}
+        tau = fid.get("kendall_tau") or {}
+        cells += (f"<td class='text' data-col='kendall_tau' data-value='{_e(exact(tau.get('value')))}'>"
+                  f"{_e(fid.get('text', 'no audit'))}</td>")
         rows.append(f"<tr data-run='{_e(r['label'])}'><td class='text' title='{_e(r['dir'])}'>{_e(r['label'])}</td>"
                     f"{cells}<td class='text muted'>{budget}</td></tr>")
     warn = "".join(f"<p><b>Warning:</b> {_e(w)}</p>" for w in data["warnings"])
@@ -163,7 +177,9 @@ def render_compare_html(data: dict[str, Any]) -> str:
 <section id="runs"><h2>Runs</h2><p class="muted">Hypervolume of every run's Pareto front against the SHARED reference
 point {_e(data['reference'])} ({_e(data['reference_rule'])}); fraction = share of the box from the reference to the
 ideal point {_e(data['ideal'])}.</p><div class="scroll"><table class="data sortable" id="compare">
-<thead><tr><th class="text">run</th>{head}<th class="text">settings that differ</th></tr></thead>
+<thead><tr><th class="text">run</th>{head}<th class="text" title="proxy fidelity: Kendall tau between proxy and
+final val accuracy of the audited trials, 95% bootstrap interval (autocompress audit RUN)">proxy tau [95% CI]</th>
+<th class="text">settings that differ</th></tr></thead>
 <tbody>{''.join(rows)}</tbody>
 </table></div></section>
 <section id="fronts"><h2>Pareto fronts</h2><div class="grid2">{''.join(plots)}</div></section></main>

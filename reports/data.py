@@ -28,9 +28,10 @@ import numpy as np
 import pandas as pd
 
 from autocompress import pareto as _pareto
+from autocompress.fidelity import audit_summary
 from autocompress.metrics import direction as metric_direction
 from autocompress.metrics import is_metric
-from autocompress.rundir import Run, load_run, require_complete
+from autocompress.rundir import Run, load_run, read_audit_noise, read_audit_records, require_complete
 from reports.tables import pareto_frame, read_csv, trials_frame, write_exports
 from search.recipes import trial_policy
 from spaces._schema import to_dict
@@ -238,6 +239,22 @@ def _final(run: Run) -> dict[str, Any] | None:
     return {"metrics": jsonable(data), "files": files}
 
 
+NO_AUDIT = "no audit yet: run `autocompress audit RUN`"
+
+
+def fidelity(run: Run, front: list[tuple[int, float]] | None = None) -> dict[str, Any]:
+    """The proxy-fidelity audit of ``run`` (``RUN/audit/``: records and noise, summarized by
+    :func:`autocompress.fidelity.audit_summary`, i.e. what ``summary.json`` holds); ``front`` =
+    ``(trial, proxy accuracy)`` of the Pareto points, for the noise ties. ``{"audited": False,
+    "message": ...}`` without an audit."""
+    records = read_audit_records(run.dir)
+    if not records:
+        return {"audited": False, "message": NO_AUDIT}
+    out = audit_summary(records, run.info.objectives, noise=read_audit_noise(run.dir), front=front or [])
+    settings = records[0].settings
+    return {"audited": True, "settings": settings, **out}
+
+
 def report_data(run_dir: str | Path | Run, *, refresh_exports: bool = True) -> dict[str, Any]:
     """Everything a report shows, built from ``trials.csv`` and ``pareto.csv`` (see module docstring).
 
@@ -281,6 +298,8 @@ def report_data(run_dir: str | Path | Run, *, refresh_exports: bool = True) -> d
                           f"along {objectives[0][0]}"),
         "times": _times(trials),
         "final": _final(run),
+        "fidelity": fidelity(run, [(int(t), float(a)) for t, a in zip(front["trial"], front["accuracy"])]
+                             if "accuracy" in front.columns else []),
         "dashboard": {"storage": storage,
                       "command": f"pip install optuna-dashboard; optuna-dashboard {storage}" if storage else None},
     })

@@ -2,7 +2,8 @@
 
 Built from :func:`reports.data.report_data`, like the HTML report, and written by default into
 ``RUN/figures/``: ``pareto-<y>-vs-<x>.{png,svg}`` for every plotted projection and
-``policy-trial-<N>.{png,svg}`` for every policy with a per-layer view.
+``policy-trial-<N>.{png,svg}`` for every policy with a per-layer view and, after ``autocompress audit``,
+``fidelity.{png,svg}`` (proxy vs final val accuracy).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np  # noqa: E402
 
 from autocompress import pareto as _pareto  # noqa: E402
 from autocompress.rundir import Run  # noqa: E402
-from reports._format import by_baseline, complete_rows, truthy  # noqa: E402
+from reports._format import by_baseline, complete_rows, interval, truthy  # noqa: E402
 from reports.data import report_data  # noqa: E402
 
 MARKERS = {"original": "*", "uniform-prune": "D", "uniform-int8": "s"}
@@ -89,6 +90,33 @@ def policy_figure(policy: dict[str, Any]) -> plt.Figure:
     return fig
 
 
+def fidelity_figure(fid: dict[str, Any], pareto: list[int]) -> plt.Figure:
+    """Proxy vs final val accuracy of the audited trials with the identity line (Pareto points red)."""
+    rows = [r for r in fid["rows"] if r["proxy"] is not None and r["final"] is not None]
+    fig, ax = plt.subplots(figsize=(5.6, 4.6), dpi=120)
+    values = [v for r in rows for v in (r["proxy"], r["final"])]
+    if values:
+        lo, hi = min(values), max(values)
+        pad = max(0.5, 0.05 * (hi - lo))
+        ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], ls="--", c="#888", lw=1, label="final = proxy")
+    for label, keep, color in (("sampled trial", False, "#1f77b4"), ("Pareto point", True, "#d62728")):
+        pts = [r for r in rows if (r["trial"] in pareto) == keep]
+        if pts:
+            ax.scatter([r["proxy"] for r in pts], [r["final"] for r in pts], c=color, s=30, edgecolors="black",
+                       linewidths=0.6, label=label, zorder=3)
+            for r in pts:
+                ax.annotate(str(r["trial"]), (r["proxy"], r["final"]), textcoords="offset points", xytext=(3, 4),
+                            fontsize=7)
+    tau = fid["kendall_tau"]
+    ax.set_title(f"proxy fidelity: Kendall tau {interval(tau)}", fontsize=8)
+    ax.set_xlabel("proxy val accuracy (%)")
+    ax.set_ylabel("final val accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
+
+
 def _save(fig: plt.Figure, stem: Path, formats: tuple[str, ...]) -> list[Path]:
     out = []
     for fmt in formats:
@@ -111,4 +139,6 @@ def write_figures(run_dir: str | Path | Run, out_dir: str | Path | None = None, 
         written += _save(pareto_figure(data, proj), out / f"pareto-{proj['y']}-vs-{proj['x']}", formats)
     for policy in data["policies"]:
         written += _save(policy_figure(policy), out / f"policy-trial-{policy['trial']}", formats)
+    if (data.get("fidelity") or {}).get("audited"):
+        written += _save(fidelity_figure(data["fidelity"], data["pareto"]), out / "fidelity", formats)
     return written

@@ -21,8 +21,8 @@ from plotly.offline import get_plotlyjs
 
 from autocompress.rundir import Run
 from reports import _plotly
-from reports._format import exact, fmt
-from reports.data import report_data
+from reports._format import audit_budget, exact, fidelity_rows, fmt, interval, noise_text, regret_rows
+from reports.data import NO_AUDIT, report_data
 from reports.tables import flatten
 
 DASHBOARD_HELP = "pip install optuna-dashboard; optuna-dashboard sqlite:///RUN/study.db"
@@ -132,6 +132,7 @@ HEADINGS = {"vs.accuracy_drop": "accuracy drop", "vs.flops_speedup": "FLOPs spee
 def _pareto_table(data: dict[str, Any], run_dir: Path, out_dir: Path) -> str:
     cols = pareto_table_columns(data)
     by_trial = {r["trial"]: r for r in data["trials"]}
+    ties = front_ties(data)
     head = "".join(f"<th title='{_e(c)}'>{_e(HEADINGS.get(c, c))}</th>" for c in cols)
     rows = []
     for t in data["pareto"]:
@@ -141,6 +142,9 @@ def _pareto_table(data: dict[str, Any], run_dir: Path, out_dir: Path) -> str:
             tags += f"<span class='tag base'>{_e(r['baseline'])}</span>"
         if t == data["knee"]:
             tags += "<span class='tag knee'>knee</span>"
+        if ties.get(t):
+            tags += (f"<span class='tag tie' title='proxy accuracy within 2 sigma of the proxy noise'>tie: "
+                     f"{_e(', '.join(map(str, ties[t])))}</span>")
         cells = "".join(f"<td data-col='{_e(c)}' data-value='{_e(exact(r.get(c)))}'>{_e(fmt(c, r.get(c)))}</td>"
                         for c in cols)
         recipe = _link(run_dir / "recipes" / f"trial-{t}.yaml", out_dir)
@@ -153,6 +157,52 @@ def _pareto_table(data: dict[str, Any], run_dir: Path, out_dir: Path) -> str:
             "<div class='scroll'><table class='data sortable' id='pareto'><thead><tr><th>trial</th>"
             f"{head}<th class='text'>policy</th><th class='text'>recipe</th></tr></thead><tbody>"
             + "".join(rows) + "</tbody></table></div></section>")
+
+
+def front_ties(data: dict[str, Any]) -> dict[int, list[int]]:
+    """Pareto trial -> the other Pareto trials its proxy accuracy cannot be told from (audit ``--noise``)."""
+    out: dict[int, list[int]] = {}
+    for a, b in (data.get("fidelity") or {}).get("ties") or []:
+        out.setdefault(a, []).append(b)
+        out.setdefault(b, []).append(a)
+    return {t: sorted(v) for t, v in out.items()}
+
+
+def _table(header: list[str], rows: list[list[str]], table_id: str, exact_rows: list[list[Any]] | None = None) -> str:
+    """A sortable data table; ``exact_rows`` (same shape) go into ``data-value``."""
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = []
+    for i, row in enumerate(rows):
+        values = exact_rows[i] if exact_rows else row
+        body.append("<tr>" + "".join(f"<td data-value='{_e(exact(v))}'>{_e(c)}</td>" for c, v in zip(row, values))
+                    + "</tr>")
+    return (f"<div class='scroll'><table class='data sortable' id='{table_id}'><thead><tr>{head}</tr></thead>"
+            f"<tbody>{''.join(body)}</tbody></table></div>")
+
+
+def _fidelity(data: dict[str, Any], figs: dict[str, Any]) -> str:
+    """The "Proxy fidelity" section: proxy vs final scatter, tau and rho with intervals, regret, noise."""
+    fid = data.get("fidelity") or {"audited": False, "message": NO_AUDIT}
+    if not fid.get("audited"):
+        text = _e(fid.get("message", NO_AUDIT)).replace("`autocompress audit RUN`",
+                                                         "<code>autocompress audit RUN</code>")
+        return f"<section id='fidelity'><h2>Proxy fidelity</h2><p class='muted'>{text}</p></section>"
+    figs["fig-fidelity"] = _plotly.to_json(_plotly.fidelity_scatter(fid, data["pareto"]))
+    header, rows = fidelity_rows(fid)
+    exact_rows = [[r["trial"], r["cost"], r["proxy"], r["final"], r["test"], r["delta"]] for r in fid["rows"]]
+    r_header, r_rows = regret_rows(fid)
+    noise = noise_text(fid)
+    stats = _kv({"Kendall tau (95% bootstrap CI)": interval(fid["kendall_tau"]),
+                 "Spearman rho (95% bootstrap CI)": interval(fid["spearman_rho"]),
+                 "audited trials": fid["n"], "full fine-tune": audit_budget(fid["settings"])})
+    return ("<section id='fidelity'><h2>Proxy fidelity</h2><p class='muted'>Audited trials fully fine-tuned "
+            "(<code>autocompress audit</code>, the schedule of <code>finalize</code>): does the search's short proxy "
+            "fine-tune rank them as the full fine-tune does? Rank correlations between proxy and final val accuracy; "
+            "regret: final val accuracy lost by picking the best proxy instead of the best final trial within a "
+            f"cost budget.</p><div class='grid2'><div id='fig-fidelity' class='plot' {_height(figs['fig-fidelity'])}>"
+            f"</div><div>{stats}<h3>Regret of choosing by proxy</h3>{_table(r_header, r_rows, 'regret')}"
+            + (f"<p id='noise'>{_e(noise)}</p>" if noise else "")
+            + f"</div></div><h3>Audited trials</h3>{_table(header, rows, 'audit', exact_rows)}</section>")
 
 
 def _trials_table(data: dict[str, Any]) -> str:
@@ -241,6 +291,7 @@ def render_html(data: dict[str, Any], run_dir: Path, out_path: Path) -> str:
         _pareto_table(data, run_dir, out_dir),
         policies,
         f"<section id='progress'><h2>Search progress</h2><div class='grid2'>{''.join(progress)}</div></section>",
+        _fidelity(data, figs),
         _final(data, run_dir, out_dir),
         _trials_table(data),
     ])

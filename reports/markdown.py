@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from autocompress.rundir import Run
-from reports._format import fmt
-from reports.data import report_data
+from reports._format import audit_budget, fidelity_rows, fmt, interval, noise_text, regret_rows
+from reports.data import NO_AUDIT, report_data
 from reports.figures import write_figures
-from reports.html import DASHBOARD_HELP, HEADINGS, pareto_table_columns
+from reports.html import DASHBOARD_HELP, HEADINGS, front_ties, pareto_table_columns
 from reports.tables import flatten
 
 
@@ -27,6 +27,26 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
              "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def fidelity_markdown(data: dict[str, Any], figures: list[Path], rel: Any) -> list[str]:
+    """Lines of the "Proxy fidelity" section (``rel``: a figure path relative to the report)."""
+    fid = data.get("fidelity") or {"audited": False, "message": NO_AUDIT}
+    parts = ["", "## Proxy fidelity", ""]
+    if not fid.get("audited"):
+        message = fid.get("message", NO_AUDIT)
+        return parts + [message[:1].upper() + message[1:] + "."]
+    parts += [f"{fid['n']} trials fully fine-tuned (`autocompress audit`: {audit_budget(fid['settings'])}). "
+              "Proxy vs final val accuracy:", "",
+              f"- Kendall tau: {interval(fid['kendall_tau'])} (95% bootstrap interval)",
+              f"- Spearman rho: {interval(fid['spearman_rho'])} (95% bootstrap interval)"]
+    noise = noise_text(fid)
+    if noise:
+        parts.append(f"- {noise}")
+    parts += ["", _table(*fidelity_rows(fid)), "", "Regret of choosing by proxy (final val accuracy lost by picking "
+              "the best proxy instead of the best final trial within the budget):", "", _table(*regret_rows(fid))]
+    parts += [f"\n![{p.stem}]({rel(p)})" for p in figures if p.name == "fidelity.png"]
+    return parts
 
 
 def render_markdown(data: dict[str, Any], run_dir: Path, out_path: Path, figures: list[Path]) -> str:
@@ -56,11 +76,13 @@ def render_markdown(data: dict[str, Any], run_dir: Path, out_path: Path, figures
     parts += ["", "## Pareto points", ""]
     cols = pareto_table_columns(data)
     by_trial = {t["trial"]: t for t in data["trials"]}
+    ties = front_ties(data)
     rows = []
     for t in data["pareto"]:
         row = by_trial[t]
         name = (str(t) + (f" ({row['baseline']})" if row.get("baseline") else "")
-                + (" knee" if t == data["knee"] else ""))
+                + (" knee" if t == data["knee"] else "")
+                + (f" tie: {', '.join(map(str, ties[t]))}" if ties.get(t) else ""))
         recipe = rel(run_dir / "recipes" / f"trial-{t}.yaml")
         rows.append([name] + [fmt(col, row.get(col)) for col in cols] + [row.get("summary") or "",
                                                                         f"[{recipe}]({recipe})"])
@@ -73,6 +95,7 @@ def render_markdown(data: dict[str, Any], run_dir: Path, out_path: Path, figures
     if policy_figs:
         parts += ["", f"## Policies on the front ({data['policies_rule']})", ""]
         parts += [f"![{p.stem}]({rel(p)})" for p in policy_figs]
+    parts += fidelity_markdown(data, figures, rel)
     final = data.get("final")
     parts += ["", "## Final model", ""]
     if final and "metrics" in final:

@@ -20,7 +20,7 @@ from search._logging import setup_logging
 
 # order = order shown in --help
 COMMANDS = (
-    "search", "finalize", "report", "compare", "apply", "finetune", "evaluate",
+    "search", "finalize", "audit", "report", "compare", "apply", "finetune", "evaluate",
     "models", "datasets", "spaces", "space",
 )
 

@@ -34,7 +34,7 @@ from search.baseline import Baseline
 from search.picking import FinalizeError, choose_trial, parse_pick
 from search.recipes import recipe_policy
 from spaces._schema import read_document
-from spaces.policy import Policy
+from spaces.policy import FinetuneSpec, Policy
 from spaces.space import SearchSpace, space_from_dict
 
 log = logging.getLogger("search.finalize")
@@ -42,13 +42,27 @@ log = logging.getLogger("search.finalize")
 DEFAULT_KD_ALPHA = 0.5
 
 
-def final_policy(policy: Policy, space: Any, *, epochs: float | None = None, kd: bool = True) -> Policy:
-    """The chosen recipe with the full fine-tune schedule and distillation settings."""
+def final_schedule(space: Any, *, epochs: float | None = None, steps: int | None = None) -> FinetuneSpec:
+    """The space's ``budget.final`` fine-tune schedule, its length overridden by ``epochs`` or ``steps``."""
     schedule = space.budget.final
+    if epochs is not None and steps is not None:
+        raise FinalizeError(f"--epochs {epochs} and --steps {steps}: give one of them")
     if epochs is not None:
         if epochs <= 0:
             raise FinalizeError(f"--epochs {epochs}: must be > 0")
         schedule = dataclasses.replace(schedule, epochs=float(epochs), steps=None)
+    if steps is not None:
+        if steps <= 0 or int(steps) != steps:
+            raise FinalizeError(f"--steps {steps}: must be a whole number > 0")
+        schedule = dataclasses.replace(schedule, epochs=None, steps=int(steps))
+    return schedule
+
+
+def final_policy(policy: Policy, space: Any, *, epochs: float | None = None, kd: bool = True,
+                 steps: int | None = None) -> Policy:
+    """The chosen recipe with the full fine-tune schedule (:func:`final_schedule`; the policy's own
+    seed) and distillation settings (KD from the original unless ``kd=False``)."""
+    schedule = final_schedule(space, epochs=epochs, steps=steps)
     distill = policy.distill
     if kd and distill.alpha == 0:
         distill = dataclasses.replace(distill, alpha=DEFAULT_KD_ALPHA)
@@ -57,7 +71,8 @@ def final_policy(policy: Policy, space: Any, *, epochs: float | None = None, kd:
     return policy.replace(finetune=dataclasses.replace(schedule, seed=policy.finetune.seed), distill=distill)
 
 
-def _load_space(run_dir: Path) -> SearchSpace:
+def load_space(run_dir: Path) -> SearchSpace:
+    """The resolved search space of a run (``RUN/config.yaml``)."""
     path = run_dir / "config.yaml"
     if not path.is_file():
         raise RunFormatError(f"{run_dir}: no config.yaml (the resolved search space); not a search run directory")
@@ -75,18 +90,13 @@ def finalize(run_dir: str | Path, pick: str = "knee", *, trial: int | None = Non
         parse_pick(pick)  # a typo fails before anything is read
     run = load_run(run_dir)
     number, why = choose_trial(run, pick, trial=trial)
-    space = _load_space(run_dir)
+    space = load_space(run_dir)
     log.info("finalizing trial %d (%s)", number, why)
     chosen = recipe_policy(run, number)
     policy = final_policy(chosen, space, epochs=epochs, kd=kd)
 
     baseline = Baseline(space, run_dir, device=device, progress=progress)
-    _ = baseline.reference
-    t0 = time.perf_counter()
-    out = apply(policy, baseline.model, data=baseline.data, finetune=True, device=device, progress=progress,
-                bn_recal_batches=space.budget.bn_recal_batches)
-    finetune_s = time.perf_counter() - t0
-    measured = _final_metrics(baseline, out)
+    out, measured, finetune_s = finetune_and_measure(baseline, policy)
     final_dir = run_dir / "final"
     final_dir.mkdir(parents=True, exist_ok=True)
     save_compressed(final_dir, out.policy, out.model)
@@ -113,12 +123,26 @@ def finalize(run_dir: str | Path, pick: str = "knee", *, trial: int | None = Non
     return metrics
 
 
-def _final_metrics(baseline: Baseline, out: Compressed) -> dict[str, Any]:
-    """Val and test accuracy, costs and the measured speed-up of the final model (latency always
-    measured), against the original's test accuracy."""
+def finetune_and_measure(baseline: Baseline, policy: Policy, *,
+                         latency: bool = True) -> tuple[Compressed, dict[str, Any], float]:
+    """Fully fine-tune ``policy`` (a :func:`final_policy`) from ``baseline``'s original model and
+    measure it: ``(compressed, metrics, fine-tune seconds)``. The one path of ``finalize`` and
+    ``autocompress audit``; ``metrics`` are val and test accuracy, costs and (``latency``, always in
+    ``finalize``) the measured latency ratio against the original."""
+    _ = baseline.reference  # prepared (and timed) outside the fine-tune
+    t0 = time.perf_counter()
+    out = apply(policy, baseline.model, data=baseline.data, finetune=True, device=baseline.device,
+                progress=baseline.progress, bn_recal_batches=baseline.space.budget.bn_recal_batches)
+    finetune_s = time.perf_counter() - t0
+    return out, _final_metrics(baseline, out, latency=latency), finetune_s
+
+
+def _final_metrics(baseline: Baseline, out: Compressed, *, latency: bool = True) -> dict[str, Any]:
+    """Val and test accuracy, costs and (``latency``) the measured speed-up of the final model,
+    against the original's test accuracy."""
     batch = baseline.space.budget.eval_batch_size
     test_loader = baseline.data.loader("test", batch, shuffle=False)
-    val = baseline.measure(out, loader=baseline.data.loader("val", batch, shuffle=False), latency=True)
+    val = baseline.measure(out, loader=baseline.data.loader("val", batch, shuffle=False), latency=latency)
     test = baseline.measure(out, loader=test_loader, costs=False, latency=False)
     test_ref = baseline.measure(baseline.model, loader=test_loader, costs=False, latency=False)
     reference = baseline.reference
@@ -138,7 +162,7 @@ def _final_metrics(baseline: Baseline, out: Compressed) -> dict[str, Any]:
         "latency_ci_low": val.latency_ci_low,
         "latency_ci_high": val.latency_ci_high,
         "latency_busy": val.latency_busy,
-        "speedup": 1.0 / ratio if ratio > 0 else None,
+        "speedup": 1.0 / ratio if ratio is not None and ratio > 0 else None,
     }
     if test.top5 is not None:
         metrics["test_top5"] = test.top5
@@ -161,4 +185,4 @@ def _export_onnx(deploy: Any, path: Path, data: Any, input_size: int) -> dict[st
     return info
 
 
-__all__ = ["DEFAULT_KD_ALPHA", "final_policy", "finalize"]
+__all__ = ["DEFAULT_KD_ALPHA", "final_policy", "final_schedule", "finalize", "finetune_and_measure", "load_space"]

@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     out = write_compare_report(args.runs, args.out, labels, data=data)
     for r in data["runs"]:
-        log.info("%-24s hypervolume fraction %.5f (%d Pareto points, %d on the joint front)",
-                 r["label"], r["fraction"], r["pareto"], r["contribution"])
+        log.info("%-24s hypervolume fraction %.5f (%d Pareto points, %d on the joint front); proxy tau %s",
+                 r["label"], r["fraction"], r["pareto"], r["contribution"], r["fidelity"]["text"])
     print(out)
     return 0
