@@ -85,15 +85,43 @@ def _rho(a: np.ndarray, b: np.ndarray) -> float:
     return float(stats.spearmanr(a, b).statistic)
 
 
-def _with_interval(stat, x: Sequence[float], y: Sequence[float], *, samples: int, seed: int,
+#: bootstrap draws evaluated at once (bounds the (rows, n, n) sign arrays of tau's draws)
+_CHUNK = 256
+
+
+def _tau_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Kendall's tau-b of each row pair of ``a``, ``b`` (``(rows, n)``), vectorized: the sum over pairs of
+    sign products over the square root of the untied pair counts; ``nan`` where a row is constant."""
+    out = []
+    for lo in range(0, len(a), _CHUNK):
+        da = np.sign(a[lo:lo + _CHUNK, :, None] - a[lo:lo + _CHUNK, None, :])
+        db = np.sign(b[lo:lo + _CHUNK, :, None] - b[lo:lo + _CHUNK, None, :])
+        s = (da * db).sum(axis=(1, 2))
+        ta, tb = np.abs(da).sum(axis=(1, 2)), np.abs(db).sum(axis=(1, 2))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out.append(np.where((ta > 0) & (tb > 0), s / np.sqrt(ta * tb), np.nan))
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def _rho_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Spearman's rho of each row pair (Pearson correlation of the average ranks); ``nan`` where constant."""
+    ra, rb = stats.rankdata(a, axis=1), stats.rankdata(b, axis=1)
+    ra, rb = ra - ra.mean(axis=1, keepdims=True), rb - rb.mean(axis=1, keepdims=True)
+    den = np.sqrt((ra ** 2).sum(axis=1) * (rb ** 2).sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (ra * rb).sum(axis=1) / den, np.nan)
+
+
+def _with_interval(stat, rows_stat, x: Sequence[float], y: Sequence[float], *, samples: int, seed: int,
                    confidence: float) -> Correlation:
     a, b = _pairs(x, y)
     value = stat(a, b)
     if math.isnan(value):
         return Correlation(math.nan, math.nan, math.nan, len(a), confidence)
     rng = np.random.default_rng(seed)
-    draws = [stat(a[i], b[i]) for i in rng.integers(0, len(a), size=(samples, len(a)))]
-    finite = np.array([d for d in draws if not math.isnan(d)])
+    index = rng.integers(0, len(a), size=(samples, len(a)))
+    draws = rows_stat(a[index], b[index])  # every bootstrap draw at once
+    finite = draws[~np.isnan(draws)]
     if len(finite) == 0:
         return Correlation(value, math.nan, math.nan, len(a), confidence)
     tail = (1.0 - confidence) / 2 * 100
@@ -104,13 +132,13 @@ def _with_interval(stat, x: Sequence[float], y: Sequence[float], *, samples: int
 def kendall_tau(proxy: Sequence[float], final: Sequence[float], *, samples: int = BOOTSTRAP_SAMPLES,
                 seed: int = 0, confidence: float = CONFIDENCE) -> Correlation:
     """Kendall's tau-b between paired samples with a percentile-bootstrap interval (seeded)."""
-    return _with_interval(_tau, proxy, final, samples=samples, seed=seed, confidence=confidence)
+    return _with_interval(_tau, _tau_rows, proxy, final, samples=samples, seed=seed, confidence=confidence)
 
 
 def spearman_rho(proxy: Sequence[float], final: Sequence[float], *, samples: int = BOOTSTRAP_SAMPLES,
                  seed: int = 0, confidence: float = CONFIDENCE) -> Correlation:
     """Spearman's rho between paired samples with a percentile-bootstrap interval (seeded)."""
-    return _with_interval(_rho, proxy, final, samples=samples, seed=seed, confidence=confidence)
+    return _with_interval(_rho, _rho_rows, proxy, final, samples=samples, seed=seed, confidence=confidence)
 
 
 def regret(proxy: Sequence[float], final: Sequence[float], cost: Sequence[float], budget: float) -> Regret | None:

@@ -77,3 +77,45 @@ def test_ties_and_pooled_std():
     # two groups: (1, 3) var 2, (2, 2, 2) var 0 -> pooled = sqrt((2 + 0) / (1 + 2))
     assert pooled_std([[1, 3], [2, 2, 2], [5]]) == pytest.approx(math.sqrt(2 / 3))
     assert math.isnan(pooled_std([[1], [2]]))
+
+
+def test_bootstrap_rows_equal_scipy_row_by_row():
+    import numpy as np
+    from scipy import stats
+
+    from autocompress.fidelity import _rho_rows, _tau_rows
+
+    rng = np.random.default_rng(5)
+    a = np.round(rng.uniform(0, 4, size=(200, 7)))  # many ties, some constant rows
+    b = np.round(a + rng.uniform(0, 3, size=(200, 7)))
+    a[0] = 2.0
+    tau = [stats.kendalltau(x, y, variant="b").statistic if np.ptp(x) and np.ptp(y) else math.nan for x, y in zip(a, b)]
+    rho = [stats.spearmanr(x, y).statistic if np.ptp(x) and np.ptp(y) else math.nan for x, y in zip(a, b)]
+    assert np.allclose(_tau_rows(a, b), tau, equal_nan=True) and math.isnan(_tau_rows(a, b)[0])
+    assert np.allclose(_rho_rows(a, b), rho, equal_nan=True)
+
+
+def test_audit_summary_hand_checked():
+    from autocompress.fidelity import audit_summary, cost_metric
+    from autocompress.rundir import AuditRecord
+
+    assert cost_metric([("accuracy", "maximize"), ("latency", "minimize"), ("flops", "minimize")]) == "latency"
+    assert cost_metric([("accuracy_drop", "minimize")]) == "flops"
+    # trials 7, 3, 9, 5 (unordered on purpose): proxy 70 72 75 80, final 84 85 83 86, flops 0.3 0.5 0.4 0.9
+    rows = [(7, 70.0, 84.0, 0.3), (3, 72.0, 85.0, 0.5), (9, 75.0, 83.0, 0.4), (5, 80.0, 86.0, 0.9)]
+    records = [AuditRecord(trial=t, settings={}, proxy_accuracy=p, val_accuracy=f, test_accuracy=f - 1,
+                           search_metrics={"accuracy": p, "flops": c}) for t, p, f, c in rows]
+    noise = {"seeds": {"9": {"1": 76.0, "2": 74.0}}}  # with its proxy 75: 75, 76, 74 -> sigma 1
+    s = audit_summary(records, [("accuracy", "maximize"), ("flops", "minimize")], noise=noise,
+                      front=[(5, 80.0), (9, 78.5), (2, 77.0)])
+    assert [r["trial"] for r in s["rows"]] == [3, 5, 7, 9] and s["rows"][0]["delta"] == 13.0
+    # by trial: (3: 72/85) (5: 80/86) (7: 70/84) (9: 75/83): pairs 6, discordant (3,9) (7,9): tau (4 - 2) / 6
+    assert s["kendall_tau"]["value"] == pytest.approx(2 / 6) and s["n"] == 4
+    # budgets: flops quantiles 0.25/0.5/0.75 ("higher") of 0.3 0.4 0.5 0.9 -> 0.4, 0.5, 0.9
+    assert [r["budget"] for r in s["regret"]] == [0.4, 0.5, 0.9]
+    # flops <= 0.4: trials 7 (70/84) and 9 (75/83): proxy picks 9, best is 7 -> regret 1
+    assert (s["regret"][0]["chosen_trial"], s["regret"][0]["best_trial"], s["regret"][0]["regret"]) == (9, 7, 1.0)
+    assert s["regret"][2]["regret"] == 0.0  # everything: 5 is best by both
+    assert s["noise"]["sigma"] == pytest.approx(1.0) and s["noise"]["groups"] == {"9": [75.0, 76.0, 74.0]}
+    assert s["ties"] == [[5, 9], [9, 2]]  # |80 - 78.5| and |78.5 - 77| < 2 sigma; |80 - 77| is not
+    assert audit_summary(records, [("accuracy", "maximize")])["noise"] is None
