@@ -10,8 +10,8 @@ import pytest
 from autocompress.rundir import AuditRecord, atomic_write_json, audit_dir, load_run, write_audit_record
 from reports.compare import compare_data, write_compare_report
 from reports.data import NO_AUDIT, report_data
-from reports.html import write_html_report
-from reports.markdown import write_markdown_report
+from reports.html import render_html, write_html_report
+from reports.markdown import render_markdown, write_markdown_report
 from search.cli import main
 
 from ._html import embedded, parse
@@ -82,34 +82,38 @@ def test_markdown_and_json_sections(tmp_path, capsys):
     assert data["fidelity"]["kendall_tau"]["value"] == pytest.approx(4 / 6)
 
 
+def _pages(run_dir) -> tuple[dict, str, str]:
+    """report_data once, and the HTML and Markdown rendered from it (no figure files)."""
+    data = report_data(run_dir)
+    return (data, render_html(data, run_dir, run_dir / "report.html"),
+            render_markdown(data, run_dir, run_dir / "report.md", []))
+
+
 def test_without_audit_the_section_says_how(tmp_path):
     run_dir = build_run(tmp_path / "run")
-    assert report_data(run_dir)["fidelity"] == {"audited": False, "message": NO_AUDIT}
+    data, html, md = _pages(run_dir)
+    assert data["fidelity"] == {"audited": False, "message": NO_AUDIT}
     assert NO_AUDIT == "no audit yet: run `autocompress audit RUN`"
-    html = write_html_report(run_dir).read_text()
     assert "<h2>Proxy fidelity</h2><p class='muted'>no audit yet: run <code>autocompress audit RUN</code>" in html
     assert "fig-fidelity" not in html
-    md = write_markdown_report(run_dir).read_text()
     assert "## Proxy fidelity\n\nNo audit yet: run `autocompress audit RUN`." in md
-    assert not (run_dir / "figures" / "fidelity.png").exists()
 
 
 def test_noise_marks_front_ties_within_two_sigma(tmp_path):
     run_dir = build_run(tmp_path / "run")
     _audit(run_dir, noise=True)
-    data = report_data(run_dir)
+    data, html, md = _pages(run_dir)
     fid = data["fidelity"]
     assert fid["noise"]["sigma"] == pytest.approx(1.0)
     acc = {r["trial"]: r["accuracy"] for r in data["trials"]}
     front = data["pareto"]
     expected = [[a, b] for i, a in enumerate(front) for b in front[i + 1:] if abs(acc[a] - acc[b]) < 2.0]
     assert expected and fid["ties"] == expected
-    html = write_html_report(run_dir).read_text()
     a, b = expected[0]
     row = html[html.index(f"<tr data-trial='{a}'>"):]
-    assert "tie: " in row[:row.index("</tr>")] and str(b) in row[:row.index("</tr>")]
+    row = row[:row.index("</tr>")]
+    assert "tie: " in row and str(b) in row
     assert "proxy noise: sigma 1.000" in html
-    md = write_markdown_report(run_dir).read_text()
     assert "tie: " in md and "proxy noise: sigma 1.000" in md
 
 
