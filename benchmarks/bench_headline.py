@@ -88,17 +88,23 @@ def read_json(path: Path) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)  # first: --help needs neither torch nor the peer
     from _headline import families, report, timing
     from _headline.context import prepare
 
     from search._logging import setup_logging
 
-    args = parse_args(argv)
+    from autocompress.errors import UserError
+
     setup_logging()
     t0 = time.perf_counter()
-    ctx = prepare(args)
-    if "peer" in args.families:
-        families.check_peer()  # before any long work: say how to install the peer
+    try:
+        if "peer" in args.families:
+            families.check_peer()  # before any long work: say how to install the peer
+        ctx = prepare(args)
+    except UserError as exc:
+        print(f"bench_headline: {exc}", file=sys.stderr)
+        return 2
     if "searched" in args.families:
         families.searched(ctx, args)
     if "uniform" in args.families:
