@@ -92,9 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     from _headline import families, report, timing
     from _headline.context import prepare
 
-    from search._logging import setup_logging
-
     from autocompress.errors import UserError
+    from search._logging import setup_logging
 
     setup_logging()
     t0 = time.perf_counter()
