@@ -109,24 +109,26 @@ def finalize(run_dir: str | Path, pick: str = "knee", *, trial: int | None = Non
     return metrics
 
 
-def finetune_and_measure(baseline: Baseline, policy: Policy) -> tuple[Compressed, dict[str, Any]]:
+def finetune_and_measure(baseline: Baseline, policy: Policy, *,
+                         latency: bool = True) -> tuple[Compressed, dict[str, Any]]:
     """Apply ``policy`` (a :func:`final_policy`) to ``baseline``'s model with its full fine-tune and
     measure the result as ``finalize`` reports it (val and test accuracy, costs, latency,
-    ``finetune_seconds``). The one fine-tune-and-measure path of ``finalize`` and the benchmarks."""
+    ``finetune_seconds``). The one fine-tune-and-measure path of ``finalize`` and the benchmarks;
+    ``latency=False`` leaves the speed-up out (a caller that times every model later, together)."""
     _ = baseline.reference
     t0 = time.perf_counter()
     out = apply(policy, baseline.model, data=baseline.data, finetune=True, device=baseline.device,
                 progress=baseline.progress, bn_recal_batches=baseline.space.budget.bn_recal_batches)
     finetune_s = time.perf_counter() - t0
-    return out, {**_final_metrics(baseline, out), "finetune_seconds": round(finetune_s, 2)}
+    return out, {**_final_metrics(baseline, out, latency=latency), "finetune_seconds": round(finetune_s, 2)}
 
 
-def _final_metrics(baseline: Baseline, out: Compressed) -> dict[str, Any]:
-    """Val and test accuracy, costs and the measured speed-up of the final model (latency always
-    measured), against the original's test accuracy."""
+def _final_metrics(baseline: Baseline, out: Compressed, *, latency: bool = True) -> dict[str, Any]:
+    """Val and test accuracy, costs and (unless ``latency=False``) the measured speed-up of the final
+    model, against the original's test accuracy."""
     batch = baseline.space.budget.eval_batch_size
     test_loader = baseline.data.loader("test", batch, shuffle=False)
-    val = baseline.measure(out, loader=baseline.data.loader("val", batch, shuffle=False), latency=True)
+    val = baseline.measure(out, loader=baseline.data.loader("val", batch, shuffle=False), latency=latency)
     test = baseline.measure(out, loader=test_loader, costs=False, latency=False)
     test_ref = baseline.measure(baseline.model, loader=test_loader, costs=False, latency=False)
     reference = baseline.reference
@@ -146,7 +148,7 @@ def _final_metrics(baseline: Baseline, out: Compressed) -> dict[str, Any]:
         "latency_ci_low": val.latency_ci_low,
         "latency_ci_high": val.latency_ci_high,
         "latency_busy": val.latency_busy,
-        "speedup": 1.0 / ratio if ratio > 0 else None,
+        "speedup": 1.0 / ratio if ratio else None,
     }
     if test.top5 is not None:
         metrics["test_top5"] = test.top5

@@ -44,7 +44,7 @@ def finalize_point(ctx: Context, label: str, family: str, policy: Policy, epochs
         return done
     policy = final_policy(policy, ctx.space, epochs=epochs)
     log.info("%s: fine-tuning %g epochs", label, epochs)
-    out, metrics = finetune_and_measure(ctx.baseline, policy)
+    out, metrics = finetune_and_measure(ctx.baseline, policy, latency=False)  # timed later, together
     recipe = ctx.points_dir / "recipes" / f"{label}.yaml"
     out.policy.replace(provenance={**policy.provenance, "benchmark_point": label}).save(recipe)
     point = {"family": family, "epochs": epochs, "precision": _precision(out.policy), "recipe": str(recipe),
