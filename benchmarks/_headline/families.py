@@ -1,0 +1,179 @@
+"""The three families of candidates, each fine-tuned the same way (the ``finalize`` code path)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from _headline.context import Context
+
+from autocompress.rundir import load_run, pareto_records
+from search.finalize import final_policy, finetune_and_measure
+from search.recipes import recipe_policy
+from spaces.policy import Policy
+from spaces.space import policy_from_params, uniform_params
+
+log = logging.getLogger("bench_headline")
+
+
+def _cli(*args: str) -> None:
+    from bench_headline import cli
+
+    cli(*args)
+
+
+def with_space_kd(policy: Policy, ctx: Context) -> Policy:
+    """``policy`` distilled exactly as the space's candidates are (same alpha, temperature, teacher)."""
+    d = ctx.space.distill
+    fixed = {k: getattr(d, k) for k in ("alpha", "temperature", "feature_weight") if isinstance(getattr(d, k), float)}
+    distill = dataclasses.replace(policy.distill, teacher=d.teacher, teacher_checkpoint=d.teacher_checkpoint,
+                                  teacher_bn_recal=d.teacher_bn_recal, **fixed)
+    return policy.replace(distill=distill)
+
+
+def finalize_point(ctx: Context, label: str, family: str, policy: Policy, epochs: float,
+                   extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Fine-tune ``policy`` for ``epochs`` as ``finalize`` does and store the point (resumes)."""
+    done = ctx.point(label)
+    if done is not None and done.get("epochs") == epochs:
+        return done
+    policy = final_policy(policy, ctx.space, epochs=epochs)
+    log.info("%s: fine-tuning %g epochs", label, epochs)
+    out, metrics, finetune_s = finetune_and_measure(ctx.baseline, policy, latency=False)  # timed later
+    metrics["finetune_seconds"] = round(finetune_s, 2)
+    recipe = ctx.points_dir / "recipes" / f"{label}.yaml"
+    out.policy.replace(provenance={**policy.provenance, "benchmark_point": label}).save(recipe)
+    point = {"family": family, "epochs": epochs, "precision": _precision(out.policy), "recipe": str(recipe),
+             "final": metrics, **(extra or {})}
+    ctx.save_point(label, point)
+    return point
+
+
+def _precision(policy: Policy) -> str:
+    return "int8" if policy.quant.active else "float"
+
+
+# ----- uniform ---------------------------------------------------------------------------------
+def uniform_policy(ctx: Context, ratio: float, precision: str) -> Policy:
+    """The same ratio on every prunable group (block and stage), float or every layer INT8."""
+    dims = ctx.baseline.dims
+    params = uniform_params(dims, ratio, bits=8 if precision == "int8" else 32)
+    return with_space_kd(policy_from_params(ctx.space, dims, params), ctx)
+
+
+def uniform(ctx: Context, args: argparse.Namespace) -> None:
+    for precision in args.uniform_precisions:
+        for ratio in args.uniform_ratios:
+            label = f"uniform-{ratio:g}-{precision}"
+            finalize_point(ctx, label, "uniform", uniform_policy(ctx, ratio, precision), args.budget_epochs,
+                           {"ratio": ratio})
+
+
+# ----- peer -----------------------------------------------------------------------------------
+def check_peer() -> None:
+    """Raise the peer's one-line install hint before any long work when ModelOpt is missing."""
+    from peer_fastnas import require_modelopt
+
+    require_modelopt()
+
+
+def peer(ctx: Context, args: argparse.Namespace) -> None:
+    from peer_fastnas import FastNASSettings, int8_variant, run_points
+
+    b = ctx.baseline
+    summary = ctx.out / "peer" / "fastnas.json"
+    done = {round(r["flops_fraction"], 4): r for r in _rows(summary)}
+    todo = [f for f in args.peer_flops if round(f, 4) not in done]
+    if todo:
+        budget = ctx.space.budget
+        settings = FastNASSettings(val_limit=budget.val_limit, eval_batch_size=budget.eval_batch_size)
+        rows = run_points(b.model, b.data, b.spec, todo, ctx.out / "peer", settings)
+        done.update({round(r["flops_fraction"], 4): r for r in rows})
+        _write_rows(summary, list(done.values()))
+    for fraction in args.peer_flops:
+        row = done[round(fraction, 4)]
+        policy = with_space_kd(Policy.load(row["recipe"]), ctx)
+        extra = {"flops_fraction": fraction, "fastnas_seconds": row["seconds"]}
+        finalize_point(ctx, f"fastnas-{fraction:g}-float", "fastnas", policy, args.budget_epochs, extra)
+        finalize_point(ctx, f"fastnas-{fraction:g}-int8", "fastnas", int8_variant(policy), args.budget_epochs, extra)
+
+
+def _rows(path: Path) -> list[dict[str, Any]]:
+    import json
+
+    return json.loads(path.read_text())["points"] if path.is_file() else []
+
+
+def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    from autocompress.rundir import atomic_write_json
+
+    atomic_write_json(path, {"points": rows})
+
+
+# ----- searched -------------------------------------------------------------------------------
+def searched(ctx: Context, args: argparse.Namespace) -> None:
+    """Search, audit, then store the finalized front (audited points reused, others fine-tuned)."""
+    run = str(ctx.run_dir)
+    _cli("search", str(ctx.space_file), "--out", run, "--trials", str(args.trials))
+    _cli("audit", run, "--epochs", f"{args.budget_epochs:g}", "--sample", str(args.audit_sample))
+    loaded = load_run(ctx.run_dir)
+    chosen = spread(pareto_records(loaded), args.max_searched, _latency_key(loaded))
+    audited = audit_rows(ctx.run_dir)
+    for rec in chosen:
+        label = f"searched-t{rec.trial}"
+        policy = recipe_policy(loaded, rec.trial)
+        row = audited.get(rec.trial)
+        if row is not None and ctx.point(label) is None:
+            _point_from_audit(ctx, label, policy, row, args.budget_epochs)
+        finalize_point(ctx, label, "searched", policy, args.budget_epochs,
+                       {"trial": rec.trial, "proxy": dict(rec.metrics)})
+
+
+def _latency_key(run: Any) -> str:
+    names = [m for m, _ in run.objectives]
+    return next((m for m in names if m.startswith("latency")), "flops")
+
+
+def spread(records: list[Any], n: int, key: str) -> list[Any]:
+    """At most ``n`` records evenly spread along ``key`` (all when there are no more than ``n``)."""
+    ordered = sorted(records, key=lambda r: (float(r.metrics.get(key, np.inf)), r.trial))
+    if len(ordered) <= n:
+        return ordered
+    picks = sorted({int(round(i)) for i in np.linspace(0, len(ordered) - 1, n)})
+    return [ordered[i] for i in picks]
+
+
+def audit_rows(run_dir: Path) -> dict[int, dict[str, Any]]:
+    """The audit's records by trial number (``RUN/audit/trial-N.json``)."""
+    import json
+
+    rows = {}
+    for p in sorted((run_dir / "audit").glob("trial-*.json")):
+        row = json.loads(p.read_text())
+        rows[int(row["trial"])] = row
+    return rows
+
+
+def _point_from_audit(ctx: Context, label: str, policy: Policy, row: dict[str, Any], epochs: float) -> None:
+    """A searched point the audit already fine-tuned with this budget: stored without training again."""
+    if float(row.get("epochs") or -1) != float(epochs):
+        return
+    recipe = ctx.points_dir / "recipes" / f"{label}.yaml"
+    recipe.parent.mkdir(parents=True, exist_ok=True)
+    src = ctx.run_dir / "recipes" / f"trial-{row['trial']}.yaml"
+    if src.is_file():
+        shutil.copyfile(src, recipe)
+    else:
+        policy.save(recipe)
+    ctx.save_point(label, {"family": "searched", "epochs": epochs, "precision": _precision(policy),
+                           "recipe": str(recipe), "final": row["final"], "trial": row["trial"],
+                           "proxy": {"accuracy": row.get("proxy_accuracy")}, "from_audit": True})
+
+
+__all__ = ["check_peer", "finalize_point", "peer", "searched", "spread", "uniform", "uniform_policy",
+           "with_space_kd"]

@@ -1,0 +1,196 @@
+"""The benchmark's table, ``headline.json`` and ``headline.png``, and its three headline lines:
+
+(a) the searched front's accuracy advantage over the uniform curve at matched measured speed-up
+    (interpolated along the uniform family's upper envelope), mean and minimum over the searched
+    points whose speed-up lies in 1.5x-4x, per batch;
+(b) the same against FastNAS at matched FLOPs (the searched upper envelope interpolated at each
+    FastNAS point's FLOPs);
+(c) the fastest point within 1.0 pt of the original's test accuracy, per batch, with its speed-ups.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+from typing import Any
+
+import numpy as np
+from _headline.context import Context
+
+from autocompress.rundir import atomic_write_json
+
+SPEEDUP_RANGE = (1.5, 4.0)
+WITHIN_PT = 1.0
+FAMILIES = ("searched", "uniform", "fastnas")
+
+
+def _speedup(p: dict[str, Any], batch: int, backend: str = "torch") -> float | None:
+    t = (p.get("latency") or {}).get(backend, {}).get(str(batch))
+    return None if t is None else float(t["speedup"])
+
+
+def _acc(p: dict[str, Any]) -> float:
+    return float(p["final"]["test_accuracy"])
+
+
+def envelope(xy: list[tuple[float, float]], larger_x_better: bool) -> list[tuple[float, float]]:
+    """The upper envelope (non-dominated points) of (x, accuracy), sorted by x."""
+    pts = sorted(xy, key=lambda t: (-t[0], -t[1]) if larger_x_better else (t[0], -t[1]))
+    out, best = [], -math.inf
+    for x, y in pts:
+        if y > best:
+            out.append((x, y))
+            best = y
+    return sorted(out)
+
+
+def interp(curve: list[tuple[float, float]], x: float) -> float | None:
+    """Accuracy of ``curve`` at ``x`` (linear in between its points; None outside them)."""
+    if not curve or x < curve[0][0] or x > curve[-1][0]:
+        return None
+    xs, ys = zip(*curve)
+    return float(np.interp(x, xs, ys))
+
+
+def _family(points: list[dict[str, Any]], family: str) -> list[dict[str, Any]]:
+    return [p for p in points if p["family"] == family]
+
+
+def advantage_vs_uniform(points: list[dict[str, Any]], batch: int) -> dict[str, Any]:
+    """Headline (a) at one batch."""
+    uni = [(s, _acc(p)) for p in _family(points, "uniform") if (s := _speedup(p, batch)) is not None]
+    curve = envelope(uni, larger_x_better=True)
+    rows = []
+    for p in _family(points, "searched"):
+        s = _speedup(p, batch)
+        if s is None or not SPEEDUP_RANGE[0] <= s <= SPEEDUP_RANGE[1]:
+            continue
+        ref = interp(curve, s)
+        if ref is not None:
+            rows.append({"label": p["label"], "speedup": s, "accuracy": _acc(p), "uniform": ref,
+                         "advantage": _acc(p) - ref})
+    adv = [r["advantage"] for r in rows]
+    return {"batch": batch, "points": rows, "uniform_curve": curve, "n": len(rows),
+            "mean": float(np.mean(adv)) if adv else None, "min": float(np.min(adv)) if adv else None}
+
+
+def advantage_vs_fastnas(points: list[dict[str, Any]]) -> dict[str, Any]:
+    """Headline (b): at each FastNAS point's FLOPs, the searched envelope's accuracy minus FastNAS's."""
+    curve = envelope([(float(p["final"]["flops"]), _acc(p)) for p in _family(points, "searched")],
+                     larger_x_better=False)
+    rows = []
+    for p in _family(points, "fastnas"):
+        f = float(p["final"]["flops"])
+        ref = interp(curve, f)
+        if ref is not None:
+            rows.append({"label": p["label"], "flops": f, "fastnas": _acc(p), "searched": ref,
+                         "advantage": ref - _acc(p)})
+    adv = [r["advantage"] for r in rows]
+    return {"points": rows, "searched_curve": curve, "n": len(rows),
+            "mean": float(np.mean(adv)) if adv else None, "min": float(np.min(adv)) if adv else None}
+
+
+def fastest_within(points: list[dict[str, Any]], batch: int, within: float = WITHIN_PT) -> dict[str, Any] | None:
+    """Headline (c): the fastest point (at ``batch``) whose test accuracy is within ``within`` pt of the
+    original's."""
+    ok = [p for p in points if _speedup(p, batch) is not None
+          and float(p["final"]["reference_test_accuracy"]) - _acc(p) <= within]
+    if not ok:
+        return None
+    best = max(ok, key=lambda p: _speedup(p, batch))
+    return {"label": best["label"], "family": best["family"], "accuracy": _acc(best),
+            "drop": float(best["final"]["reference_test_accuracy"]) - _acc(best),
+            "speedup": {str(b): _speedup(best, b) for b in (1, 128)},
+            "onnxruntime_speedup": {str(b): _speedup(best, b, "onnxruntime") for b in (1, 128)}}
+
+
+def summarize(points: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"a_vs_uniform": {str(b): advantage_vs_uniform(points, b) for b in (1, 128)},
+            "b_vs_fastnas": advantage_vs_fastnas(points),
+            "c_fastest_within_1pt": {str(b): fastest_within(points, b) for b in (1, 128)}}
+
+
+def write(ctx: Context, args: argparse.Namespace, *, wall_s: float) -> dict[str, Any]:
+    points = sorted(ctx.points(), key=lambda p: (FAMILIES.index(p["family"]), p["label"]))
+    result = {"model": args.model, "budget_epochs": args.budget_epochs, "trials": args.trials,
+              "command": "python benchmarks/bench_headline.py " + " ".join(_argv(args)),
+              "machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads},
+              "wall_time_s": round(wall_s, 1), "headline": summarize(points), "points": points}
+    atomic_write_json(ctx.out / "headline.json", result)
+    _figure(points, ctx.out / "headline.png")
+    return result
+
+
+def _argv(args: argparse.Namespace) -> list[str]:
+    out = [f"--model {args.model}", f"--budget-epochs {args.budget_epochs:g}", f"--trials {args.trials}",
+           f"--out {args.out}"]
+    return out + [f"--set {o}" for o in args.overrides]
+
+
+def table(result: dict[str, Any]) -> str:
+    """The points as a Markdown table, then the headline lines."""
+    head = ("| point | family | test top-1 | drop | FLOPs | params | size | speed-up b1 | speed-up b128 | "
+            "ORT b1 | ORT b128 |\n|---|---|---|---|---|---|---|---|---|---|---|")
+    lines = [head]
+    for p in result["points"]:
+        f = p["final"]
+        cells = [p["label"], p["family"], f"{_acc(p):.2f}", f"{f['reference_test_accuracy'] - _acc(p):+.2f}",
+                 f"{f['flops'] / 1e6:.1f}M", f"{f['params'] / 1e3:.0f}k", f"{f['size'] / 1e3:.0f}kB",
+                 *(_cell(p, b, "torch") for b in (1, 128)), *(_cell(p, b, "onnxruntime") for b in (1, 128))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\n" + _headline_text(result["headline"])
+
+
+def _cell(p: dict[str, Any], batch: int, backend: str) -> str:
+    t = (p.get("latency") or {}).get(backend, {}).get(str(batch))
+    if t is None:
+        return "-"
+    lo, hi = t["speedup_ci"]
+    return f"{t['speedup']:.2f}x [{lo:.2f}, {hi:.2f}]"
+
+
+def _headline_text(h: dict[str, Any]) -> str:
+    out = []
+    for b, a in h["a_vs_uniform"].items():
+        out.append(f"(a) b{b}: searched vs uniform at matched speed-up (1.5-4x, {a['n']} points): "
+                   + (f"mean {a['mean']:+.2f} pt, min {a['min']:+.2f} pt" if a["n"] else "no point in range"))
+    b = h["b_vs_fastnas"]
+    out.append(f"(b) searched vs FastNAS at matched FLOPs ({b['n']} points): "
+               + (f"mean {b['mean']:+.2f} pt, min {b['min']:+.2f} pt" if b["n"] else "no point in range"))
+    for batch, c in h["c_fastest_within_1pt"].items():
+        out.append(f"(c) b{batch}: " + ("no point within 1 pt" if c is None else
+                   f"{c['label']} ({c['family']}): {c['accuracy']:.2f} ({c['drop']:+.2f} pt), speed-up "
+                   f"{c['speedup']['1']:.2f}x b1 / {c['speedup']['128']:.2f}x b128"))
+    return "\n".join(out)
+
+
+def _figure(points: list[dict[str, Any]], path: Any) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    markers = {"searched": "o", "uniform": "s", "fastnas": "^"}
+    for ax, batch in zip(axes, (1, 128)):
+        for i, fam in enumerate(FAMILIES):
+            for precision, filled in (("float", False), ("int8", True)):
+                pts = [(s, _acc(p)) for p in _family(points, fam)
+                       if p["precision"] == precision and (s := _speedup(p, batch))]
+                if pts:
+                    color = f"C{i}"
+                    ax.scatter(*zip(*pts), marker=markers[fam], edgecolors=color,
+                               facecolors=color if filled else "none", label=f"{fam} {precision}")
+        ax.set_xscale("log")
+        ax.set_xlabel(f"measured speed-up at batch {batch} (torch CPU)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("test top-1 after the final fine-tune (%)")
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+__all__ = ["advantage_vs_fastnas", "advantage_vs_uniform", "envelope", "fastest_within", "interp", "summarize",
+           "table", "write"]

@@ -1,0 +1,63 @@
+"""Time every point against the original, interleaved in this one process (nothing else should run):
+torch on the CPU at batch 1 and 128, and for INT8 points ONNX Runtime against the fp32 ONNX original."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+import torch
+from _headline.context import Context
+
+from compress.apply import apply
+from compress.measure import compare_latency
+from spaces.policy import Policy
+
+log = logging.getLogger("bench_headline")
+
+BATCHES = (1, 128)
+
+
+def _ratio(r: Any) -> dict[str, Any]:
+    return {"ratio": float(r.ratio), "ci_low": float(r.ci_low), "ci_high": float(r.ci_high),
+            "speedup": 1.0 / float(r.ratio), "speedup_ci": [1.0 / float(r.ci_high), 1.0 / float(r.ci_low)],
+            "busy": bool(r.busy), "median_ms": float(r.a.median_ms), "original_median_ms": float(r.b.median_ms)}
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {"threads": args.threads, "rounds": args.rounds, "batches": list(BATCHES)}
+
+
+def time_point(ctx: Context, point: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """Speed-ups of one point's deploy model (its recipe applied without fine-tuning: the weights do
+    not change the speed) over the original, per backend and batch."""
+    original = ctx.baseline.model
+    policy = Policy.load(point["recipe"])
+    out = apply(policy, original, data=ctx.baseline.data, finetune=False, progress=False, bn_recal_batches=0)
+    s = ctx.baseline.input_size
+    timings: dict[str, Any] = {"torch": {}, **_settings(args)}
+    backends = ["torch", "onnxruntime"] if policy.quant.active else ["torch"]
+    for backend in backends:
+        timings[backend] = {}
+        for batch in BATCHES:
+            x = torch.randn(batch, 3, s, s)
+            r = compare_latency(out.deploy, original, x, backend=backend, threads=args.threads, rounds=args.rounds)
+            timings[backend][str(batch)] = _ratio(r)
+            log.info("%s %s b%d: speed-up %.2fx [%.2f, %.2f]%s", point["label"], backend, batch,
+                     1 / r.ratio, 1 / r.ci_high, 1 / r.ci_low, " (busy)" if r.busy else "")
+    return timings
+
+
+def time_points(ctx: Context, args: argparse.Namespace) -> None:
+    """Time every stored point that has no timing with these settings yet (resumable)."""
+    for point in ctx.points():
+        old = point.get("latency") or {}
+        if all(old.get(k) == v for k, v in _settings(args).items()):
+            continue
+        point["latency"] = time_point(ctx, point, args)
+        label = point.pop("label")
+        ctx.save_point(label, point)
+
+
+__all__ = ["BATCHES", "time_point", "time_points"]

@@ -1,0 +1,121 @@
+"""The headline benchmark: searched policies vs uniform pruning (+ INT8) vs a peer pruner, after the
+same final fine-tune, timed the same way.
+
+Every candidate starts from the same shared checkpoint, adapted once to the JPEG data (the space's
+``model.adapt``; cached in ``OUT/adapt``); every candidate gets the same final fine-tune (``E``
+epochs of the space's ``budget.final`` schedule, KD from the same teacher: the adapted model) through
+the one code path ``autocompress finalize`` and ``audit`` use. Three families:
+
+1. **searched**: ``autocompress search`` (objectives from the space, ``--set`` to change them),
+   then ``autocompress audit`` (the feasible front plus a stratified sample, fine-tuned ``E``
+   epochs), then the finalized points are the audited feasible front, or up to ``--max-searched``
+   points spread along latency;
+2. **uniform**: the same ratio on every prunable channel group (block and stage groups) for each
+   ``--uniform-ratios`` x ``--uniform-precisions`` (float, int8);
+3. **peer**: NVIDIA ModelOpt FastNAS (``benchmarks/peer_fastnas.py``; ``pip install -e '.[bench]'``)
+   at ``--peer-flops``, each also with INT8 through our converter.
+
+Then every point is timed in one process, interleaved against the original (torch CPU, ``--threads``,
+batch 1 and 128; ONNX Runtime too for INT8 points), and the table, ``headline.json`` and
+``headline.png`` are written. Each phase stores its results under ``OUT`` as it goes, so a rerun
+resumes; partial results are usable.
+
+    python benchmarks/bench_headline.py --model resnet20 --budget-epochs 1 --trials 40 --out runs/headline-r20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the repository root and benchmarks/ importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+log = logging.getLogger("bench_headline")
+
+SPACES = {"resnet20": "resnet20-cifar10", "resnet56": "resnet56-cifar10"}
+UNIFORM_RATIOS = (0.2, 0.3, 0.4, 0.5, 0.6)
+PEER_FLOPS = (0.5, 0.65)
+BATCHES = (1, 128)
+SPEEDUP_RANGE = (1.5, 4.0)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", choices=sorted(SPACES), default="resnet20")
+    ap.add_argument("--budget-epochs", type=float, default=1.0, help="final fine-tune epochs E for every point")
+    ap.add_argument("--trials", type=int, default=40, help="search trials (default 40)")
+    ap.add_argument("--out", type=Path, required=True, help="output directory (a rerun resumes)")
+    ap.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
+                    help="override a field of the search space (repeatable)")
+    ap.add_argument("--families", nargs="+", default=["searched", "uniform", "peer"],
+                    choices=["searched", "uniform", "peer"], help="which families to run (default all)")
+    ap.add_argument("--uniform-ratios", type=float, nargs="+", default=list(UNIFORM_RATIOS))
+    ap.add_argument("--uniform-precisions", nargs="+", default=["float", "int8"], choices=["float", "int8"])
+    ap.add_argument("--peer-flops", type=float, nargs="+", default=list(PEER_FLOPS))
+    ap.add_argument("--audit-sample", type=int, default=6, help="non-Pareto trials the audit adds (default 6)")
+    ap.add_argument("--max-searched", type=int, default=6, help="searched points finalized when the front is "
+                                                                "larger (spread along latency; default 6)")
+    ap.add_argument("--threads", type=int, default=2, help="threads for timing (default 2)")
+    ap.add_argument("--rounds", type=int, default=20, help="interleaved timing rounds per point and batch")
+    ap.add_argument("--no-latency", action="store_true", help="skip the timing phase")
+    ap.add_argument("--device", default="cpu", help="fine-tuning device (timing is always on the CPU)")
+    return ap.parse_args(argv)
+
+
+def cli(*args: str) -> None:
+    """Run ``autocompress ARGS`` (this checkout's) as a user would; raise if it fails."""
+    cmd = [sys.executable, "-m", "search.cli", *args]
+    log.info("$ autocompress %s", " ".join(args))
+    subprocess.run(cmd, check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+def write_json(path: Path, data: Any) -> None:
+    from autocompress.rundir import atomic_write_json
+
+    atomic_write_json(path, data)
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)  # first: --help needs neither torch nor the peer
+    from _headline import families, report, timing
+    from _headline.context import prepare
+
+    from autocompress.errors import UserError
+    from search._logging import setup_logging
+
+    setup_logging()
+    t0 = time.perf_counter()
+    try:
+        if "peer" in args.families:
+            families.check_peer()  # before any long work: say how to install the peer
+        ctx = prepare(args)
+    except UserError as exc:
+        print(f"bench_headline: {exc}", file=sys.stderr)
+        return 2
+    if "searched" in args.families:
+        families.searched(ctx, args)
+    if "uniform" in args.families:
+        families.uniform(ctx, args)
+    if "peer" in args.families:
+        families.peer(ctx, args)
+    if not args.no_latency:
+        timing.time_points(ctx, args)
+    result = report.write(ctx, args, wall_s=time.perf_counter() - t0)
+    print(report.table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,72 @@
+"""benchmarks/bench_headline.py: the headline lines computed from stored points, the spread of the
+finalized front, and the command line without the peer installed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+from _headline import report  # noqa: E402
+from _headline.families import spread  # noqa: E402
+
+
+def point(label: str, family: str, acc: float, s1: float, s128: float, flops: float, ref: float = 90.0,
+          precision: str = "float") -> dict:
+    lat = {str(b): {"speedup": s, "speedup_ci": [s, s]} for b, s in ((1, s1), (128, s128))}
+    return {"label": label, "family": family, "precision": precision, "latency": {"torch": lat},
+            "final": {"test_accuracy": acc, "reference_test_accuracy": ref, "flops": flops, "params": 1, "size": 1}}
+
+
+def test_envelope_keeps_the_non_dominated_points():
+    pts = [(1.0, 80.0), (2.0, 85.0), (3.0, 70.0), (4.0, 75.0), (2.5, 84.0)]
+    # larger speed-up is better: (2.0, 85) beats everything slower; (4, 75) beats (3, 70)
+    assert report.envelope(pts, larger_x_better=True) == [(2.0, 85.0), (2.5, 84.0), (4.0, 75.0)]
+    # smaller FLOPs is better
+    assert report.envelope([(10, 80), (20, 85), (15, 79)], larger_x_better=False) == [(10, 80), (20, 85)]
+
+
+def test_interp_inside_only():
+    curve = [(1.0, 90.0), (3.0, 80.0)]
+    assert report.interp(curve, 2.0) == pytest.approx(85.0)
+    assert report.interp(curve, 0.5) is None and report.interp(curve, 3.5) is None
+
+
+def test_headline_lines_from_points():
+    points = [
+        point("u1", "uniform", 88.0, 1.5, 1.5, 60), point("u2", "uniform", 84.0, 3.0, 3.0, 40),
+        point("u3", "uniform", 78.0, 5.0, 5.0, 20),
+        point("s1", "searched", 87.5, 2.0, 2.0, 45), point("s2", "searched", 84.0, 4.0, 4.0, 30),
+        point("s3", "searched", 89.5, 1.2, 1.2, 80),  # outside 1.5-4x: not in (a)
+        point("f1", "fastnas", 85.0, 2.0, 2.0, 40),
+    ]
+    h = report.summarize(points)
+    a = h["a_vs_uniform"]["1"]
+    # uniform at 2.0x: between (1.5, 88) and (3, 84) -> 86.67; at 4.0x: between (3, 84) and (5, 78) -> 81
+    assert a["n"] == 2
+    assert a["mean"] == pytest.approx(((87.5 - (88 - 4 / 3)) + (84.0 - 81.0)) / 2)
+    assert a["min"] == pytest.approx(87.5 - (88 - 4 / 3))
+    b = h["b_vs_fastnas"]  # searched envelope over FLOPs (30, 84), (45, 87.5), (80, 89.5): at 40 -> 86.33
+    assert b["n"] == 1 and b["points"][0]["advantage"] == pytest.approx(84 + 3.5 * 10 / 15 - 85.0)
+    c = h["c_fastest_within_1pt"]["128"]  # within 1 pt of 90: s3 (89.5) only
+    assert c["label"] == "s3" and c["speedup"]["128"] == 1.2
+    text = report.table({"points": points, "headline": h})
+    assert "| s1 | searched | 87.50 |" in text and "(a) b1" in text and "(c) b128: s3" in text
+
+
+def test_spread_picks_evenly_along_the_key():
+    recs = [SimpleNamespace(trial=i, metrics={"latency": 1.0 - i / 10}) for i in range(10)]
+    picked = spread(recs, 4, "latency")
+    assert len(picked) == 4 and picked[0].trial == 9 and picked[-1].trial == 0
+    assert spread(recs[:3], 4, "latency") == sorted(recs[:3], key=lambda r: r.metrics["latency"])
+
+
+def test_help_works_without_the_peer():
+    done = subprocess.run([sys.executable, str(BENCH / "bench_headline.py"), "--help"], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0 and "--budget-epochs" in done.stdout and "FastNAS" in done.stdout
