@@ -26,3 +26,36 @@ def test_the_baseline_seed_changes_the_trained_model(tmp_path):
     a = Baseline(space, tmp_path / "a").model.state_dict()
     b = Baseline(other, tmp_path / "b").model.state_dict()
     assert not all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_proxy_does_not_depend_on_the_process_random_state(tmp_path):
+    from search.objective import Objective
+    from tests.search._tiny_space import baseline_policy
+
+    space = tiny_space()
+    results = []
+    for i, state in enumerate((3, 999)):
+        objective = Objective(space, tmp_path / f"run{i}")
+        torch.manual_seed(state)
+        results.append(objective.evaluate(baseline_policy(objective, "uniform-prune-0.5"), seed=0))
+    assert results[0]["accuracy"] == results[1]["accuracy"] and not results[1].cached
+
+
+def test_two_runs_propose_the_same_points(tmp_path):
+    import sys
+    from pathlib import Path
+
+    from autocompress.rundir import read_records
+    from search.driver import run_search
+    from spaces.space import load_space
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _analytic_objective import factory
+
+    space = load_space("quickstart")
+    params = []
+    for out in ("A", "B"):
+        torch.manual_seed(len(out) * 7 + ord(out))  # whatever ran before in this process
+        run_search(space, tmp_path / out, trials=14, objective_factory=factory, progress=False)
+        params.append([r.policy["provenance"]["params"] for r in read_records(tmp_path / out)])
+    assert params[0] == params[1] and len({str(p) for p in params[0]}) > 8  # TPE's own proposals too
