@@ -3,6 +3,7 @@ order), so two runs of the same space give the same original model and accuracy.
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from search.baseline import Baseline
@@ -59,3 +60,34 @@ def test_two_runs_propose_the_same_points(tmp_path):
         run_search(space, tmp_path / out, trials=14, objective_factory=factory, progress=False)
         params.append([r.policy["provenance"]["params"] for r in read_records(tmp_path / out)])
     assert params[0] == params[1] and len({str(p) for p in params[0]}) > 8  # TPE's own proposals too
+
+
+@pytest.mark.slow
+def test_same_command_twice_same_original_and_first_proposals(tmp_path):
+    """`autocompress search quickstart --trials 9` into --out A and --out B (each with its own map cache):
+    the same original accuracy, sensitivity map, seeds and first proposals, and the same proxy accuracies."""
+    import json
+    import subprocess
+
+    import optuna
+
+    from tests.search.test_driver import AUTOCOMPRESS, _env
+
+    cheap = ["--set", "model.baseline.epochs=2", "--set", "budget.finetune.steps=3",
+             "--set", "budget.latency.rounds=3"]
+    runs = []
+    for out in ("A", "B"):
+        res = subprocess.run([AUTOCOMPRESS, "search", "quickstart", "--out", str(tmp_path / out), "--trials", "9",
+                              "--no-progress", *cheap], cwd=tmp_path, capture_output=True, text=True, timeout=3000,
+                             env=_env(AUTOCOMPRESS_CACHE=str(tmp_path / f"cache-{out}")))
+        assert res.returncode == 0, res.stderr[-3000:]
+        info = json.loads((tmp_path / out / "run.json").read_text())
+        study = optuna.load_study(study_name="quickstart", storage=f"sqlite:///{tmp_path / out / 'study.db'}")
+        runs.append((info, study.trials, json.loads((tmp_path / out / "sensitivity.json").read_text())))
+    (info_a, trials_a, map_a), (info_b, trials_b, map_b) = runs
+    assert info_a["reference"]["accuracy"] == info_b["reference"]["accuracy"]
+    assert map_a["prune"] == map_b["prune"] and info_a["search"]["sensitivity"]["seeds"]
+    assert [t.params for t in trials_a] == [t.params for t in trials_b]
+    assert [t.user_attrs.get("baseline") for t in trials_a][4:7] == ["seed-flops-0.3", "seed-flops-0.5",
+                                                                      "seed-flops-0.7"]
+    assert [t.values[0] for t in trials_a] == [t.values[0] for t in trials_b]  # accuracy; latency is timed
