@@ -26,6 +26,8 @@ others with a clear message:
   ``{"params": ...}`` when no policy could be built). ``policy_hash`` stays the hash of the
   proposed policy: the result-cache key that ``cached_from`` refers to.
 - schema 1: ``policy`` was the proposed policy (no kept indices); otherwise the same. Read as is.
+- optional fields added within schema 2 (absent in older records, which load unchanged):
+  ``TrialRecord.levels`` (multi-fidelity search: metrics per level).
 
 Everything here is plain Python (numpy for the Pareto front): ``autocompress`` imports no
 other autocompress package.
@@ -121,9 +123,18 @@ class TrialRecord(_Document):
     started: str | None = None  # ISO-8601 UTC
     finished: str | None = None
     worker: str | None = None  # host:pid
+    #: multi-fidelity search: metrics of every level the trial reached, keyed by the proxy
+    #: fine-tune steps as text (``{"100": {...}, "400": {...}}``); ``metrics`` are the highest
+    #: level's. Empty for a one-level search (optional: records without it load as before).
+    levels: dict[str, dict[str, Any]] = field(default_factory=dict)
     schema: int = SCHEMA_VERSION
 
     WHAT: ClassVar[str] = "trial record"
+
+    @property
+    def level_steps(self) -> int | None:
+        """Proxy fine-tune steps of the highest level reached (None for a one-level search)."""
+        return max((int(k) for k in self.levels), default=None)
 
 
 @dataclass

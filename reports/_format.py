@@ -57,6 +57,11 @@ def by_baseline(label: str, table: dict[str, Any], default: Any) -> Any:
     return default
 
 
+def label_kind(label: str) -> str:
+    """``seed`` for a sensitivity seed's label (``seed-flops-0.5``), else ``baseline``."""
+    return "seed" if label.startswith("seed-") else "baseline"
+
+
 def truthy(v: Any) -> bool:
     """A trial table's boolean cell (``True`` or the text ``"true"`` read back from CSV)."""
     return v is True or str(v).lower() == "true"

@@ -10,12 +10,13 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from autocompress import pareto as _pareto
-from reports._format import by_baseline, complete_rows, fmt, truthy
+from reports._format import by_baseline, complete_rows, fmt, label_kind, truthy
 
 TEMPLATE = "plotly_white"
 COLORS = {"pareto": "#d62728", "feasible": "#1f77b4", "infeasible": "#b0b0b0", "line": "#d62728"}
-BASELINE_SYMBOLS = {"original": "star", "uniform-prune": "diamond", "uniform-int8": "square"}
-BASELINE_TEXT = {"original": "top center", "uniform-prune": "bottom center", "uniform-int8": "top left"}
+BASELINE_SYMBOLS = {"original": "star", "uniform-prune": "diamond", "uniform-int8": "square", "seed": "cross"}
+BASELINE_TEXT = {"original": "top center", "uniform-prune": "bottom center", "uniform-int8": "top left",
+                 "seed": "bottom right"}
 PHASE_COLORS = {"prune": "#9467bd", "finetune": "#1f77b4", "convert": "#17becf", "evaluate": "#2ca02c",
                 "cost": "#8c564b", "latency": "#ff7f0e"}
 HOVER_METRICS = ("accuracy", "accuracy_drop", "flops", "latency", "size", "bops")
@@ -97,7 +98,8 @@ def scatter(data: dict[str, Any], proj: dict[str, Any]) -> go.Figure:
         color = COLORS["pareto"] if truthy(r.get("pareto")) else (
             COLORS["feasible"] if truthy(r.get("feasible")) else COLORS["infeasible"])
         fig.add_trace(go.Scatter(
-            x=[r[x]], y=[r[y]], mode="markers+text", name=f"baseline: {r['baseline']}", cliponaxis=False,
+            x=[r[x]], y=[r[y]], mode="markers+text", name=f"{label_kind(r['baseline'])}: {r['baseline']}",
+            cliponaxis=False,
             text=[r["baseline"]], textposition=_text_position(r["baseline"]), textfont={"size": 10},
             marker={"symbol": baseline_symbol(r["baseline"]), "size": 14, "color": color,
                     "line": {"color": "black", "width": 1}},
@@ -200,6 +202,23 @@ def fidelity_scatter(fid: dict[str, Any], pareto: list[int]) -> go.Figure:
                       xaxis_title="proxy val accuracy (%) after the search's short fine-tune",
                       yaxis_title="final val accuracy (%) after the full fine-tune",
                       margin={"l": 60, "r": 20, "t": 50, "b": 50}, legend={"font": {"size": 10}})
+    return fig
+
+
+def sensitivity_heatmap(sens: dict[str, Any], kind: str = "prune") -> go.Figure:
+    """Accuracy points lost by compressing each group (rows) alone at each ratio or bit-width
+    (columns): the run's sensitivity map (``reports.data`` ``sensitivity``)."""
+    m = sens[kind]
+    columns = [f"{c:g}" if isinstance(c, (int, float)) else str(c) for c in m["columns"]]
+    fig = go.Figure(go.Heatmap(
+        z=m["loss"], x=columns, y=m["rows"], colorscale="Reds", zmin=0, colorbar={"title": "points lost"},
+        text=[[fmt("accuracy", a) if a is not None else "" for a in row] for row in m["top1"]],
+        texttemplate="%{text}", hovertemplate="%{y} at %{x}: top-1 %{text} (%{z:.2f} points lost)<extra></extra>"))
+    what = "prune ratio (group pruned alone, BN recalibrated, no fine-tune)" if kind == "prune" else \
+        "bits (unit quantized alone)"
+    fig.update_layout(template=TEMPLATE, title=f"Sensitivity: top-1 by {what}", xaxis_title=what.split(" (")[0],
+                      yaxis={"autorange": "reversed"}, height=max(300, 60 + 26 * len(m["rows"])),
+                      margin={"l": 120, "r": 20, "t": 50, "b": 50})
     return fig
 
 

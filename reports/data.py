@@ -32,8 +32,10 @@ from autocompress.fidelity import audit_summary
 from autocompress.metrics import direction as metric_direction
 from autocompress.metrics import is_metric
 from autocompress.rundir import Run, load_run, read_audit_noise, read_audit_records, require_complete
+from compress.sensitivity import SensitivityMap
 from reports.tables import pareto_frame, read_csv, trials_frame, write_exports
 from search.recipes import trial_policy
+from search.sensitivity import FILENAME as SENSITIVITY_FILE
 from spaces._schema import to_dict
 from spaces.policy import Policy, PolicyError
 
@@ -255,6 +257,24 @@ def fidelity(run: Run, front: list[tuple[int, float]] | None = None) -> dict[str
     return {"audited": True, "settings": settings, **out}
 
 
+def _sensitivity(run: Run) -> dict[str, Any] | None:
+    """The run's sensitivity map (``RUN/sensitivity.json``) as heatmap data (groups x ratios, units x
+    bits) with its measuring time, or None when the search measured none."""
+    path = run.dir / SENSITIVITY_FILE
+    if not path.is_file():
+        return None
+    try:
+        smap = SensitivityMap.from_dict(json.loads(path.read_text()))
+    except (ValueError, KeyError, TypeError) as exc:
+        return {"error": f"{path}: unreadable sensitivity map ({exc})"}
+    out: dict[str, Any] = {"reference": smap.reference, "images": smap.images, "seconds": smap.seconds,
+                           "settings": smap.settings.to_dict(), "prune": smap.matrix("prune"),
+                           "search": run.info.search.get("sensitivity")}
+    if smap.quant:
+        out["quant"] = smap.matrix("quant")
+    return out
+
+
 def report_data(run_dir: str | Path | Run, *, refresh_exports: bool = True) -> dict[str, Any]:
     """Everything a report shows, built from ``trials.csv`` and ``pareto.csv`` (see module docstring).
 
@@ -300,6 +320,7 @@ def report_data(run_dir: str | Path | Run, *, refresh_exports: bool = True) -> d
         "final": _final(run),
         "fidelity": fidelity(run, [(int(t), float(a)) for t, a in zip(front["trial"], front["accuracy"])]
                              if "accuracy" in front.columns else []),
+        "sensitivity": _sensitivity(run),
         "dashboard": {"storage": storage,
                       "command": f"pip install optuna-dashboard; optuna-dashboard {storage}" if storage else None},
     })

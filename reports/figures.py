@@ -3,7 +3,8 @@
 Built from :func:`reports.data.report_data`, like the HTML report, and written by default into
 ``RUN/figures/``: ``pareto-<y>-vs-<x>.{png,svg}`` for every plotted projection and
 ``policy-trial-<N>.{png,svg}`` for every policy with a per-layer view and, after ``autocompress audit``,
-``fidelity.{png,svg}`` (proxy vs final val accuracy).
+``fidelity.{png,svg}`` (proxy vs final val accuracy), and ``sensitivity.{png,svg}`` (the run's
+sensitivity map as a heatmap) when the search measured one.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ import numpy as np  # noqa: E402
 
 from autocompress import pareto as _pareto  # noqa: E402
 from autocompress.rundir import Run  # noqa: E402
-from reports._format import by_baseline, complete_rows, interval, truthy  # noqa: E402
+from reports._format import by_baseline, complete_rows, interval, label_kind, truthy  # noqa: E402
 from reports.data import report_data  # noqa: E402
 
-MARKERS = {"original": "*", "uniform-prune": "D", "uniform-int8": "s"}
+MARKERS = {"original": "*", "uniform-prune": "D", "uniform-int8": "s", "seed": "P"}
 FORMATS = ("png", "svg")
 
 
@@ -56,7 +57,7 @@ def pareto_figure(data: dict[str, Any], proj: dict[str, Any]) -> plt.Figure:
         if r.get("baseline"):
             color = "#d62728" if truthy(r.get("pareto")) else "#1f77b4"
             ax.scatter([r[x]], [r[y]], marker=_marker(r["baseline"]), s=90, c=color, edgecolors="black",
-                       linewidths=0.8, zorder=4, label=f"baseline: {r['baseline']}")
+                       linewidths=0.8, zorder=4, label=f"{label_kind(r['baseline'])}: {r['baseline']}")
             ax.annotate(r["baseline"], (r[x], r[y]), textcoords="offset points", xytext=(4, 6), fontsize=7)
     ax.set_xlabel(proj["x_label"])
     ax.set_ylabel(proj["y_label"])
@@ -113,6 +114,24 @@ def fidelity_figure(fid: dict[str, Any], pareto: list[int]) -> plt.Figure:
     ax.set_ylabel("final val accuracy (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
+    return fig
+
+
+def sensitivity_figure(sens: dict[str, Any]) -> plt.Figure:
+    """The sensitivity map as a heatmap: accuracy points lost per prune group (rows) and ratio (columns)."""
+    m = sens["prune"]
+    loss = np.array([[np.nan if v is None else v for v in row] for row in m["loss"]], dtype=float)
+    fig, ax = plt.subplots(figsize=(1.6 + 0.9 * len(m["columns"]), 1.2 + 0.3 * len(m["rows"])), dpi=120)
+    im = ax.imshow(loss, cmap="Reds", vmin=0, aspect="auto")
+    ax.set_xticks(range(len(m["columns"])), [f"{c:g}" for c in m["columns"]])
+    ax.set_yticks(range(len(m["rows"])), m["rows"], fontsize=7)
+    for i, row in enumerate(m["top1"]):
+        for j, acc in enumerate(row):
+            if acc is not None:
+                ax.text(j, i, f"{acc:.1f}", ha="center", va="center", fontsize=6)
+    ax.set_xlabel("prune ratio (group pruned alone, no fine-tune)")
+    ax.set_title(f"Sensitivity: top-1 (reference {m['reference']:.2f}); colour = points lost", fontsize=8)
+    fig.colorbar(im, ax=ax, fraction=0.05)
     fig.tight_layout()
     return fig
 
@@ -141,4 +160,6 @@ def write_figures(run_dir: str | Path | Run, out_dir: str | Path | None = None, 
         written += _save(policy_figure(policy), out / f"policy-trial-{policy['trial']}", formats)
     if (data.get("fidelity") or {}).get("audited"):
         written += _save(fidelity_figure(data["fidelity"], data["pareto"]), out / "fidelity", formats)
+    if (data.get("sensitivity") or {}).get("prune", {}).get("rows"):
+        written += _save(sensitivity_figure(data["sensitivity"]), out / "sensitivity", formats)
     return written

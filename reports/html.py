@@ -208,7 +208,7 @@ def _fidelity(data: dict[str, Any], figs: dict[str, Any]) -> str:
 def _trials_table(data: dict[str, Any]) -> str:
     objectives = [m for m, _ in data["run"]["objectives"]]
     cols = ["status", "feasible", "pareto", "baseline"] + objectives + [
-        c for c in ("time.total",) if c in data["columns"]]
+        c for c in ("level", "time.total") if c in data["columns"]]
     head = "".join(f"<th>{_e(c)}</th>" for c in cols)
     rows = []
     for r in data["trials"]:
@@ -261,6 +261,28 @@ def _final(data: dict[str, Any], run_dir: Path, out_dir: Path) -> str:
             f"<div><h3>Exported files</h3><ul>{files}</ul></div></div></section>")
 
 
+def _sensitivity(data: dict[str, Any], figs: dict[str, Any]) -> str:
+    """The sensitivity map behind the seeds: heatmaps of groups x ratios (and units x bits)."""
+    sens = data.get("sensitivity")
+    if not sens:
+        return ""
+    if "error" in sens:
+        return f"<section id='sensitivity'><h2>Sensitivity map</h2><p>{_e(sens['error'])}</p></section>"
+    searched = sens.get("search") or {}
+    seeds = ", ".join(searched.get("seeds") or []) or "none"
+    plots = []
+    for kind in ("prune", "quant"):
+        if sens.get(kind, {}).get("rows"):
+            fid = f"fig-sensitivity-{kind}"
+            figs[fid] = _plotly.to_json(_plotly.sensitivity_heatmap(sens, kind))
+            plots.append(f"<div id='{fid}' class='plot' {_height(figs[fid])}></div>")
+    return ("<section id='sensitivity'><h2>Sensitivity map</h2><p class='muted'>Each group compressed alone "
+            f"(no fine-tune) on {_e(sens['images'])} val images; measured in "
+            f"{_e(fmt('time.total', (sens.get('seconds') or {}).get('total')))} (this run: "
+            f"{_e(fmt('time.total', searched.get('wall_s')))}). Seeds allocated from it: {_e(seeds)}.</p>"
+            f"<div class='grid2'>{''.join(plots)}</div></section>")
+
+
 def render_html(data: dict[str, Any], run_dir: Path, out_path: Path) -> str:
     """The report page for ``data`` (from :func:`report_data`) as one HTML string."""
     out_dir = out_path.resolve().parent
@@ -279,6 +301,7 @@ def render_html(data: dict[str, Any], run_dir: Path, out_path: Path) -> str:
             figs[fid] = _plotly.to_json(fig)
             progress.append(f"<div id='{fid}' class='plot' {_height(figs[fid])}></div>")
     policies = _policies(data, figs)
+    sensitivity = _sensitivity(data, figs)
     r = data["run"]
     dash = data["dashboard"]
     dash_cmd = dash["command"] or DASHBOARD_HELP
@@ -286,12 +309,14 @@ def render_html(data: dict[str, Any], run_dir: Path, out_path: Path) -> str:
         _header(data),
         "<section id='pareto-plots'><h2>Pareto fronts</h2><p class='muted'>Red: Pareto points (joined by the "
         "front's staircase); blue: other feasible trials; grey: infeasible (violate a constraint); large labelled "
-        "symbols: baselines. Hover a point for its metrics and policy.</p>"
+        "symbols: baselines and sensitivity seeds (seed-flops-0.5: allocated at half the original's FLOPs). "
+        "Hover a point for its metrics and policy.</p>"
         f"<div class='grid2'>{''.join(plots)}</div></section>",
         _pareto_table(data, run_dir, out_dir),
         policies,
         f"<section id='progress'><h2>Search progress</h2><div class='grid2'>{''.join(progress)}</div></section>",
         _fidelity(data, figs),
+        sensitivity,
         _final(data, run_dir, out_dir),
         _trials_table(data),
     ])

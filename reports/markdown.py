@@ -96,6 +96,12 @@ def render_markdown(data: dict[str, Any], run_dir: Path, out_path: Path, figures
         parts += ["", f"## Policies on the front ({data['policies_rule']})", ""]
         parts += [f"![{p.stem}]({rel(p)})" for p in policy_figs]
     parts += fidelity_markdown(data, figures, rel)
+    sens_fig = [p for p in figures if p.name == "sensitivity.png"]
+    if sens_fig:
+        searched = (data.get("sensitivity") or {}).get("search") or {}
+        parts += ["", "## Sensitivity map", "", f"Each group pruned alone (no fine-tune); measured in "
+                  f"{fmt('time.total', (data['sensitivity'].get('seconds') or {}).get('total'))}; seeds: "
+                  f"{', '.join(searched.get('seeds') or []) or 'none'}.", "", f"![sensitivity]({rel(sens_fig[0])})"]
     final = data.get("final")
     parts += ["", "## Final model", ""]
     if final and "metrics" in final:

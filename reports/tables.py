@@ -5,7 +5,8 @@ Columns of :func:`trials_frame` (one row per trial, ordered by trial number):
 - ``trial``, ``status``, ``feasible``, ``pareto`` (feasible, complete, non-dominated over
   ``RunInfo.objectives``), ``knee`` (the front's knee point, see :func:`autocompress.pareto.knee_point`),
   ``baseline`` (``original``, ``uniform-prune-0.25``, ``uniform-int8`` ...; empty for searched trials),
-  ``summary`` (``Policy.summary()``);
+  ``summary`` (``Policy.summary()``); ``level`` (multi-fidelity search: levels reached, 1 = the
+  first; the metrics and ``finetune.steps`` are the highest level's);
 - every metric under its own name (``accuracy``, ``flops``, ``latency``, ``latency_ci_low`` ...);
 - change vs the original model (from ``RunInfo.reference``): ``vs.accuracy_drop`` (points),
   ``vs.flops_speedup`` (original FLOPs / FLOPs), ``vs.latency_speedup`` (1 / latency ratio),
@@ -111,6 +112,8 @@ def _frame(run: Run) -> pd.DataFrame:
             "trial": r.trial, "status": r.status, "feasible": bool(r.feasible), "pareto": False, "knee": False,
             "baseline": r.baseline or "", "summary": policy_summary(r.policy),
         }
+        if r.levels:  # multi-fidelity: how many levels the trial reached (its metrics are the highest's)
+            row["level"] = len(r.levels)
         row.update(r.metrics)
         row.update(_vs_original(r.metrics, run.info.reference))
         row.update({f"time.{k}": v for k, v in r.times.items()})

@@ -153,7 +153,11 @@ class Baseline:
     # ----- original model --------------------------------------------------------------
     def _load_original(self) -> nn.Module:
         m = self.space.model
-        model = build_model(self.spec)
+        # seeded initialisation: a baseline trained from scratch starts from the same weights in every
+        # run, whatever the process's random state (loaded weights replace them anyway)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(m.baseline.seed if m.baseline is not None else 0)
+            model = build_model(self.spec)
         if m.checkpoint:
             model = load_checkpoint(model, self.space.resolve_path(m.checkpoint))
         elif m.weights:

@@ -33,6 +33,7 @@ from search.backends import BACKENDS, BackendResult, ObjectiveFactory, SearchCon
 from search.backends._study import StorageSpec, parse_storage
 from search.finalize import finalize as run_finalize
 from search.objective import Objective
+from search.sensitivity import search_seeds
 from search.trial import git_sha, versions
 from spaces._schema import read_document, to_dict, write_document
 
@@ -152,6 +153,11 @@ def _check_config(run_dir: Path, space: Any) -> None:
         return
     old = dict(read_document(path) or {})
     new = space.to_dict()
+    before, after = (old.get("search") or {}).get("fidelity"), new["search"].get("fidelity")
+    if before != after:  # records of other levels would be ranked and compared with these
+        raise SearchConfigError(
+            f"{path}: this run directory was searched with search.fidelity = {before}, not {after}. "
+            f"Use another --out, or delete {run_dir} to start over.")
     old.pop("search", None)
     new.pop("search", None)
     if old != new:
@@ -254,7 +260,9 @@ def run_search(space: Any, run_dir: str | Path | None = None, *, backend: str | 
         baselines=s.baselines, workers=s.parallelism, timeout_s=s.timeout_s,
         max_consecutive_failures=max_consecutive_failures, progress=progress, ray=dict(ray or {}),
     )
+    ctx.seeds, sensitivity = search_seeds(objective, s.seeds)
     info = _run_info(space, objective, ctx, spec.url, _previous_info(run_dir))
+    info.search.update({k: v for k, v in (("fidelity", to_dict(s.fidelity)), ("sensitivity", sensitivity)) if v})
     write_run_info(run_dir, info)
     log.info("search %s: backend=%s sampler=%s trials=%d workers=%d storage=%s study=%s",
              space.name, s.backend, s.sampler, s.trials, s.parallelism, spec.url, ctx.study)

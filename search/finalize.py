@@ -7,8 +7,10 @@ Picking a trial (the knee of the Pareto front by default, ``max|min METRIC where
 ``--trial N``) is :mod:`search.picking`.
 
 The chosen recipe is fine-tuned with the space's ``budget.final`` schedule (``epochs``
-overrides its length) with knowledge distillation from the original model (``distill.alpha``
-0 becomes 0.5 unless ``kd=False``), then scored on val and **test**, its costs and measured
+overrides its length) with the distillation its proxy used: the built-in spaces fix KD during the
+search, so every point keeps the recipe it was ranked under; only a policy without KD
+(``distill.alpha`` 0, from a space that turns KD off) gets alpha 0.5 from the original model, unless
+``kd=False``. It is then scored on val and **test**, its costs and measured
 speed-up reported (``compress.measure.measure`` through :class:`search.baseline.Baseline`, as during
 the search), and exported: ``RUN/final/{policy.yaml, model.pt}``
 (``compress.artifact.save_compressed``), ``model.onnx`` (``compress.export.export_onnx``),

@@ -12,8 +12,9 @@ same key (same weights, data, settings) copies it instead of measuring. Since th
 hashed by content, runs that adapt the same checkpoint reuse the map only when the adapted
 weights came out bit-identical. An unwritable cache folder is skipped with a warning.
 
-Integration (backends): ``baseline_params(space, dims) + seed_params(...)`` from
-:func:`objective_seeds`, enqueued in that order.
+Integration: with ``search.seeds`` set, the driver calls :func:`search_seeds` before the trials start
+(the map's time goes to ``run.json``'s ``search.sensitivity``); the backends enqueue
+``baseline_params(space, dims)`` and then those seeds (labels ``seed-flops-0.5``, ...).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import contextlib
 import json
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -167,5 +169,34 @@ def objective_seeds(objective: Any, smap: SensitivityMap, targets: Sequence[floa
     return seed_params(space, dims, allocations), allocations
 
 
+def search_seeds(objective: Any, settings: Any) -> tuple[list[tuple[str, dict]], dict[str, Any]]:
+    """The labelled seed params a search enqueues after its baselines, and what to record in
+    ``run.json`` (``search.sensitivity``): the map's measuring time, the time this run spent getting
+    it (the cache's: about 0), the seeds and their allocations.
+
+    ``settings``: the space's ``search.seeds`` (:class:`spaces.space.SeedSettings`), None for no
+    seeds. An objective without a model to measure (a closed-form test objective) gets none.
+    """
+    if settings is None:
+        return [], {}
+    if not all(hasattr(objective, a) for a in ("model", "data", "baseline", "dims")):
+        log.info("the objective has no model to measure a sensitivity map of: no seeds")
+        return [], {"skipped": "the objective has no model to measure"}
+    t0 = time.perf_counter()
+    smap = objective_map(objective)
+    wall = time.perf_counter() - t0
+    seeds, allocations = objective_seeds(objective, smap, settings.targets, metric=settings.metric)
+    measured = float(smap.seconds.get("total", 0.0))
+    log.info("sensitivity map: %d groups x %d ratios, measured in %.1f s (this run: %.1f s); seeds %s",
+             len(smap.prune), len(smap.settings.ratios), measured, wall,
+             ", ".join(label for label, _ in seeds) or "none")
+    info = {"file": FILENAME, "key": smap.key, "measured_s": round(measured, 2),
+            "wall_s": round(wall, 2), "images": smap.images, "metric": settings.metric,
+            "targets": list(settings.targets), "seeds": [label for label, _ in seeds],
+            "allocations": [{"label": a.label, "target": a.target, "fraction": round(float(a.fraction), 4),
+                             "loss": round(float(a.loss), 3)} for a in allocations]}
+    return seeds, info
+
+
 __all__ = ["FILENAME", "default_settings", "load_or_compute", "objective_map", "objective_seeds",
-           "shared_cache_dir"]
+           "search_seeds", "shared_cache_dir"]

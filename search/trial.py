@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from autocompress.rundir import TrialRecord, write_record
+from search.promotion import levels_of, policy_at, promote
 from spaces.policy import Policy
 from spaces.space import SearchSpace
 
@@ -78,6 +79,52 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
+def _effective(objective: Any, policy: Policy, seed: int) -> Policy:
+    return objective.effective_policy(policy, seed) if hasattr(objective, "effective_policy") else policy
+
+
+def _take(record: TrialRecord, space: SearchSpace, metrics: Any) -> None:
+    """Fill ``record`` from one evaluation: metrics, constraints, feasibility, applied policy,
+    cache provenance; phase times are added up (levels of a multi-fidelity trial)."""
+    applied = getattr(metrics, "policy", None)
+    if applied is not None:  # the applied policy: kept channel indices included
+        record.policy = dict(applied)
+    record.metrics = {k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
+                      for k, v in dict(metrics).items()}
+    record.constraints = constraint_values(space, record.metrics)
+    record.feasible = all(v <= 0 for v in record.constraints.values())
+    record.cached_from = None
+    if getattr(metrics, "cached", False):
+        cached_from = getattr(metrics, "cached_from", None)
+        record.cached_from = -1 if cached_from is None else int(cached_from)
+    else:  # phase times of this evaluation (a cached result cost nothing but the lookup)
+        for phase, seconds in dict(getattr(metrics, "times", {}) or {}).items():
+            record.times[phase] = round(record.times.get(phase, 0.0) + float(seconds), 3)
+
+
+def _climb(objective: Any, policy: Policy, record: TrialRecord, levels: tuple[int, ...], *, seed: int) -> None:
+    """Levels after the first (``search.promotion``): write the record, ask for promotion, evaluate
+    the policy with the next level's steps; ``record`` ends with the highest level's metrics."""
+    space: SearchSpace = objective.space
+    record.levels = {str(levels[0]): dict(record.metrics)}
+    if not (policy.prune.active or policy.quant.active):  # never fine-tuned (the original): same at every level
+        record.levels.update({str(steps): dict(record.metrics) for steps in levels[1:]})
+        record.policy = {**record.policy, "finetune": {**record.policy["finetune"], "steps": levels[-1],
+                                                       "epochs": None}}
+        return
+    for lower, steps in zip(levels, levels[1:]):
+        write_record(objective.run_dir, record)  # status running: the level's result, for everyone's ranking
+        if not promote(objective.run_dir, space, record.trial, lower, record.baseline):
+            break
+        stepped = policy_at(policy, steps)
+        metrics = objective.evaluate(stepped, seed=seed, trial=record.trial)
+        _take(record, space, metrics)
+        record.policy_hash = _effective(objective, stepped, seed).hash()
+        if getattr(metrics, "policy", None) is None:
+            record.policy = _effective(objective, stepped, seed).to_dict()
+        record.levels[str(steps)] = dict(record.metrics)
+
+
 def run_trial(objective: Any, policy: Policy, *, trial_number: int, seed: int,
               baseline: str | None = None) -> TrialRecord:
     """Evaluate ``policy`` with ``objective`` and write ``records/trial-NNNNN.json``.
@@ -87,18 +134,28 @@ def run_trial(objective: Any, policy: Policy, *, trial_number: int, seed: int,
     record's ``policy_hash`` stays the proposed policy's); or ``failed`` with ``error =
     "Type: message"`` and the proposed policy (the traceback goes to the debug log). A result
     reused from the objective's cache has ``cached_from`` set.
+
+    With ``search.fidelity`` the policy is scored at the first level's proxy steps, then at each
+    further level it is promoted to (:mod:`search.promotion`); ``levels`` keeps every level's
+    metrics, ``metrics``/``policy``/``policy_hash`` are the highest level's and ``times`` the sum.
     """
     space: SearchSpace = objective.space
     started = now_iso()
     t0 = time.perf_counter()
-    effective = objective.effective_policy(policy, seed) if hasattr(objective, "effective_policy") else policy
+    levels = levels_of(space)
+    first = policy_at(policy, levels[0]) if levels else policy
+    effective = _effective(objective, first, seed)
     record = TrialRecord(
         trial=int(trial_number), status="running", policy=effective.to_dict(), policy_hash=effective.hash(),
         baseline=baseline, seed=int(seed), versions=versions(), git_sha=git_sha(), started=started,
         worker=f"{socket.gethostname()}:{os.getpid()}",
     )
     try:
-        metrics = objective.evaluate(policy, seed=seed, trial=trial_number)
+        _take(record, space, objective.evaluate(first, seed=seed, trial=trial_number))
+        if len(levels) > 1:
+            _climb(objective, policy, record, levels, seed=seed)
+        elif levels:
+            record.levels = {str(levels[0]): dict(record.metrics)}
     except Exception as exc:  # noqa: BLE001 - any failure of one policy is a failed trial
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -109,18 +166,6 @@ def run_trial(objective: Any, policy: Policy, *, trial_number: int, seed: int,
         log.debug("trial %d traceback:\n%s", trial_number, traceback.format_exc())
     else:
         record.status = "complete"
-        applied = getattr(metrics, "policy", None)
-        if applied is not None:  # the applied policy: kept channel indices included
-            record.policy = dict(applied)
-        record.metrics = {k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
-                          for k, v in dict(metrics).items()}
-        record.constraints = constraint_values(space, record.metrics)
-        record.feasible = all(v <= 0 for v in record.constraints.values())
-        if getattr(metrics, "cached", False):
-            cached_from = getattr(metrics, "cached_from", None)
-            record.cached_from = -1 if cached_from is None else int(cached_from)
-        else:  # phase times of this evaluation (a cached result cost nothing but the lookup)
-            record.times = dict(getattr(metrics, "times", {}) or {})
     record.times["total"] = round(time.perf_counter() - t0, 3)
     record.finished = now_iso()
     write_record(objective.run_dir, record)

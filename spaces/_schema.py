@@ -107,6 +107,9 @@ def _convert(tp: Any, value: Any, path: str, errors: list[FieldError]) -> Any:
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
+        real = [a for a in args if a is not type(None)]
+        if len(real) == 1 and dataclasses.is_dataclass(real[0]) and isinstance(value, Mapping):
+            return _from_mapping(real[0], value, path, errors)  # optional section: its own errors
         for arg in args:
             if arg is type(None):
                 continue

@@ -356,8 +356,59 @@ class Budget:
 
 
 @dataclass(frozen=True)
+class FidelitySettings:
+    """Multi-fidelity proxy (successive halving inside each trial, ASHA-style).
+
+    ``levels``: proxy fine-tune steps per level, ascending (they replace ``budget.finetune``'s
+    length; its other settings apply). Every candidate is scored at ``levels[0]``; when it is among
+    the best ``promote`` fraction of the distinct candidates that have reached that level so far
+    (non-dominated rank over the objectives, feasible first, crowding distance breaking ties; at
+    least ``min_results`` of them), the same trial scores it at the next level from the pruned
+    start (a fresh, longer fine-tune), and so on. Baselines are scored at every level. The trial
+    reports its highest level's metrics (``search.promotion``).
+    """
+
+    levels: tuple[int, ...]
+    promote: float = 0.3
+    min_results: int = 4
+
+    def __post_init__(self) -> None:
+        errors: list[FieldError] = []
+        _check(errors, len(self.levels) >= 1, "levels", [], "give at least one level (proxy fine-tune steps)")
+        for i, steps in enumerate(self.levels):
+            _check(errors, steps >= 1, join_path("levels", i), steps, "must be >= 1 step")
+        _check(errors, all(a < b for a, b in zip(self.levels, self.levels[1:])), "levels", list(self.levels),
+               "must be strictly ascending")
+        _check(errors, 0 < self.promote <= 1, "promote", self.promote, "allowed 0 < promote <= 1")
+        _check(errors, self.min_results >= 1, "min_results", self.min_results, "must be >= 1")
+        _raise(errors)
+
+
+@dataclass(frozen=True)
+class SeedSettings:
+    """Sensitivity-seeded starts (``search.sensitivity``): the run's sensitivity map
+    (``RUN/sensitivity.json``) is measured once before the trials, and a budgeted allocation at
+    each ``targets`` fraction of the original's ``metric`` becomes a seed policy, enqueued after
+    the baselines and labelled ``seed-<metric>-<target>``."""
+
+    targets: tuple[float, ...] = (0.3, 0.5, 0.7)
+    metric: Literal["flops", "params", "bops"] = "flops"
+
+    def __post_init__(self) -> None:
+        errors: list[FieldError] = []
+        _check(errors, len(self.targets) >= 1, "targets", [], "give at least one target fraction")
+        for i, t in enumerate(self.targets):
+            _check(errors, 0 < t < 1, join_path("targets", i), t, "allowed 0 < target < 1 (fraction of the original)")
+        _raise(errors)
+
+
+@dataclass(frozen=True)
 class SearchSettings:
-    """Which sampler/backend runs how many trials, and where the study is stored."""
+    """Which sampler/backend runs how many trials, and where the study is stored.
+
+    ``fidelity`` (null: one level, ``budget.finetune``) and ``seeds`` (null: none) are described
+    by :class:`FidelitySettings` and :class:`SeedSettings`.
+    """
 
     sampler: Literal["nsga2", "tpe", "gp", "random"] = "nsga2"
     trials: int = 40
@@ -368,6 +419,8 @@ class SearchSettings:
     backend: Literal["optuna", "ray"] = "optuna"
     baselines: bool = True
     timeout_s: float | None = None
+    fidelity: FidelitySettings | None = None
+    seeds: SeedSettings | None = None
 
     def __post_init__(self) -> None:
         errors: list[FieldError] = []

@@ -365,7 +365,7 @@ def suggest_policy(space: SearchSpace, dims: Sequence[Dim], trial: TrialLike) ->
     return policy_from_params(space, dims, params)
 
 
-def _baseline(dims: Sequence[Dim], *, ratio: float, bits: int, kd_off: bool = True) -> dict[str, Any]:
+def _baseline(dims: Sequence[Dim], *, ratio: float, bits: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for d in dims:
         if d.fixed:
@@ -378,16 +378,15 @@ def _baseline(dims: Sequence[Dim], *, ratio: float, bits: int, kd_off: bool = Tr
             out[d.name] = d.snap(ratio)
         elif d.name.startswith(("wbits/", "abits/")):
             out[d.name] = d.snap(bits)
-        elif d.name == "kd/temperature":
+        else:  # a searched kd/* dim: its range's midpoint (see baseline_params)
             out[d.name] = d.snap((float(d.low) + float(d.high)) / 2)
-        else:  # kd/alpha, kd/feature_weight: off (lowest) for the plain baselines
-            out[d.name] = d.snap(d.low if kd_off else (float(d.low) + float(d.high)) / 2)
     return out
 
 
 def uniform_params(dims: Sequence[Dim], ratio: float, bits: int = 32) -> dict[str, Any]:
     """Params for a uniform policy: every free prune dim at ``ratio`` and every free bit dim at
-    ``bits`` (snapped to the grid), KD off. Used for baselines and uniform sweeps."""
+    ``bits`` (snapped to the grid), distillation as the baselines have it (:func:`baseline_params`).
+    Used for baselines and uniform sweeps."""
     return _baseline(dims, ratio=ratio, bits=bits)
 
 
@@ -398,7 +397,14 @@ def baseline_params(space: SearchSpace, dims: Sequence[Dim]) -> list[tuple[str, 
     prune dim at that ratio, snapped to the grid and labelled with the snapped ratio, e.g.
     ``uniform-prune-0.3`` on a 0.1 grid; only when the space prunes) and
     ``uniform-int8`` (every free bit dim at 8, snapped; only when the space quantizes).
-    Pinned dims keep their pinned value; KD is off. Duplicates (after snapping) are dropped.
+    Pinned dims keep their pinned value. Duplicates (after snapping) are dropped.
+
+    **Like for like.** The baselines are scored under the same proxy recipe as every searched
+    candidate: with fixed distillation settings (the built-in spaces: ``distill: {alpha: 0.5,
+    temperature: 4.0}``) they use exactly those; a ``kd/*`` dim a space still searches takes its
+    range's midpoint (snapped), since a baseline scored without the KD that searched points get
+    would lose by the recipe, not by its policy. Such a space ranks points trained under different
+    recipes: the audit must confirm that KD's effect survives the final fine-tune.
     """
     free = [d for d in dims if not d.fixed]
     prunes = [d for d in free if d.name.startswith("prune/") and d.name != "prune/criterion"]

@@ -117,7 +117,7 @@ def params_for_ratios(space: SearchSpace, dims: Sequence[Dim], ratios: Mapping[s
     """Params whose policy prunes each group as close to ``ratios`` as the space allows.
 
     Groups not named are meant unpruned. Non-prune dims take ``base`` (default: the
-    ``original`` baseline's values: float, KD off). Pinned groups keep their pin (a request
+    ``original`` baseline's values: float, the baselines' distillation). Pinned groups keep their pin (a request
     that differs shows up in ``residual``).
     """
     params = dict(base) if base is not None else _baseline(dims, ratio=0.0, bits=FLOAT_BITS)

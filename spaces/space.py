@@ -7,11 +7,15 @@
     data: {dataset: imagefolder, data_dir: ~/.cache/autocompress/cifar10-jpeg75}
     prune: {granularity: block, ratio: {low: 0.0, high: 0.7, step: 0.1}, pin: {layer1: 0.0}}
     quant: {backend: x86, weight_bits: [4, 8, 32], act_bits: [8, 32], share: stage}
-    distill: {alpha: {low: 0.0, high: 0.9}, temperature: 4.0}
+    distill: {alpha: 0.5, temperature: 4.0}     # fixed: every candidate scored under one recipe
     objectives: [accuracy, flops, latency]
     constraints: ["accuracy_drop <= 1.0"]
     budget: {finetune: {steps: 100, lr: 0.01}, val_limit: 2000}
-    search: {sampler: nsga2, trials: 40}
+    search:
+      sampler: tpe
+      trials: 40
+      fidelity: {levels: [100, 400], promote: 0.3}   # multi-fidelity proxy (null: one level)
+      seeds: {targets: [0.3, 0.5, 0.7], metric: flops}   # sensitivity seeds (null: none)
 
 Files are loaded into the frozen dataclasses of :mod:`spaces._space_config` with
 :func:`spaces._schema.load`, so unknown keys, wrong types and bad values are errors naming the
@@ -36,10 +40,12 @@ from spaces._space_config import (
     BUILTIN_DIR,
     BaselineSpec,
     Budget,
+    FidelitySettings,
     LatencyBudget,
     Range,
     SearchSettings,
     SearchSpace,
+    SeedSettings,
     SpaceData,
     SpaceDistill,
     SpaceError,
@@ -102,7 +108,8 @@ def space_from_dict(data: dict[str, Any], *, source: str | None = None) -> Searc
 
 
 __all__ = [
-    "BUILTIN_DIR", "BaselineSpec", "Budget", "Constraint", "Dim", "LatencyBudget", "Range", "SearchSettings",
+    "BUILTIN_DIR", "BaselineSpec", "Budget", "Constraint", "Dim", "FidelitySettings", "LatencyBudget", "Range",
+    "SearchSettings", "SeedSettings",
     "SearchSpace", "SpaceData", "SpaceDistill", "SpaceError", "SpaceModel", "SpacePrune", "SpaceQuant",
     "RatioFit", "baseline_params", "expand", "list_spaces", "load_space", "params_for_ratios", "parse_constraint",
     "policy_from_params", "prune_groups", "quant_units", "ratio_grid", "resolve_path", "seed_params",

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spaces.space import baseline_params
+
 #: objective factory: ``(space, run_dir) -> objective`` (``search.objective.Objective`` by default)
 ObjectiveFactory = Callable[[Any, Path], Any]
 
@@ -33,6 +35,12 @@ class SearchContext:
     max_consecutive_failures: int = 10
     progress: bool = True
     ray: dict[str, Any] = field(default_factory=dict)  # address, cpus_per_trial, gpus_per_trial, max_concurrent
+    #: labelled seed params (``seed-flops-0.5``, ...), enqueued right after the baselines
+    seeds: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def initial_trials(self, dims: Any) -> list[tuple[str, dict[str, Any]]]:
+        """What a new study queues first: the baselines (when enabled), then the seeds."""
+        return (baseline_params(self.space, dims) if self.baselines else []) + list(self.seeds)
 
     @property
     def objectives(self) -> list[str]:

@@ -104,6 +104,8 @@ class Progress:
                 shown["drop"] = record.metrics["accuracy_drop"]
             what = " ".join(f"{k}={_fmt(v)}" for k, v in shown.items())
             what += "" if record.feasible else " (infeasible)"
+            if getattr(record, "levels", None):
+                what += f" ({record.level_steps}-step proxy, level {len(record.levels)})"
             if record.cached_from is not None:
                 what += f" (cached from trial {record.cached_from})"
         else:

@@ -340,8 +340,9 @@ def is_surplus(study: optuna.Study, trial_number: int, target: int) -> bool:
 
 
 def enqueue_baselines(study: optuna.Study, baselines: Sequence[tuple[str, Mapping[str, Any]]]) -> int:
-    """Queue the baseline trials once per study (call under :func:`autocompress.rundir.file_lock`). Returns how many."""
-    if study.user_attrs.get(STUDY_ATTR_BASELINES) or study.get_trials(deepcopy=False):
+    """Queue the labelled baseline (and seed) trials once per study (call under
+    :func:`autocompress.rundir.file_lock`). Returns how many."""
+    if not baselines or study.user_attrs.get(STUDY_ATTR_BASELINES) or study.get_trials(deepcopy=False):
         return 0
     for label, params in baselines:
         study.enqueue_trial(dict(params), user_attrs={ATTR_BASELINE: label}, skip_if_exists=True)
@@ -360,6 +361,8 @@ def tell_record(study: optuna.Study, trial: optuna.Trial, record: Any, objective
                 record_path: str | None) -> TrialState:
     """Report a :class:`autocompress.rundir.TrialRecord` to optuna: COMPLETE with values, else FAIL.
 
+    The values are the record's ``metrics``: a multi-fidelity trial's highest level (whose proxy
+    steps ``record.steps`` names), so the study and optuna-dashboard agree with the run's reports.
     Metrics go to the user attribute ``metrics`` (optuna-dashboard shows it), constraint
     violations through ``trial.set_constraint`` (NSGA-II/TPE/GP read them), the record path and
     feasibility to ``record``, and the error message of a failed trial to ``error``.
@@ -367,7 +370,8 @@ def tell_record(study: optuna.Study, trial: optuna.Trial, record: Any, objective
     summary = {k: v for k, v in record.metrics.items() if isinstance(v, (int, float, bool, str)) or v is None}
     trial.set_user_attr(ATTR_METRICS, summary)  # one write: each attribute is a storage transaction
     trial.set_user_attr(ATTR_RECORD, {"path": record_path, "feasible": bool(record.feasible),
-                                      "cached_from": record.cached_from})
+                                      "cached_from": record.cached_from,
+                                      **({"steps": record.level_steps} if record.levels else {})})
     values = None
     if record.status == "complete":
         try:

@@ -5,8 +5,9 @@ Semantics (documented for users in ``autocompress search --help``):
 - **Exact count, resumable.** The loop stops when the study holds ``trials`` COMPLETE trials
   (counting live RUNNING ones of other workers). Rerunning the same command therefore only runs
   the remainder; failed trials do not count and are replaced.
-- **Baselines** (``original``, ``uniform-prune-*``, ``uniform-int8``) are enqueued once, when the
-  study is new, under the study lock, so neither a resume nor a second worker queues them again.
+- **Baselines** (``original``, ``uniform-prune-*``, ``uniform-int8``), then the sensitivity seeds
+  (``seed-flops-0.5``, ...), are enqueued once, when the study is new, under the study lock, so
+  neither a resume nor a second worker queues them again.
 - **Workers.** ``workers=K`` runs K processes (this one plus K-1 spawned) on one storage; a file
   lock around count-and-ask keeps the total exact. Workers on other machines join by running the
   same command with the same ``--storage``/``--study``.
@@ -57,7 +58,7 @@ from search.backends._study import (
     tell_record,
 )
 from search.trial import run_trial
-from spaces.space import baseline_params, suggest_policy
+from spaces.space import suggest_policy
 
 log = logging.getLogger("search")
 
@@ -98,10 +99,9 @@ def run_worker(ctx: SearchContext, *, main: bool = True, storage: optuna.storage
     study = s.study
     with file_lock(s.lock):
         s.record_dead(fail_dead_local_trials(study))
-        if ctx.baselines:
-            n = enqueue_baselines(study, baseline_params(ctx.space, s.dims))
-            if n:
-                log.info("queued %d baseline trials", n)
+        n = enqueue_baselines(study, ctx.initial_trials(s.dims))
+        if n:
+            log.info("queued %d baseline and seed trials", n)
     done = count_states(study)[TrialState.COMPLETE]
     progress = Progress(ctx.trials, done, ctx.space.objective_pairs, _hv_reference(ctx.run_dir),
                         workers=ctx.workers, enabled=ctx.progress and main)

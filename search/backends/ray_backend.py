@@ -63,7 +63,7 @@ from search.backends._study import (
 )
 from search.trial import run_trial
 from spaces.policy import Policy
-from spaces.space import baseline_params, suggest_policy
+from spaces.space import suggest_policy
 
 log = logging.getLogger("search")
 
@@ -255,8 +255,7 @@ def run_ray(ctx: SearchContext) -> BackendResult:
     study, sampler_seed = create_study(storage, ctx.study, ctx.directions, ctx.sampler, ctx.seed, lock)
     dims = ctx.objective_factory(ctx.space, ctx.run_dir).dims
     with file_lock(lock):
-        if ctx.baselines:
-            enqueue_baselines(study, baseline_params(ctx.space, dims))
+        enqueue_baselines(study, ctx.initial_trials(dims))
     before = started_count(study)
     cpus = float(ctx.ray.get("cpus_per_trial") or 1)
     gpus = float(ctx.ray.get("gpus_per_trial") or 0)

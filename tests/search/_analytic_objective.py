@@ -3,7 +3,8 @@
 It has the same interface as :class:`search.objective.Objective` (``space``, ``run_dir``,
 ``dims``, ``reference``, ``groups``, ``layers``, ``evaluate(policy, *, seed)``) but computes
 metrics from the policy analytically: pruning lowers FLOPs and accuracy, int8 lowers size and
-latency, KD recovers some accuracy. Used for backend mechanics (resume, workers, failures,
+latency, KD recovers some accuracy, a longer proxy fine-tune than the space's
+``budget.finetune`` recovers some more (multi-fidelity levels). Used for backend mechanics (resume, workers, failures,
 Ray); the real objective is exercised by the quickstart tests.
 
 Knobs (constructor or environment, so subprocesses and Ray actors see them):
@@ -13,6 +14,7 @@ evaluation, so a kill can land mid-trial).
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -53,6 +55,12 @@ class AnalyticObjective:
                           "latency_ratio": 1.0, "flops_ratio": 1.0, "accuracy_drop": 0.0}
         self.evaluations = 0
 
+    @staticmethod
+    def _steps(holder: Any) -> float:
+        """Proxy fine-tune steps of a policy or budget (an epoch counts as 100 steps)."""
+        ft = holder.finetune
+        return float(ft.steps) if ft.steps is not None else 100.0 * float(ft.epochs)
+
     def evaluate(self, policy: Any, *, seed: int = 0, trial: int | None = None) -> dict[str, float]:
         self.evaluations += 1
         if self.sleep_s:
@@ -63,6 +71,7 @@ class AnalyticObjective:
         keep = sum((1 - r) ** 2 for r in ratios) / len(ratios)
         int8 = policy.quant.active
         acc = 90.0 - 12.0 * (1 - keep) ** 1.5 - (0.6 if int8 else 0.0) + 1.5 * policy.distill.alpha * (1 - keep)
+        acc += 2.0 * (1 - keep) * math.log2(self._steps(policy) / self._steps(self.space.budget))  # longer proxy
         flops_ratio = 0.05 + 0.95 * keep
         bits = 8 if int8 else 32
         lat = flops_ratio * (0.55 if int8 else 1.0)

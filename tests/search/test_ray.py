@@ -59,8 +59,10 @@ def _check_run(run: Path, trials: int) -> optuna.Study:
 
 
 def test_ray_in_process_and_resume(tmp_path, worker_path):
-    """Local ray.init(): 3 trials (2 baselines first); a rerun with more trials tops up the same study."""
-    space = load_space("quickstart", overrides=["objectives=[accuracy, flops]"])
+    """Local ray.init(): 3 trials (2 baselines first); a rerun with more trials tops up the same study.
+    Multi-fidelity: promotions run inside the Ray trials; the study holds each trial's highest level."""
+    space = load_space("quickstart", overrides=["objectives=[accuracy, flops]",
+                                                "search.fidelity={levels: [20, 80], promote: 0.5}"])
     run = tmp_path / "run"
     r = run_search(space, run, backend="ray", trials=3, objective_factory=factory, progress=False,
                    ray={"num_cpus": 2, "max_concurrent": 2})
@@ -76,6 +78,9 @@ def test_ray_in_process_and_resume(tmp_path, worker_path):
     study = _check_run(run, 5)
     assert study.trials[3].state == TrialState.COMPLETE
     assert sum(1 for t in study.trials if t.user_attrs.get("baseline")) == 4  # queued once
+    records = read_records(run)
+    assert [sorted(r.levels, key=int) for r in records[:4]] == [["20", "80"]] * 4  # baselines: every level
+    assert all(r.metrics == r.levels[str(r.level_steps)] for r in records)
 
 
 def _free_port() -> int:

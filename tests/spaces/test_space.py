@@ -355,7 +355,7 @@ def test_baselines_snap_to_grid_and_are_valid():
         assert set(params) == {d.name for d in dims}
         policy = policy_from_params(space, dims, params)
         policy.check_against(groups, layers)
-        assert policy.distill.alpha == 0.0
+        assert policy.distill.alpha == 0.45  # a searched kd/alpha (0-0.9): its midpoint, for every baseline
     original = policy_from_params(space, dims, base["original"])
     assert not original.prune.active and not original.quant.active
     quarter = policy_from_params(space, dims, base["uniform-prune-0.3"])
@@ -364,6 +364,20 @@ def test_baselines_snap_to_grid_and_are_valid():
     assert set(half.prune.ratios.values()) == {0.5} and len(half.prune.ratios) == 9
     int8 = policy_from_params(space, dims, base["uniform-int8"])
     assert not int8.prune.active and {(b.w, b.a) for b in int8.quant.layers.values()} == {(8, 8)}
+
+
+@pytest.mark.parametrize("name", ["quickstart", "resnet20-cifar10", "resnet56-cifar10"])
+def test_builtin_baselines_are_distilled_like_every_candidate(name):
+    """Like for like: the built-in spaces fix KD, so baselines and searched points share one recipe."""
+    groups, layers, _ = model_info("resnet20")
+    space = load_space(name)
+    dims = expand(space, groups, layers)
+    assert not [d.name for d in dims if d.name.startswith("kd/") and not d.fixed]
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    searched = suggest_policy(space, dims, trial).distill
+    assert searched.alpha > 0
+    for _, params in baseline_params(space, dims):
+        assert policy_from_params(space, dims, params).distill == searched
 
 
 def test_baselines_only_for_existing_dims():
