@@ -234,18 +234,30 @@ def write_run_info(run_dir: Path, info: RunInfo) -> None:
 # ----- reading a run -----------------------------------------------------------------------------
 
 
+def read_json_object(path: Path, what: str = "document") -> dict[str, Any]:
+    """The JSON object in ``path``; :class:`RunFormatError` naming the file when it is not valid
+    UTF-8 JSON or holds something else than an object (``what`` names the document)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunFormatError(f"{path}: not valid JSON ({' '.join(str(exc).split())}); expected a {what}") from None
+    if not isinstance(data, dict):
+        raise RunFormatError(f"{path}: expected a {what} (a JSON object), got a JSON {type(data).__name__}")
+    return data
+
+
+def _document(cls: type[D], path: Path) -> D:
+    """``cls`` read from ``path``; every problem is a one-line :class:`RunFormatError` naming the file."""
+    data = read_json_object(path, cls.WHAT)
+    try:
+        return cls.from_dict(data, source=str(path))
+    except TypeError as exc:  # missing required fields, or values of the wrong kind
+        raise RunFormatError(f"{path}: malformed {cls.WHAT} ({exc})") from None
+
+
 def read_record(path: Path) -> TrialRecord:
     """One trial record; :class:`RunFormatError` naming the file when it cannot be read."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except json.JSONDecodeError as exc:
-        raise RunFormatError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise RunFormatError(f"{path}: a trial record must be a JSON object, got {type(data).__name__}")
-    try:
-        return TrialRecord.from_dict(data, source=str(path))
-    except TypeError as exc:  # missing required fields
-        raise RunFormatError(f"{path}: malformed trial record ({exc})") from None
+    return _document(TrialRecord, path)
 
 
 def read_records(run_dir: Path) -> list[TrialRecord]:
@@ -262,7 +274,7 @@ def read_run_info(run_dir: Path) -> RunInfo:
     p = run_dir / "run.json"
     if not p.is_file():
         raise RunFormatError(f"{run_dir}: not a run directory (no run.json); run `autocompress search --out {run_dir}`")
-    return RunInfo.from_dict(json.loads(p.read_text()), source=str(p))
+    return _document(RunInfo, p)
 
 
 @dataclass
@@ -350,6 +362,6 @@ def pareto_records(run: Run) -> list[TrialRecord]:
 __all__ = [
     "READABLE_SCHEMAS", "SCHEMA_VERSION", "STATUSES", "Run", "RunInfo", "Status", "TrialRecord",
     "atomic_path", "atomic_write_json", "atomic_write_text", "eligible", "file_lock", "load_run", "pareto_records",
-    "read_record", "read_records", "read_run_info", "record_path", "require_complete", "write_record",
-    "write_run_info",
+    "read_json_object", "read_record", "read_records", "read_run_info", "record_path", "require_complete",
+    "write_record", "write_run_info",
 ]
