@@ -21,7 +21,10 @@ The recorded metrics (latency CI included) are ``provenance.metrics``.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +33,14 @@ import numpy as np
 from autocompress.errors import RunFormatError, UserError
 from autocompress.rundir import Run, TrialRecord, record_path
 from spaces._schema import read_document, to_dict
-from spaces.policy import Policy
+from spaces.policy import Policy, PruneSpec, keep_count
 from spaces.space import SearchSpace, space_from_dict
+
+log = logging.getLogger("search.recipes")
+
+
+class RecipeError(UserError, ValueError):
+    """A recipe lacks what a replay needs (provenance, a checkpoint that still exists)."""
 
 
 def _plain(value: Any) -> Any:
@@ -136,4 +145,52 @@ def recipe_policy(run: Run, trial: int) -> Policy:
     return policy.replace(provenance=provenance)
 
 
-__all__ = ["evaluation_provenance", "recipe_policy", "run_space", "start_checkpoint", "trial_policy"]
+def recorded_checkpoint(policy: Policy, source: str) -> Path:
+    """The checkpoint a search recipe's candidates started from (``provenance.evaluation.checkpoint``),
+    when it still exists; otherwise a one-line :class:`RecipeError` naming ``--checkpoint``."""
+    evaluation = policy.provenance.get("evaluation")
+    path = evaluation.get("checkpoint") if isinstance(evaluation, Mapping) else None
+    if not path:
+        weights = evaluation.get("weights") if isinstance(evaluation, Mapping) else None
+        why = f"the search started from torchvision weights {weights}" if weights else \
+            "the recipe records no checkpoint (provenance.evaluation.checkpoint)"
+        raise RecipeError(f"{source}: {why}; pass --checkpoint FILE with the weights of the uncompressed model")
+    if not Path(path).is_file():
+        run = policy.provenance.get("run")
+        where = f"the run directory {run} is gone or moved" if run and not Path(run).is_dir() else "it is gone"
+        raise RecipeError(f"{source}: the recorded checkpoint {path} does not exist ({where}); pass --checkpoint "
+                          "FILE (the run's baseline/model.pt, or the weights the search started from)")
+    return Path(path)
+
+
+def stale_kept(prune: PruneSpec, groups: Mapping[str, int]) -> list[str]:
+    """Groups (network order) whose recorded ``prune.kept`` does not hold the channel count their
+    ``prune.ratios`` ask for, e.g. after a ratio was edited by hand. ``groups``: ``{name: channels}``."""
+    if not prune.kept:
+        return []
+    stale = []
+    for name, channels in groups.items():
+        ratio = prune.ratios.get(name, 0.0)
+        wanted = keep_count(channels, ratio, prune.round_to) if ratio > 0 else channels
+        kept = len(prune.kept[name]) if name in prune.kept else channels
+        if kept != wanted:
+            stale.append(name)
+    return stale
+
+
+def replay_policy(policy: Policy, groups: Mapping[str, int]) -> tuple[Policy, list[str]]:
+    """``policy`` as a replay applies it, and notes. When a ratio no longer matches the recorded kept
+    indices (:func:`stale_kept`), the kept indices are dropped, so every group is pruned again by
+    its criterion (``l1``/``bn_scale`` choose the same channels again for the unchanged groups) and
+    the ratios hold; a warning names the groups."""
+    stale = stale_kept(policy.prune, groups)
+    if not stale:
+        return policy, []
+    note = (f"prune.ratios of {', '.join(stale)} do not match the recorded prune.kept (edited?): the kept indices "
+            f"are dropped and the model is pruned again by {policy.prune.criterion}")
+    log.warning("%s", note)
+    return policy.replace(prune=dataclasses.replace(policy.prune, kept={})), [note]
+
+
+__all__ = ["RecipeError", "evaluation_provenance", "recipe_policy", "recorded_checkpoint", "replay_policy",
+           "run_space", "stale_kept", "start_checkpoint", "trial_policy"]
