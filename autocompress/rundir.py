@@ -296,23 +296,30 @@ def write_audit_record(run_dir: Path, record: AuditRecord) -> Path:
 # ----- reading a run -----------------------------------------------------------------------------
 
 
-def _read_json_object(path: Path, what: str) -> dict[str, Any]:
+def read_json_object(path: Path, what: str = "document") -> dict[str, Any]:
+    """The JSON object in ``path``; :class:`RunFormatError` naming the file when it is not valid
+    UTF-8 JSON or holds something else than an object (``what`` names the document)."""
     try:
-        data = json.loads(Path(path).read_text())
-    except json.JSONDecodeError as exc:
-        raise RunFormatError(f"{path}: not valid JSON ({exc})") from None
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunFormatError(f"{path}: not valid JSON ({' '.join(str(exc).split())}); expected a {what}") from None
     if not isinstance(data, dict):
-        raise RunFormatError(f"{path}: {what} must be a JSON object, got {type(data).__name__}")
+        raise RunFormatError(f"{path}: expected a {what} (a JSON object), got a JSON {type(data).__name__}")
     return data
+
+
+def _document(cls: type[D], path: Path) -> D:
+    """``cls`` read from ``path``; every problem is a one-line :class:`RunFormatError` naming the file."""
+    data = read_json_object(path, cls.WHAT)
+    try:
+        return cls.from_dict(data, source=str(path))
+    except TypeError as exc:  # missing required fields, or values of the wrong kind
+        raise RunFormatError(f"{path}: malformed {cls.WHAT} ({exc})") from None
 
 
 def read_record(path: Path) -> TrialRecord:
     """One trial record; :class:`RunFormatError` naming the file when it cannot be read."""
-    data = _read_json_object(path, "a trial record")
-    try:
-        return TrialRecord.from_dict(data, source=str(path))
-    except TypeError as exc:  # missing required fields
-        raise RunFormatError(f"{path}: malformed trial record ({exc})") from None
+    return _document(TrialRecord, path)
 
 
 def read_records(run_dir: Path) -> list[TrialRecord]:
@@ -329,24 +336,19 @@ def read_run_info(run_dir: Path) -> RunInfo:
     p = run_dir / "run.json"
     if not p.is_file():
         raise RunFormatError(f"{run_dir}: not a run directory (no run.json); run `autocompress search --out {run_dir}`")
-    return RunInfo.from_dict(json.loads(p.read_text()), source=str(p))
+    return _document(RunInfo, p)
 
 
 def read_audit_records(run_dir: Path) -> list[AuditRecord]:
     """Every audit record of a run, by trial number (no audit yet: an empty list)."""
-    out = []
-    for path in sorted(audit_dir(run_dir).glob("trial-*.json")):
-        try:
-            out.append(AuditRecord.from_dict(_read_json_object(path, "an audit record"), source=str(path)))
-        except TypeError as exc:  # missing required fields
-            raise RunFormatError(f"{path}: malformed audit record ({exc})") from None
+    out = [_document(AuditRecord, path) for path in sorted(audit_dir(run_dir).glob("trial-*.json"))]
     return sorted(out, key=lambda r: r.trial)
 
 
 def read_audit_noise(run_dir: Path) -> dict[str, Any] | None:
     """``RUN/audit/noise.json`` (``{"seeds": {trial: {seed: proxy accuracy}}, ...}``), or None."""
     path = audit_dir(run_dir) / "noise.json"
-    return _read_json_object(path, "the audit's noise file") if path.is_file() else None
+    return read_json_object(path, "noise file of the audit") if path.is_file() else None
 
 
 @dataclass
@@ -434,6 +436,7 @@ def pareto_records(run: Run) -> list[TrialRecord]:
 __all__ = [
     "READABLE_SCHEMAS", "SCHEMA_VERSION", "STATUSES", "AuditRecord", "Run", "RunInfo", "Status", "TrialRecord",
     "atomic_path", "atomic_write_json", "atomic_write_text", "audit_dir", "audit_path", "eligible", "file_lock",
-    "load_run", "pareto_records", "read_audit_noise", "read_audit_records", "read_record", "read_records",
-    "read_run_info", "record_path", "require_complete", "write_audit_record", "write_record", "write_run_info",
+    "load_run", "pareto_records", "read_audit_noise", "read_audit_records", "read_json_object", "read_record",
+    "read_records", "read_run_info", "record_path", "require_complete", "write_audit_record", "write_record",
+    "write_run_info",
 ]

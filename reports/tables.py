@@ -182,6 +182,7 @@ def write_exports(run_dir: str | Path | Run) -> dict[str, Path]:
     run = run_dir if isinstance(run_dir, Run) else load_run(run_dir)
     trials = trials_frame(run)
     front = pareto_frame(run, trials)
+    policies = {int(t): recipe_policy(run, int(t)) for t in front["trial"]}  # a damaged run fails before writing
     out: dict[str, Path] = {}
     for name, df in (("trials.csv", trials), ("pareto.csv", front)):
         path = run.dir / name
@@ -193,8 +194,8 @@ def write_exports(run_dir: str | Path | Run) -> dict[str, Path]:
     for p in recipes.iterdir():
         if _RECIPE_RE.match(p.name) and p.name not in wanted:
             p.unlink()
-    for t in front["trial"]:
-        path = recipes / f"trial-{int(t)}.yaml"
-        recipe_policy(run, int(t)).save(path)
+    for t, policy in policies.items():
+        path = recipes / f"trial-{t}.yaml"
+        policy.save(path)
         out[f"recipes/{path.name}"] = path
     return out

@@ -53,7 +53,8 @@ from autocompress.rundir import (
     read_audit_records,
     write_audit_record,
 )
-from search.finalize import final_policy, final_schedule, finetune_and_measure, load_space
+from search.finalize import final_policy, final_schedule, finetune_and_measure
+from search.recipes import run_space
 from search.objective import Objective
 from search.recipes import trial_policy
 from search.trial import git_sha, now_iso, versions
@@ -209,7 +210,7 @@ def plan_audit(run_dir: str | Path, *, trials: str | list[int] | None = None, pa
     if not any(r.status == "complete" for r in run.records):
         counts = ", ".join(f"{v} {k}" for k, v in run.counts().items() if v)
         raise AuditError(f"{run.dir}: no complete trial to audit ({counts}); run or resume the search first")
-    space = load_space(run.dir)
+    space = run_space(run.dir)
     selected = select_trials(run, trials=wanted, pareto_only=pareto_only, sample=sample)
     settings = audit_settings(space, epochs=epochs, steps=steps, seed=seed)
     existing = {r.trial for r in _check_existing(run.dir, settings)}

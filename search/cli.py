@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 
-from autocompress.errors import USER_ERRORS
+from autocompress.errors import USER_ERRORS, UserError
 from search._logging import setup_logging
 
 # order = order shown in --help
@@ -27,7 +27,7 @@ COMMANDS = (
 log = logging.getLogger("autocompress")
 
 
-class CLIError(Exception):
+class CLIError(UserError):
     """A user-facing error: printed as one clear message, exit code 2."""
 
 

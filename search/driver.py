@@ -30,7 +30,8 @@ from autocompress.errors import UserError
 from autocompress.pareto import default_reference
 from autocompress.rundir import RunInfo, read_run_info, write_run_info
 from search.backends import BACKENDS, BackendResult, ObjectiveFactory, SearchContext
-from search.backends._study import StorageSpec, parse_storage
+from search.backends._study import StorageSpec
+from search.checks import check_device, check_out_dir, check_storage
 from search.finalize import finalize as run_finalize
 from search.objective import Objective
 from search.sensitivity import search_seeds
@@ -55,6 +56,7 @@ def check_devices(space: Any, device: str, backend: str, ray: dict[str, Any] | N
     """
     import torch
 
+    check_device(device, "--device", SearchConfigError)  # cpu, cuda, cuda:N or mps, and present here
     wanted = [("--device", device)]
     if getattr(space, "needs_latency", False):
         wanted.append(("budget.latency.device", space.budget.latency.device))
@@ -151,7 +153,10 @@ def _check_config(run_dir: Path, space: Any) -> None:
     path = run_dir / "config.yaml"
     if not path.is_file():
         return
-    old = dict(read_document(path) or {})
+    old = read_document(path) or {}
+    if not isinstance(old, dict):
+        raise SearchConfigError(f"{path}: not a search space (expected a YAML mapping, got {type(old).__name__}); "
+                                f"use another --out, or delete {run_dir} to start over")
     new = space.to_dict()
     before, after = (old.get("search") or {}).get("fidelity"), new["search"].get("fidelity")
     if before != after:  # records of other levels would be ranked and compared with these
@@ -205,9 +210,8 @@ def _previous_info(run_dir: Path) -> RunInfo | None:
         return None
 
 
-def _prepare_run_dir(space: Any, run_dir: str | Path | None) -> Path:
+def _prepare_run_dir(space: Any, run_dir: Path) -> Path:
     """Create the run directory, refuse another space's, write ``config.yaml``."""
-    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(space)
     run_dir.mkdir(parents=True, exist_ok=True)
     run_dir = run_dir.resolve()
     _check_config(run_dir, space)
@@ -243,6 +247,8 @@ def run_search(space: Any, run_dir: str | Path | None = None, *, backend: str | 
                           sampler=sampler, seed=seed, workers=workers, timeout_s=timeout_s)
     s = space.search
     check_devices(space, device, s.backend, ray)
+    run_dir = check_out_dir(run_dir if run_dir is not None else default_run_dir(space))
+    spec = check_storage(s.storage, run_dir)  # bad URL or missing database driver: before any work
     run_dir = _prepare_run_dir(space, run_dir)
     runner = BACKENDS.get(s.backend)  # unknown backend -> error listing the known ones
 
@@ -253,7 +259,6 @@ def run_search(space: Any, run_dir: str | Path | None = None, *, backend: str | 
     log.info("reference (original model): %s",
              ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in reference.items()))
 
-    spec = parse_storage(s.storage, run_dir)
     ctx = SearchContext(
         space=space, run_dir=run_dir, objective_factory=_Prepared(factory, objective, run_dir),
         trials=s.trials, storage=s.storage, study=space.study_name, sampler=s.sampler, seed=s.seed,

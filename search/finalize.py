@@ -27,17 +27,14 @@ from typing import Any
 
 import torch
 
-from autocompress.errors import RunFormatError
 from autocompress.rundir import atomic_write_json, load_run
 from compress.apply import Compressed, apply
 from compress.artifact import save_compressed
 from compress.export import export_onnx
 from search.baseline import Baseline
 from search.picking import FinalizeError, choose_trial, parse_pick
-from search.recipes import recipe_policy
-from spaces._schema import read_document
+from search.recipes import recipe_policy, run_space
 from spaces.policy import FinetuneSpec, Policy
-from spaces.space import SearchSpace, space_from_dict
 
 log = logging.getLogger("search.finalize")
 
@@ -73,14 +70,6 @@ def final_policy(policy: Policy, space: Any, *, epochs: float | None = None, kd:
     return policy.replace(finetune=dataclasses.replace(schedule, seed=policy.finetune.seed), distill=distill)
 
 
-def load_space(run_dir: Path) -> SearchSpace:
-    """The resolved search space of a run (``RUN/config.yaml``)."""
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        raise RunFormatError(f"{run_dir}: no config.yaml (the resolved search space); not a search run directory")
-    return space_from_dict(read_document(path), source=str(path))
-
-
 def finalize(run_dir: str | Path, pick: str = "knee", *, trial: int | None = None, epochs: float | None = None,
              kd: bool = True, device: str = "cpu", onnx: bool = True, progress: bool = True) -> dict[str, Any]:
     """Pick a point of ``run_dir``, fine-tune it fully, evaluate on val and test, export it.
@@ -92,7 +81,7 @@ def finalize(run_dir: str | Path, pick: str = "knee", *, trial: int | None = Non
         parse_pick(pick)  # a typo fails before anything is read
     run = load_run(run_dir)
     number, why = choose_trial(run, pick, trial=trial)
-    space = load_space(run_dir)
+    space = run_space(run_dir)
     log.info("finalizing trial %d (%s)", number, why)
     chosen = recipe_policy(run, number)
     policy = final_policy(chosen, space, epochs=epochs, kd=kd)
@@ -187,4 +176,4 @@ def _export_onnx(deploy: Any, path: Path, data: Any, input_size: int) -> dict[st
     return info
 
 
-__all__ = ["DEFAULT_KD_ALPHA", "final_policy", "final_schedule", "finalize", "finetune_and_measure", "load_space"]
+__all__ = ["DEFAULT_KD_ALPHA", "final_policy", "final_schedule", "finalize", "finetune_and_measure"]

@@ -117,7 +117,7 @@ class Objective:
         return entry if entry.get("v") == CACHE_VERSION else None
 
     # ----- the objective --------------------------------------------------------------------
-    def evaluate(self, policy: Policy, *, seed: int = 0, trial: int | None = None) -> Metrics:
+    def evaluate(self, policy: Policy, *, seed: int = 0, trial: int | None = None, cache: bool = True) -> Metrics:
         """Metrics of ``policy`` (see :data:`autocompress.metrics.METRICS`) with per-phase ``times``
         and the applied policy.
 
@@ -125,9 +125,12 @@ class Objective:
         the original model). Exceptions from applying the policy (PolicyError, DivergenceError,
         out of memory, ...) propagate; :func:`search.trial.run_trial` turns them into failed
         records. Successful results are cached by policy hash (``trial`` is stored so later
-        duplicates can name it in ``cached_from``).
+        duplicates can name it in ``cached_from``); ``cache=False`` neither reads nor writes the
+        cache (``autocompress apply --verify`` measures again).
         """
         policy = self.effective_policy(policy, seed)
+        if not cache:
+            return self._run(policy, seed)
         hit = self.cached(policy)
         if hit is not None:
             self.cache_hits += 1

@@ -236,7 +236,8 @@ def read_document(path: str | Path) -> Any:
             return json.loads(text)
         return yaml.safe_load(text)
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
-        raise SchemaError([FieldError("<document>", "...", f"not valid {p.suffix[1:] or 'YAML'}: {exc}")],
+        raise SchemaError([FieldError("<document>", "...", f"not valid {p.suffix[1:] or 'YAML'}: "
+                                                           f"{' '.join(str(exc).split())}")],
                           str(p)) from None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +27,20 @@ def resolve_normalization(dataset: str, normalization: str | None, default: str,
     if name not in options:
         raise DatasetError(f"{dataset}: normalization = {name!r}; allowed: {', '.join(options)}")
     return name, options[name]
+
+
+def warn_missing_classes(name: str, classes: Sequence[str], labels: Mapping[str, Sequence[int] | torch.Tensor]) -> None:
+    """Log a warning for every split (``{split: labels}``) that lacks classes another split has
+    (e.g. an empty class folder in val/): its accuracy then says nothing about those classes."""
+    present = {split: {int(v) for v in (y.tolist() if isinstance(y, torch.Tensor) else y)}
+               for split, y in labels.items()}
+    seen = set().union(*present.values()) if present else set()
+    for split, have in present.items():
+        missing = sorted(seen - have)
+        if missing:
+            names = [classes[i] if i < len(classes) else str(i) for i in missing]
+            log.warning("%s: split %s has no images of %d class(es) the other splits have: %s", name, split,
+                        len(names), ", ".join(names[:10]) + (" ..." if len(names) > 10 else ""))
 
 
 def channel_stats(images: torch.Tensor) -> Stats:
@@ -66,6 +81,7 @@ def tensor_bundle(name: str, *, num_classes: int, classes: tuple[str, ...], norm
         train_ds = full
         val_ds = TensorImageDataset(val[0], val[1], mean, std)
     test_ds = TensorImageDataset(test[0], test[1], mean, std)
+    warn_missing_classes(name, classes, {"train": train_ds.labels, "val": val_ds.labels, "test": test_ds.labels})
     # seeded random order, not sorted: datasets are stored class by class, so the first calib
     # batches (BN recalibration, quantization ranges) must mix the classes
     calib_ds = train_ds.subset(seeded_subset_indices(len(train_ds), calib_size, seed + 1), augment=False)

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from autocompress.rundir import atomic_path
 from compress.data._bundle import DataBundle, seeded_split, seeded_subset_indices
-from compress.data._common import resolve_normalization, tensor_bundle
+from compress.data._common import resolve_normalization, tensor_bundle, warn_missing_classes
 from compress.data._errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -203,6 +203,10 @@ def build_imagefolder(data_dir=None, *, download=False, normalization=None, val_
         raise DatasetError(f"imagefolder: --data-dir {root} does not exist or is not a folder")
     test_split, val_split = _splits(root)
     train_scan = scan_split(root / "train")
+    classes = train_scan[0]
+    if len(classes) < 2:
+        raise DatasetError(f"imagefolder {root}: {len(classes)} class found ({', '.join(classes)}); at least 2 "
+                           f"needed (one folder per class under {root / 'train'})")
     small, first_size = _is_small(root, "train", train_scan[1])
     name, stats = resolve_normalization("imagefolder", normalization, "imagenet")
     if small:
@@ -253,6 +257,10 @@ def _lazy_bundle(root, test_split, val_split, name, stats, val_fraction, calib_s
         keep, held = seeded_split(len(train_aug), val_fraction, seed)
         train = Subset(train_aug, keep.tolist())
         val = Subset(train_eval, held.tolist())
+    targets = train_aug.targets
+    warn_missing_classes(f"imagefolder {root}", tuple(train_aug.classes), {
+        "train": [targets[i] for i in keep.tolist()], "test": test.targets,
+        "val": val.targets if val_split is not None else [targets[i] for i in held.tolist()]})
     # seeded random order, not sorted: ImageFolder lists images class by class (see _common.py)
     calib_idx = keep[seeded_subset_indices(len(keep), calib_size, seed + 1)]
     calib = Subset(train_eval, calib_idx.tolist())

@@ -28,11 +28,25 @@ from torch import nn
 
 from search.cli import CLIError
 from search.commands._inputs import checkpoint_file, split_accuracy
+from search.commands._table import format_table
 from spaces.policy import Policy, QuantSpec
 
-HELP = "apply a recipe (policy) to a trained model: prune, quantize, distil, fine-tune, export"
+HELP = "apply a recipe (policy) to a trained model: prune, quantize, distil, fine-tune, export; or --verify it"
 DESCRIPTION = ("Apply a compression recipe to a trained model and write the compressed model, "
-               "its ONNX export, metrics.json and a summary to --out.")
+               "its ONNX export, metrics.json and a summary to --out. With --verify, re-run the search "
+               "evaluation a recipe exported by `autocompress search` records and compare it with the recorded "
+               "metrics (writes nothing).")
+EPILOG = """\
+recipes of a search (RUN/recipes/trial-N.yaml) record the checkpoint their search started from (the run's
+trained or adapted baseline) and its dataset: --checkpoint and --dataset default to those.
+
+--verify: same seed, proxy fine-tune, val subset and latency settings as the search, result cache bypassed.
+  FLOPs, params, size (and BOPs) must be equal, val accuracy within --tolerance points, the latency
+  ratio inside the recorded 95% interval widened by 20% on each side. Prints a table.
+
+exit codes: 0 done (--verify: every check holds); 2 bad input (one line on stderr);
+  3 model.onnx failed its verification; 4 --verify: the replay differs from the record (named on stderr).
+"""
 
 log = logging.getLogger("autocompress.apply")
 
@@ -42,28 +56,39 @@ COSTS = ("flops", "params", "size", "bops")
 #: val images the ONNX export is verified on (INT8 agreement is a rate: too few samples make it 0/1)
 VERIFY_SAMPLES = 256
 
+#: exit code of --verify when the replay differs from the recorded metrics
+EXIT_DIFFERS = 4
+
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("apply", help=HELP, description=DESCRIPTION)
+    p = sub.add_parser("apply", help=HELP, description=DESCRIPTION, epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("recipe", help="recipe / policy file (YAML or JSON), e.g. spaces/recipes/resnet20-prune30-kd.yaml")
-    p.add_argument("--checkpoint", required=True,
-                   help="trained weights of the uncompressed model (a state_dict file, or a directory with model.pt)")
-    p.add_argument("--dataset", required=True, help="dataset name (see `autocompress datasets`)")
+    p.add_argument("--checkpoint", default=None,
+                   help="trained weights of the uncompressed model (a state_dict file, or a directory with model.pt); "
+                        "default: the checkpoint a search recipe records")
+    p.add_argument("--dataset", default=None,
+                   help="dataset name (see `autocompress datasets`); default: the dataset a search recipe records")
     p.add_argument("--data-dir", default=None, help="dataset root (where the dataset needs one)")
     p.add_argument("--normalization", default=None,
                    help="input normalization to use (default: the dataset's; the shared CIFAR weights use imagenet)")
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--out", default=None, help="output directory (required unless --verify)")
     p.add_argument("--no-finetune", action="store_true", help="skip fine-tuning (prune/quantize/convert only)")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--epochs", type=float, default=None, help="override the recipe's fine-tune epochs")
     budget.add_argument("--steps", type=int, default=None, help="override the recipe's fine-tune steps")
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="device for fine-tuning")
+    p.add_argument("--device", default="cpu", help="device for fine-tuning: cpu, cuda, cuda:N, mps (default cpu)")
     p.add_argument("--latency-batch", type=int, default=1, help="batch size for the latency comparison")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for the latency comparison")
     p.add_argument("--no-latency", action="store_true", help="skip the latency comparison")
     p.add_argument("--eval-limit", type=int, default=None,
                    help="evaluate on at most this many images per split (default: all)")
     p.add_argument("--seed", type=int, default=None, help="override the recipe's fine-tune seed")
+    p.add_argument("--verify", action="store_true",
+                   help="re-run the recipe's search evaluation and compare with the recorded metrics (exit 4 if "
+                        "they differ)")
+    p.add_argument("--tolerance", type=float, default=None, metavar="PT",
+                   help="--verify: allowed val accuracy difference in points (default 0.5)")
     p.set_defaults(func=run)
     return p
 
@@ -80,6 +105,18 @@ def _policy(args: argparse.Namespace):
     return policy.replace(finetune=ft)
 
 
+def _data_args(args: argparse.Namespace, policy: Policy) -> tuple[str, str | None, str | None]:
+    """(dataset, data dir, normalization): the flags, else what a search recipe records."""
+    if args.dataset is not None:
+        return args.dataset, args.data_dir, args.normalization
+    evaluation = policy.provenance.get("evaluation")
+    data = evaluation.get("data") if isinstance(evaluation, dict) else None
+    if not isinstance(data, dict) or not data.get("dataset"):
+        raise CLIError(f"{args.recipe}: the recipe records no dataset (provenance.evaluation.data); pass --dataset")
+    return (data["dataset"], args.data_dir or data.get("data_dir"),
+            args.normalization or data.get("normalization"))
+
+
 def _file_logger(out: Path) -> logging.Handler:
     handler = logging.FileHandler(out / "apply.log", mode="w")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
@@ -87,22 +124,51 @@ def _file_logger(out: Path) -> logging.Handler:
     return handler
 
 
-def run(args: argparse.Namespace) -> int:
+def _check_args(args: argparse.Namespace) -> None:
+    """Every flag that can be checked without work: devices, numbers, folders, flag combinations."""
+    from search.checks import check_data_dir, check_device, check_out_dir
+
+    check_device(args.device)
     if args.latency_batch < 1 or args.threads < 1:
         raise CLIError(f"--latency-batch {args.latency_batch} / --threads {args.threads}: must be >= 1")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise CLIError("--device cuda: no CUDA device is available; use --device cpu")
+    check_data_dir(args.data_dir)
+    if args.verify:
+        changed = [flag for flag, value in (("--out", args.out), ("--no-finetune", args.no_finetune),
+                                            ("--epochs", args.epochs), ("--steps", args.steps),
+                                            ("--seed", args.seed), ("--dataset", args.dataset),
+                                            ("--normalization", args.normalization),
+                                            ("--eval-limit", args.eval_limit)) if value not in (None, False)]
+        if changed:
+            raise CLIError(f"{', '.join(changed)}: not used with --verify, which re-runs the recorded search "
+                           "evaluation as it was and writes nothing")
+        if args.tolerance is not None and not args.tolerance >= 0:
+            raise CLIError(f"--tolerance = {args.tolerance}: must be >= 0 (points of val accuracy)")
+        return
+    if args.tolerance is not None:
+        raise CLIError("--tolerance: only used with --verify")
+    if args.out is None:
+        raise CLIError("--out DIR is required (or --verify to check a search recipe)")
+    check_out_dir(args.out)
+
+
+def run(args: argparse.Namespace) -> int:
+    from search.checks import output_dir
+    from search.recipes import recorded_checkpoint
+
+    _check_args(args)
     policy = _policy(args)
-    ckpt = checkpoint_file(args.checkpoint)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    handler = _file_logger(out)
-    try:
-        metrics, summary = _run(args, policy, ckpt, out)
-    finally:
-        logging.getLogger().removeHandler(handler)
-        handler.close()
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")
+    if args.verify:
+        return _verify(args, policy)
+    ckpt = checkpoint_file(args.checkpoint) if args.checkpoint else recorded_checkpoint(policy, args.recipe)
+    data_args = _data_args(args, policy)
+    with output_dir(args.out, keep=lambda d: (d / "metrics.json").is_file()) as out:
+        handler = _file_logger(out)
+        try:
+            metrics, summary = _run(args, policy, ckpt, data_args, out)
+        finally:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")
     (out / "summary.txt").write_text(summary + "\n")
     print(summary)
     log.info("wrote %s", ", ".join(sorted(p.name for p in out.iterdir())))
@@ -112,13 +178,44 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(args: argparse.Namespace, policy, ckpt: Path, out: Path) -> tuple[dict[str, Any], str]:
+def _verify(args: argparse.Namespace, policy: Policy) -> int:
+    """``--verify``: replay the recipe's search evaluation, print the table, exit 0 or 4."""
+    from search.verify import DEFAULT_TOLERANCE, verify_recipe
+
+    ckpt = checkpoint_file(args.checkpoint) if args.checkpoint else None
+    tolerance = DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance
+    result = verify_recipe(policy, source=args.recipe, checkpoint=ckpt, device=args.device, tolerance=tolerance,
+                           data_dir=args.data_dir, progress=True)
+    rows = [(c.metric, _show(c.metric, c.recorded), _show(c.metric, c.replayed), c.allowed, "ok" if c.ok else "DIFFERS")
+            for c in result.checks]
+    print(format_table(rows, ("metric", "recorded", "replayed", "allowed", "ok")))
+    for note in result.notes:
+        print(f"note: {note}")
+    if result.ok:
+        log.info("verify: %s replays its search evaluation (%d checks hold)", args.recipe, len(result.checks))
+        return 0
+    log.error("verify: %s differs from its search record in %s", args.recipe, ", ".join(result.differs))
+    return EXIT_DIFFERS
+
+
+def _show(metric: str, value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    if metric in COSTS:
+        return f"{value:.0f}"
+    return f"{value:.3f}" if metric.startswith("latency") else f"{value:.2f}"
+
+
+def _run(args: argparse.Namespace, policy, ckpt: Path, data_args: tuple[str, str | None, str | None],
+         out: Path) -> tuple[dict[str, Any], str]:
     from compress.apply import apply
     from compress.artifact import save_compressed
     from compress.data import get_dataset
     from compress.export import ExportError, export_onnx
     from compress.measure import LatencySetup
     from compress.models import CheckpointError, build_model, load_checkpoint, quantizable_layers
+    from compress.prune import list_groups
+    from search.recipes import replay_policy
 
     t_start = time.perf_counter()
     try:
@@ -127,12 +224,14 @@ def _run(args: argparse.Namespace, policy, ckpt: Path, out: Path) -> tuple[dict[
         raise CheckpointError(
             f"{args.recipe}: model.name = {policy.model.name!r} (num_classes {policy.model.num_classes}) does not "
             f"fit the checkpoint; is the recipe for another model?\n{exc}") from None
-    data = get_dataset(args.dataset, args.data_dir, normalization=args.normalization,
-                       input_size=policy.model.input_size, seed=policy.finetune.seed)
+    dataset, data_dir, normalization = data_args
+    data = get_dataset(dataset, data_dir, normalization=normalization, input_size=policy.model.input_size,
+                       seed=policy.finetune.seed)
     if data.num_classes != policy.model.num_classes:
         raise CLIError(f"{args.recipe}: model.num_classes = {policy.model.num_classes}, but dataset "
-                       f"{args.dataset!r} has {data.num_classes} classes")
-    log.info("apply %s to %s (%s) on %s", args.recipe, policy.model.name, ckpt, args.dataset)
+                       f"{dataset!r} has {data.num_classes} classes")
+    policy, notes = replay_policy(policy, {g.name: g.channels for g in list_groups(model, policy.model.input_size)})
+    log.info("apply %s to %s (%s) on %s", args.recipe, policy.model.name, ckpt, dataset)
 
     before = split_accuracy(model, data, args.eval_limit, "original")
     result = apply(policy, model, data=data, finetune=not args.no_finetune, device=args.device, progress=True)
@@ -157,14 +256,14 @@ def _run(args: argparse.Namespace, policy, ckpt: Path, out: Path) -> tuple[dict[
     setup = None if args.no_latency else LatencySetup(batch=args.latency_batch, threads=args.threads)  # torch, CPU
     measured = _measure(model, result, policy.model.input_size, layers, setup, example)
     metrics: dict[str, Any] = {
-        "recipe": str(args.recipe), "checkpoint": str(ckpt), "dataset": args.dataset,
+        "recipe": str(args.recipe), "checkpoint": str(ckpt), "dataset": dataset,
         "policy_hash": result.policy.hash(), "summary": result.policy.summary(),
         "accuracy": {"before": before, "after": after,
                      "drop_val_top1": _drop(before, after, "val"), "drop_test_top1": _drop(before, after, "test"),
                      "after_measured_on": scored_what},
         **measured,
         "precision": result.precision,
-        "notes": result.notes,
+        "notes": notes + result.notes,
         "train": _plain(result.train_result),
         "onnx": onnx_report,
         "timings": {**result.timings, "export": round(export_s, 3),

@@ -27,7 +27,10 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from reports.compare import compare_data, write_compare_report
+    from search.checks import check_out_file
 
+    if args.out != "-":
+        check_out_file(args.out)
     labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
     data = compare_data(args.runs, labels)
     if args.out == "-":

@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="split to score (default test)")
     p.add_argument("--batch-size", type=int, default=256, help="evaluation batch size (default 256)")
     p.add_argument("--limit", type=int, help="score only this many images (seeded subset)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default cpu)")
     p.add_argument("--latency", action=argparse.BooleanOptionalAction, default=True,
                    help="measure latency (default on)")
     p.add_argument("--latency-batch", type=int, default=1, help="batch size for latency (default 1)")
@@ -103,7 +103,10 @@ def _load_model(args: argparse.Namespace, num_classes: int):
 def run(args: argparse.Namespace) -> int:
     from compress.data import get_dataset
     from compress.measure import LatencySetup, evaluate, measure
+    from search.checks import check_data_dir, check_device
 
+    check_device(args.device)
+    check_data_dir(args.data_dir)
     for name in ("batch_size", "latency_batch", "threads"):
         if getattr(args, name) < 1:
             raise CLIError(f"--{name.replace('_', '-')} = {getattr(args, name)}: must be >= 1")

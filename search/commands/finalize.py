@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="fine-tune epochs (default: the space's budget.final schedule)")
     p.add_argument("--no-kd", action="store_true", help="no distillation from the original model")
     p.add_argument("--no-onnx", action="store_true", help="skip the ONNX export")
-    p.add_argument("--device", default="cpu", help="training device (default cpu)")
+    p.add_argument("--device", default="cpu", help="training device: cpu, cuda, cuda:N, mps (default cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--format", choices=("table", "json"), default="table", help="output format (default table)")
     p.set_defaults(func=run)
@@ -38,13 +38,10 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from search.cli import CLIError
+    from search.checks import check_device
     from search.finalize import finalize
 
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise CLIError(f"--device {args.device}: no CUDA device is available; use --device cpu")
+    check_device(args.device)
     m = finalize(args.run, args.pick, trial=args.trial, epochs=args.epochs, kd=not args.no_kd,
                  device=args.device, onnx=not args.no_onnx, progress=not args.no_progress)
     if args.format == "json":

@@ -73,7 +73,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--label-smoothing", type=float, default=None, help="label smoothing (default 0)")
     p.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm (default off)")
     p.add_argument("--seed", type=int, default=None, help="seed for weights, data order and augmentation")
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="training device")
+    p.add_argument("--device", default="cpu", help="training device: cpu, cuda, cuda:N, mps (default cpu)")
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers (default 0: in-process)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op CPU threads (default: torch's; 1 is often faster on a busy machine)")
@@ -117,8 +117,12 @@ def _load_artifact(path: Path, calib_loader):
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise CLIError("--device cuda: no CUDA device is available; use --device cpu")
+    from search.checks import check_data_dir, check_device, check_out_dir
+
+    check_device(args.device)
+    if not args.download:  # --download creates it
+        check_data_dir(args.data_dir)
+    check_out_dir(args.out)
     if args.num_workers < 0:
         raise CLIError(f"--num-workers {args.num_workers}: must be >= 0")
     if args.threads is not None:
@@ -184,10 +188,18 @@ def _train(args: argparse.Namespace, model: nn.Module, policy, compressed: bool,
 
 
 def run(args: argparse.Namespace) -> int:
+    from search.checks import output_dir
+
+    _check_args(args)
+    with output_dir(args.out, create=False, keep=lambda d: (d / "metrics.json").is_file()):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Load, fine-tune, evaluate and save (``run`` after the checks)."""
     from compress.data import get_dataset
     from compress.train import save_checkpoint
 
-    _check_args(args)
     t_start = time.perf_counter()
     policy, artifact, name = _recipe(args)
     spec = resolve_spec(args, policy.finetune if policy is not None else None)

@@ -40,7 +40,10 @@ def _format(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from reports.data import report_data
+    from search.checks import check_out_file
 
+    if args.out not in (None, "-"):
+        check_out_file(args.out)
     fmt = _format(args)
     data = report_data(args.run)
     if fmt == "json":

@@ -103,8 +103,14 @@ def write_reports(run_dir: Path) -> dict[str, Path]:
     return {**exports, path.name: path}
 
 
+def _has_records(run_dir: Path) -> bool:
+    """Whether a trial finished in ``run_dir`` (then a later error keeps the directory)."""
+    return any((run_dir / "records").glob("trial-*.json"))
+
+
 def run(args: argparse.Namespace) -> int:
-    from search.driver import run_search
+    from search.checks import output_dir
+    from search.driver import default_run_dir, run_search
 
     if args.trials is not None and args.trials < 1:
         raise CLIError(f"--trials = {args.trials}: must be >= 1")
@@ -118,10 +124,13 @@ def run(args: argparse.Namespace) -> int:
     if ray_opts and backend != "ray":
         raise CLIError(f"--{next(iter(ray_opts)).replace('_', '-')} needs --backend ray")
     factory = load_factory(args.objective) if args.objective else None
-    result = run_search(space, args.out, backend=args.backend, trials=args.trials, storage=args.storage,
-                        study=args.study, sampler=args.sampler, seed=args.seed, workers=args.workers,
-                        timeout_s=args.timeout, objective_factory=factory, device=args.device,
-                        ray=ray_opts, finalize=args.finalize, progress=not args.no_progress)
+    # run_search checks --device, --storage and --out before it creates the run directory; a user
+    # error after that (e.g. a missing data folder) removes the directory if it made it
+    with output_dir(args.out or default_run_dir(space), create=False, keep=_has_records) as out:
+        result = run_search(space, out, backend=args.backend, trials=args.trials, storage=args.storage,
+                            study=args.study, sampler=args.sampler, seed=args.seed, workers=args.workers,
+                            timeout_s=args.timeout, objective_factory=factory, device=args.device,
+                            ray=ray_opts, finalize=args.finalize, progress=not args.no_progress)
     exports = write_reports(result.run_dir)
     if args.json:
         json.dump({"run_dir": str(result.run_dir), "complete": result.complete, "failed": result.failed,
