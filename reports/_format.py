@@ -66,3 +66,9 @@ def complete_rows(data: dict[str, Any], x: str, y: str) -> list[dict[str, Any]]:
     """The report's complete trials that have both plotted values ``x`` and ``y``."""
     return [r for r in data["trials"] if r.get("status") == "complete" and r.get(x) is not None
             and r.get(y) is not None]
+
+
+def workers_text(workers: dict[str, int]) -> str:
+    """``"3 workers: host-a:12 4, host-b:7 3, host-b:9 2"`` (trials per worker)."""
+    parts = ", ".join(f"{w} {n}" for w, n in workers.items())
+    return f"{len(workers)} worker{'s' if len(workers) != 1 else ''}: {parts}" if workers else "-"
