@@ -82,7 +82,7 @@ class _Session:
         self.spec = parse_storage(ctx.storage, ctx.run_dir)
         self.storage = storage or open_storage(self.spec)
         self.lock = self.spec.lock_path(ctx.run_dir)
-        self.study, self.sampler_seed = create_study(self.storage, ctx.study, ctx.directions, ctx.sampler,
+        self.study, self.sampler_seed, self.created = create_study(self.storage, ctx.study, ctx.directions, ctx.sampler,
                                                      ctx.seed, self.lock, metric_names=ctx.objectives,
                                                      constraints=ctx.space.constraints)
         self.shared_lock = self.spec.path is not None  # every worker of this study sees this lock file
@@ -127,7 +127,8 @@ def run_worker(ctx: SearchContext, *, main: bool = True, storage: optuna.storage
     with file_lock(s.lock):
         s.recover_dead()
         if ctx.baselines:
-            n = enqueue_baselines(study, baseline_params(ctx.space, s.dims))
+            n = enqueue_baselines(study, baseline_params(ctx.space, s.dims), created=s.created,
+                                  locked=s.shared_lock)
             if n:
                 log.info("queued %d baseline trials", n)
     done = count_states(study)[TrialState.COMPLETE]

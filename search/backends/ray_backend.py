@@ -253,12 +253,12 @@ def run_ray(ctx: SearchContext) -> BackendResult:
     # orphaned by a dead driver are recovered by the pid check (fail_dead_local_trials) instead
     storage = open_storage(spec, heartbeat=False)
     lock = spec.lock_path(ctx.run_dir)
-    study, sampler_seed = create_study(storage, ctx.study, ctx.directions, ctx.sampler, ctx.seed, lock,
+    study, sampler_seed, created = create_study(storage, ctx.study, ctx.directions, ctx.sampler, ctx.seed, lock,
                                        metric_names=ctx.objectives, constraints=ctx.space.constraints)
     dims = ctx.objective_factory(ctx.space, ctx.run_dir).dims
     with file_lock(lock):
         if ctx.baselines:
-            enqueue_baselines(study, baseline_params(ctx.space, dims))
+            enqueue_baselines(study, baseline_params(ctx.space, dims), created=created, locked=spec.path is not None)
     before = started_count(study)
     cpus = float(ctx.ray.get("cpus_per_trial") or 1)
     gpus = float(ctx.ray.get("gpus_per_trial") or 0)

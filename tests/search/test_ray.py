@@ -180,7 +180,7 @@ def test_searcher_tells_a_resumed_trial_it_has_no_map_for(tmp_path, worker_path)
     objective = factory(space, run)
     spec = parse_storage(None, run)
     storage = open_storage(spec, heartbeat=False)
-    study, _ = create_study(storage, "quickstart", space.directions, "random", 0)
+    study, _, _ = create_study(storage, "quickstart", space.directions, "random", 0)
     orphan = study.ask()  # RUNNING, as a trial of a killed driver is
     policy = suggest_policy(space, objective.dims, orphan)
     record = run_trial(objective, policy, trial_number=orphan.number, seed=0)
