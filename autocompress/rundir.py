@@ -203,17 +203,36 @@ class AuditRecord(_Document):
 # ----- writing files -----------------------------------------------------------------------------
 
 
+def file_mode() -> int:
+    """The mode a new file gets from ``open(path, "w")``: ``0o666`` less the process umask (0644
+    under the usual umask 022). Read from ``/proc/self/status`` where Linux has it, so no thread
+    ever sees the umask changed; else set and restored at once."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """A fresh temporary path beside ``path`` to write to; when the ``with`` block succeeds it
     replaces ``path`` in one step, so a reader (or a SIGKILL) never sees a half-written file.
-    On an error the temporary file is removed and ``path`` keeps its old content."""
+    On an error the temporary file is removed and ``path`` keeps its old content.
+
+    The file gets the mode of any other new file (:func:`file_mode`, 0644 under umask 022), not
+    the 0600 of the temporary file it was written as."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -436,7 +455,8 @@ def pareto_records(run: Run) -> list[TrialRecord]:
 __all__ = [
     "READABLE_SCHEMAS", "SCHEMA_VERSION", "STATUSES", "AuditRecord", "Run", "RunInfo", "Status", "TrialRecord",
     "atomic_path", "atomic_write_json", "atomic_write_text", "audit_dir", "audit_path", "eligible", "file_lock",
-    "load_run", "pareto_records", "read_audit_noise", "read_audit_records", "read_json_object", "read_record",
-    "read_records", "read_run_info", "record_path", "require_complete", "write_audit_record", "write_record",
+    "file_mode", "load_run", "pareto_records", "read_audit_noise", "read_audit_records", "read_json_object",
+    "read_record", "read_records", "read_run_info", "record_path", "require_complete", "write_audit_record",
+    "write_record",
     "write_run_info",
 ]

@@ -118,3 +118,9 @@ def audit_budget(settings: dict[str, Any]) -> str:
     seed = settings.get("seed")
     kd = "KD from the original" if settings.get("kd", True) else "no KD"
     return f"{', '.join(parts)}; {kd}; seed {seed if seed is not None else 'of each trial'}"
+
+
+def workers_text(workers: dict[str, int]) -> str:
+    """``"3 workers: host-a:12 4, host-b:7 3, host-b:9 2"`` (trials per worker)."""
+    parts = ", ".join(f"{w} {n}" for w, n in workers.items())
+    return f"{len(workers)} worker{'s' if len(workers) != 1 else ''}: {parts}" if workers else "-"

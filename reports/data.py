@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -228,6 +229,13 @@ def _times(trials: pd.DataFrame) -> dict[str, Any]:
             "total": jsonable(trials["time.total"].tolist()) if "time.total" in trials.columns else None}
 
 
+def worker_counts(run: Run) -> dict[str, int]:
+    """Trials per worker (``host:pid`` of the process that ran them; ``unknown`` when not
+    recorded), most first: a shared study's run directory holds every worker's trials."""
+    counts = Counter(r.worker or "unknown" for r in run.records)
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
 def _final(run: Run) -> dict[str, Any] | None:
     final = run.dir / "final"
     metrics = final / "metrics.json"
@@ -288,7 +296,8 @@ def report_data(run_dir: str | Path | Run, *, refresh_exports: bool = True) -> d
     counts = run.counts()
     counts.update({"total": len(run.records), "feasible": int(_bool(trials["feasible"]).sum()),
                    "pareto": int(len(front)),
-                   "cached": int(trials["cached_from"].notna().sum()) if "cached_from" in trials.columns else 0})
+                   "cached": int(trials["cached_from"].notna().sum()) if "cached_from" in trials.columns else 0,
+                   "workers": worker_counts(run)})
     storage = info.search.get("storage") or (f"sqlite:///{run.dir / 'study.db'}"
                                              if (run.dir / "study.db").is_file() else None)
     knee = trials.loc[_bool(trials["knee"]), "trial"].astype(int).tolist()

@@ -21,7 +21,7 @@ from plotly.offline import get_plotlyjs
 
 from autocompress.rundir import Run
 from reports import _plotly
-from reports._format import audit_budget, exact, fidelity_rows, fmt, interval, noise_text, regret_rows
+from reports._format import audit_budget, exact, fidelity_rows, fmt, interval, noise_text, regret_rows, workers_text
 from reports.data import NO_AUDIT, report_data
 from reports.tables import flatten
 
@@ -79,7 +79,8 @@ def _header(data: dict[str, Any]) -> str:
                                  "hypervolume": hv_text})),
         _card("Search", _kv({k: _compact(v) for k, v in r["search"].items()})),
         _card("Budget", _kv({k: _compact(v) for k, v in r["budget"].items()})),
-        _card("Trials", _kv({"total": c["total"], "complete": c["complete"], "failed": c["failed"],
+        _card("Trials", _kv({"total": c["total"], "workers": workers_text(c.get("workers") or {}),
+                             "complete": c["complete"], "failed": c["failed"],
                              "pruned": c["pruned"], "running": c["running"] or None, "feasible": c["feasible"],
                              "Pareto points": c["pareto"], "cached results": c.get("cached") or None,
                              "wall time": _duration(r["wall_time_s"]), "started": r["started"],

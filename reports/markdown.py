@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from autocompress.rundir import Run
-from reports._format import audit_budget, fidelity_rows, fmt, interval, noise_text, regret_rows
+from reports._format import audit_budget, fidelity_rows, fmt, interval, noise_text, regret_rows, workers_text
 from reports.data import NO_AUDIT, report_data
 from reports.figures import write_figures
 from reports.html import DASHBOARD_HELP, HEADINGS, front_ties, pareto_table_columns
@@ -68,6 +68,7 @@ def render_markdown(data: dict[str, Any], run_dir: Path, out_path: Path, figures
         ["budget", ", ".join(f"{k}={v}" for k, v in r["budget"].items())],
         ["trials", f"{c['total']} ({c['complete']} complete, {c['failed']} failed, {c['pruned']} pruned); "
                    f"{c['feasible']} feasible, {c['pareto']} on the Pareto front"],
+        ["trials per worker", workers_text(c.get("workers") or {})],
         ["wall time", f"{r['wall_time_s']} s" if r["wall_time_s"] is not None else "-"],
         ["hypervolume", f"{hv['fraction']:.6f} of the box from {hv['reference']} to {hv['ideal']} "
                         f"(raw {hv['value']!r})" if "fraction" in hv else hv.get("error", "-")],

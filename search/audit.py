@@ -54,9 +54,8 @@ from autocompress.rundir import (
     write_audit_record,
 )
 from search.finalize import final_policy, final_schedule, finetune_and_measure
-from search.recipes import run_space
 from search.objective import Objective
-from search.recipes import trial_policy
+from search.recipes import run_space, trial_policy
 from search.trial import git_sha, now_iso, versions
 from spaces._schema import to_dict
 from spaces.space import SearchSpace

@@ -7,7 +7,9 @@
     RUN/records/         one TrialRecord per trial (written by search.trial.run_trial)
     RUN/study.db         Optuna storage (default; any --storage works)
 
-It returns a :class:`SearchResult` and renders nothing: the exports (``trials.csv``,
+At the end the run directory holds the record of every finished trial of the study: those of
+other workers sharing ``--storage``/``--study`` are rebuilt from the storage
+(:mod:`search.study_records`). It returns a :class:`SearchResult` and renders nothing: the exports (``trials.csv``,
 ``pareto.csv``, ``recipes/``) and ``report.html`` are the reports package's, which the CLI
 (``search/commands/search.py``) asks for after the search.
 
@@ -35,6 +37,7 @@ from search.checks import check_device, check_out_dir, check_storage
 from search.finalize import finalize as run_finalize
 from search.objective import Objective
 from search.sensitivity import search_seeds
+from search.study_records import sync_records
 from search.trial import git_sha, versions
 from spaces._schema import read_document, to_dict, write_document
 
@@ -95,6 +98,8 @@ class SearchResult:
     wall_time_s: float
     stopped_early: str | None = None
     backend_wall_s: float = 0.0  # time inside the backend (trials + sampling + storage + scheduling)
+    workers: dict[str, int] = dataclasses.field(default_factory=dict)  # finished trials per worker, whole study
+    synced: list[int] = dataclasses.field(default_factory=list)  # records rebuilt from the storage (other workers)
     final: dict[str, Any] | None = None  # search.finalize.finalize's metrics, with --finalize
 
 
@@ -222,7 +227,10 @@ def _prepare_run_dir(space: Any, run_dir: Path) -> Path:
 def _log_outcome(result: BackendResult, elapsed: float, run_dir: Path, spec: StorageSpec) -> None:
     if result.stopped_early:
         log.warning("search stopped early: %s; rerun the same command to continue", result.stopped_early)
-    log.info("%d complete, %d failed trials (%d this run, %.0f s)", result.complete, result.failed, result.ran, elapsed)
+    log.info("study %s: %d complete, %d failed trials; this run ran %d (%.0f s)", result.study, result.complete,
+             result.failed, result.ran, elapsed)
+    if len(result.workers) > 1:
+        log.info("trials per worker: %s", ", ".join(f"{w} {n}" for w, n in result.workers.items()))
     log.info("outputs: %s (records/, run.json, config.yaml)", run_dir)
     if spec.kind == "rdb":
         log.info("dashboard: optuna-dashboard %s", spec.url)
@@ -241,6 +249,8 @@ def run_search(space: Any, run_dir: str | Path | None = None, *, backend: str | 
     :class:`search.objective.Objective`); it must be picklable for ``workers > 1`` and Ray.
     ``trials`` counts COMPLETE trials (baselines included): a rerun runs only the remainder.
     ``finalize`` fine-tunes the knee point at the end (:func:`search.finalize.finalize`).
+    At the end the run directory holds the records of every finished trial of the study, also
+    those other workers ran (:func:`search.study_records.sync_records`).
     """
     t0 = time.perf_counter()
     space = resolve_space(space, backend=backend, trials=trials, storage=storage, study=study,
@@ -284,8 +294,9 @@ def run_search(space: Any, run_dir: str | Path | None = None, *, backend: str | 
 
     out = SearchResult(run_dir=run_dir, complete=result.complete, failed=result.failed, ran=result.ran,
                        storage_url=result.storage_url, study=result.study, wall_time_s=elapsed,
-                       stopped_early=result.stopped_early, backend_wall_s=backend_wall)
+                       stopped_early=result.stopped_early, backend_wall_s=backend_wall, workers=dict(result.workers))
     _log_outcome(result, elapsed, run_dir, spec)
+    out.synced = sync_records(run_dir).written  # other workers' trials of a shared study
     if finalize:
         log.info("finalizing: full fine-tune of the chosen Pareto point (knee)")
         out.final = run_finalize(run_dir, device=device, progress=progress)

@@ -57,10 +57,11 @@ class BackendResult:
 
     complete: int  # COMPLETE trials in the study at the end
     failed: int  # FAIL trials in the study at the end
-    ran: int  # trials this invocation ran (all workers)
+    ran: int  # trials this invocation's processes ran (not other workers of a shared study)
     storage_url: str
     study: str
     stopped_early: str | None = None  # reason, when the requested count was not reached
+    workers: dict[str, int] = field(default_factory=dict)  # finished trials per worker (host:pid), whole study
 
 
 __all__ = ["BackendResult", "ObjectiveFactory", "SearchContext"]

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from autocompress.rundir import TrialRecord, write_record
-from search.backends._study import ATTR_BASELINE, ATTR_ERROR, trial_worker
+from search.backends._study import ATTR_BASELINE, ATTR_ERROR, fail_dead_local_trials, trial_worker
 from search.trial import versions
 from spaces.space import policy_from_params
 
@@ -25,18 +25,34 @@ def failed_record(number: int, policy: Any, error: str, *, seed: int, baseline: 
                        worker=worker, versions=versions())
 
 
-def record_dead_trials(run_dir: Path, space: Any, dims: Any, dead: list[Any], *, seed: int) -> None:
-    """Write a failed record for each optuna trial (FrozenTrial) whose worker died.
+def dead_trial_record(t: Any, space: Any, dims: Any, *, seed: int) -> TrialRecord:
+    """The failed record of the optuna trial ``t`` (FrozenTrial) whose worker died: its policy from
+    its parameters (the raw parameters when it was killed mid-suggest), its error attribute."""
+    try:
+        policy = policy_from_params(space, dims, t.params)
+    except Exception:  # noqa: BLE001 - killed mid-suggest: keep the raw params instead
+        policy = None
+    return failed_record(t.number, policy, t.user_attrs.get(ATTR_ERROR) or "WorkerDied: worker exited while running",
+                         seed=seed, baseline=t.user_attrs.get(ATTR_BASELINE), params=t.params,
+                         worker=trial_worker(t)[0])
 
-    Overwrites a record the dead worker may have written just before it was killed (between
-    ``run_trial`` and ``tell``), so records always agree with the study: that trial is FAIL
-    there and its parameters run again under a new number.
+
+def recover_dead_trials(run_dir: Path, study: Any, space: Any, dims: Any, *, seed: int) -> list[Any]:
+    """Mark RUNNING trials of dead local processes FAIL and re-queue them
+    (:func:`search.backends._study.fail_dead_local_trials`); write and store a failed record for each.
+
+    The record is stored in the study before the trial is marked, so every run directory of the
+    study rebuilds the same one, and it overwrites a record the dead worker may have written just
+    before it was killed (between ``run_trial`` and ``tell``): records always agree with the study,
+    where that trial is FAIL and its parameters run again under a new number. Returns the trials.
     """
+    records: dict[int, TrialRecord] = {}
+
+    def describe(t: Any) -> dict[str, Any]:
+        records[t.number] = dead_trial_record(t, space, dims, seed=seed)
+        return records[t.number].to_dict()
+
+    dead = fail_dead_local_trials(study, describe)
     for t in dead:
-        try:
-            policy = policy_from_params(space, dims, t.params)
-        except Exception:  # noqa: BLE001 - killed mid-suggest: keep the raw params instead
-            policy = None
-        write_record(Path(run_dir), failed_record(
-            t.number, policy, t.user_attrs.get(ATTR_ERROR) or "WorkerDied: worker exited while running",
-            seed=seed, baseline=t.user_attrs.get(ATTR_BASELINE), params=t.params, worker=trial_worker(t)[0]))
+        write_record(Path(run_dir), records[t.number])
+    return dead

@@ -29,9 +29,11 @@ import hashlib
 import logging
 import math
 import os
+import random
 import socket
+import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autocompress.errors import UserError
 from autocompress.rundir import file_lock
+from search.backends._stored import store_record
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,10 @@ ATTR_ERROR = "error"
 ATTR_RECORD = "record"
 ATTR_METRICS = "metrics"
 STUDY_ATTR_BASELINES = "autocompress:baselines_enqueued"
+#: study user attribute: the constraint texts, in the order of each trial's ``constraints`` values
+STUDY_ATTR_CONSTRAINTS = "constraints"
+#: trial system attribute Optuna (``FrozenTrial.constraints``) and optuna-dashboard read constraints from
+CONSTRAINTS_KEY = "constraints"
 
 
 class StorageError(UserError, ValueError):
@@ -109,20 +116,31 @@ def parse_storage(url: str | None, run_dir: Path) -> StorageSpec:
     return StorageSpec(url, "rdb", None)
 
 
-def open_storage(spec: StorageSpec, *, heartbeat: bool = True) -> optuna.storages.BaseStorage:
+def recorded_spec(url: str) -> StorageSpec:
+    """The :class:`StorageSpec` of a URL that :func:`parse_storage` resolved (``run.json``'s
+    ``search.storage``): a journal file is recorded as its bare path."""
+    if "://" in url:
+        return parse_storage(url, Path("."))
+    path = Path(url)
+    return StorageSpec(str(path), "journal", path)
+
+
+def open_storage(spec: StorageSpec, *, heartbeat: bool = True,
+                 connect_timeout_s: int | None = None) -> optuna.storages.BaseStorage:
     """Open the storage; RDB storages get a heartbeat (unless ``heartbeat=False``) and retry stale trials.
 
     A local file storage is opened under its lock: two processes creating the same new SQLite
     schema at once would otherwise collide (``UNIQUE constraint failed: alembic_version``).
+    ``connect_timeout_s`` bounds the wait for a PostgreSQL or MySQL server.
     """
     if spec.path is None:
-        return _open_storage(spec, heartbeat)
+        return _open_storage(spec, heartbeat, connect_timeout_s)
     spec.path.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(spec.lock_path(spec.path.parent)):
-        return _open_storage(spec, heartbeat)
+        return _open_storage(spec, heartbeat, connect_timeout_s)
 
 
-def _open_storage(spec: StorageSpec, heartbeat: bool) -> optuna.storages.BaseStorage:
+def _open_storage(spec: StorageSpec, heartbeat: bool, connect_timeout_s: int | None) -> optuna.storages.BaseStorage:
     if spec.kind == "journal":
         from optuna.storages.journal import JournalFileBackend
 
@@ -133,13 +151,36 @@ def _open_storage(spec: StorageSpec, heartbeat: bool) -> optuna.storages.BaseSto
         kwargs: dict[str, Any] = {}
         if spec.url.startswith("sqlite"):
             kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
+        elif connect_timeout_s is not None and spec.url.startswith(("postgresql", "mysql")):
+            kwargs["engine_kwargs"] = {"connect_args": {"connect_timeout": int(connect_timeout_s)}}
         if heartbeat:
             kwargs.update(heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=GRACE_PERIOD_S,
                           heartbeat_stale_trial_callback=retry)
-        storage = optuna.storages.RDBStorage(spec.url, **kwargs)
+        storage = _rdb_storage(spec.url, kwargs)
     if spec.url.startswith("sqlite"):
         _sqlite_wal(storage)
     return storage
+
+
+def _rdb_storage(url: str, kwargs: dict[str, Any], attempts: int = 6) -> optuna.storages.RDBStorage:
+    """``RDBStorage(url)``, retried while other workers create the same new schema.
+
+    Workers that first open an empty PostgreSQL/MySQL database at the same moment all create
+    Optuna's tables; all but one fail (measured with 4 processes on PostgreSQL 15: 3 failed with
+    ``duplicate key value violates unique constraint "pg_type_typname_nsp_index"``). Opening
+    again then finds the tables. Local SQLite files are opened under a file lock instead.
+    """
+    import sqlalchemy.exc
+
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url, **kwargs)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as exc:
+            if attempt == attempts - 1:
+                raise
+            log.info("another worker is creating the study tables (%s); retrying", type(exc.orig).__name__)
+            time.sleep(0.2 + random.random())
+    raise AssertionError("unreachable")
 
 
 def _sqlite_wal(storage: optuna.storages.RDBStorage) -> None:
@@ -158,7 +199,8 @@ def _sqlite_wal(storage: optuna.storages.RDBStorage) -> None:
 
 
 def make_sampler(name: str, seed: int | None, n_objectives: int) -> optuna.samplers.BaseSampler:
-    """``nsga2`` | ``tpe`` | ``gp`` | ``random``; constraints come from ``trial.set_constraint``."""
+    """``nsga2`` | ``tpe`` | ``gp`` | ``random``; constraints come from each trial's ``constraints``
+    system attribute (:func:`tell_record`)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if name == "nsga2":
@@ -173,36 +215,66 @@ def make_sampler(name: str, seed: int | None, n_objectives: int) -> optuna.sampl
 
 
 def create_study(storage: optuna.storages.BaseStorage, study_name: str, directions: Sequence[str],
-                 sampler: str, seed: int | None, lock: Path | None = None) -> tuple[optuna.Study, int | None]:
+                 sampler: str, seed: int | None, lock: Path | None = None, *,
+                 metric_names: Sequence[str] | None = None,
+                 constraints: Sequence[str] = ()) -> tuple[optuna.Study, int | None, bool]:
     """Create or load the study (under ``lock``) with a ``sampler`` seeded for this worker.
 
-    Returns the study and the sampler seed used. The process that creates the study uses
+    ``metric_names`` (the objectives) become the study's metric names (``study.set_metric_names``:
+    optuna-dashboard labels its axes with them) and ``constraints`` (their texts, in the order of
+    each trial's ``constraints`` values) the study user attribute ``constraints``.
+
+    Returns the study, the sampler seed used and whether this process created the study: exactly
+    one process does, also among workers of several machines starting at once on a network
+    database (the storage refuses a second study of the same name), so that one alone queues the
+    baselines (:func:`enqueue_baselines`). The process that creates the study uses
     ``seed`` itself, so a fresh single-worker run is reproducible. A process that joins an
     existing study (a resumed run, or another worker on the same storage) gets a seed derived
     from ``seed``, its worker id and the number of trials already in the study: reusing ``seed``
     would replay the very proposals the study already holds (the random start of NSGA-II/TPE),
     which the objective's cache answers but which use up the trial budget.
-    Refuses a study whose objectives point elsewhere.
+    Refuses a study whose objectives point elsewhere or have other names.
     """
     with file_lock(lock) if lock is not None else contextlib.nullcontext():
+        n_before, used = 0, seed
         try:
-            existing = optuna.load_study(study_name=study_name, storage=storage)
-        except KeyError:
-            existing = None
-        n_before = 0 if existing is None else len(existing.get_trials(deepcopy=False))
-        used = seed if existing is None else derived_seed(seed, worker_id(), n_before)
-        study = optuna.create_study(storage=storage, study_name=study_name, directions=list(directions),
-                                    sampler=make_sampler(sampler, used, len(directions)), load_if_exists=True)
+            study = optuna.create_study(storage=storage, study_name=study_name, directions=list(directions),
+                                        sampler=make_sampler(sampler, seed, len(directions)))
+        except optuna.exceptions.DuplicatedStudyError:
+            n_before = len(optuna.load_study(study_name=study_name, storage=storage).get_trials(deepcopy=False))
+            used = derived_seed(seed, worker_id(), n_before)
+            study = optuna.load_study(study_name=study_name, storage=storage,
+                                      sampler=make_sampler(sampler, used, len(directions)))
+            created = False
+        else:
+            created = True
     have = [d.name.lower() for d in study.directions]
     if have != [d.lower() for d in directions]:
         raise StorageError(
             f"study {study_name!r} in this storage has directions {have}, but the space asks for "
             f"{list(directions)}; use another --study or --storage"
         )
-    if existing is not None:
+    _name_metrics(study, study_name, metric_names, constraints)
+    if not created:
         log.info("joined study %r (%d trials so far): sampler seed %s derived from seed %s",
                  study_name, n_before, used, seed)
-    return study, used
+    return study, used, created
+
+
+def _name_metrics(study: optuna.Study, study_name: str, metric_names: Sequence[str] | None,
+                  constraints: Sequence[str]) -> None:
+    """Set the metric names and constraint texts of a study that has none; refuse other names."""
+    if metric_names is not None:
+        have = study.metric_names
+        if have is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names(list(metric_names))
+        elif list(have) != list(metric_names):
+            raise StorageError(f"study {study_name!r} in this storage has objectives {list(have)}, but the space "
+                               f"asks for {list(metric_names)}; use another --study or --storage")
+    if constraints and STUDY_ATTR_CONSTRAINTS not in study.user_attrs:
+        study.set_user_attr(STUDY_ATTR_CONSTRAINTS, list(constraints))
 
 
 def derived_seed(seed: int | None, *parts: object) -> int | None:
@@ -230,9 +302,23 @@ def _process_start(pid: int) -> float | None:
         return None
 
 
-def tag_worker(trial: optuna.Trial) -> None:
-    """Record which process runs ``trial`` (for dead-worker detection on this host)."""
-    trial.set_user_attr(ATTR_WORKER, {"id": worker_id(), "start": _process_start(os.getpid())})
+def tag_worker(trial: optuna.Trial, *, heartbeat: bool = False) -> None:
+    """Record which process runs ``trial`` (for dead-worker detection on this host) and whether
+    it beats the RDB heartbeat (then workers on other hosts notice when it dies)."""
+    tag: dict[str, Any] = {"id": worker_id(), "start": _process_start(os.getpid())}
+    if heartbeat:
+        tag["heartbeat"] = True
+    trial.set_user_attr(ATTR_WORKER, tag)
+
+
+def recoverable(trial: FrozenTrial) -> bool:
+    """Whether a worker will notice if ``trial``'s process dies: it runs on this host (pid check)
+    or beats the RDB heartbeat (another worker fails it after the grace period)."""
+    worker, _ = trial_worker(trial)
+    tag = trial.user_attrs.get(ATTR_WORKER)
+    if isinstance(tag, dict) and tag.get("heartbeat"):
+        return True
+    return isinstance(worker, str) and worker.rpartition(":")[0] == socket.gethostname()
 
 
 def trial_worker(trial: FrozenTrial) -> tuple[str | None, float | None]:
@@ -290,8 +376,14 @@ def requeue(study: optuna.Study, trial: FrozenTrial) -> bool:
     return True
 
 
-def fail_dead_local_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Mark RUNNING trials of dead processes on this host FAIL and re-queue them. Returns them."""
+def fail_dead_local_trials(study: optuna.Study,
+                           describe: Callable[[FrozenTrial], Mapping[str, Any]] | None = None) -> list[FrozenTrial]:
+    """Mark RUNNING trials of dead processes on this host FAIL and re-queue them. Returns them.
+
+    ``describe(trial)`` gives the failed record of a dead trial (``TrialRecord.to_dict()``); it is
+    stored on the trial (:func:`search.backends._stored.store_record`) before the trial is marked,
+    so every run directory of the study rebuilds the same record.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)  # RDB heartbeat (no-op for journal storage)
@@ -303,6 +395,8 @@ def fail_dead_local_trials(study: optuna.Study) -> list[FrozenTrial]:
         try:
             storage.set_trial_user_attr(t._trial_id, ATTR_ERROR,  # noqa: SLF001
                                         f"WorkerDied: {trial_worker(t)[0]} exited while running")
+            if describe is not None:
+                store_record(storage, t._trial_id, describe(storage.get_trial(t._trial_id)))  # noqa: SLF001
             if not storage.set_trial_state_values(t._trial_id, TrialState.FAIL):  # noqa: SLF001
                 continue
         except optuna.exceptions.UpdateFinishedTrialError:
@@ -319,6 +413,15 @@ def started_count(study: optuna.Study) -> int:
     return sum(1 for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING)
 
 
+def worker_counts(study: optuna.Study) -> dict[str, int]:
+    """Finished (COMPLETE or FAIL) trials of ``study`` per worker (``host:pid``), most first."""
+    counts: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+        worker = trial_worker(t)[0] or "unknown"
+        counts[worker] = counts.get(worker, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
 def count_states(study: optuna.Study) -> dict[TrialState, int]:
     counts = {s: 0 for s in TrialState}
     for t in study.get_trials(deepcopy=False):
@@ -329,20 +432,32 @@ def count_states(study: optuna.Study) -> dict[TrialState, int]:
 def is_surplus(study: optuna.Study, trial_number: int, target: int) -> bool:
     """After asking: would running ``trial_number`` overshoot ``target`` complete trials?
 
-    Trials ahead of it (complete, or running with a smaller number) already fill the target.
-    Only needed when workers of several machines share a network database without a common lock.
+    Trials ahead of it (complete, or running or queued with a smaller number) already fill the
+    target. A queued (WAITING) trial with a smaller number is one a worker was popping while this
+    one was created (``ask`` takes queued trials first): it runs, so it counts. Only needed when
+    workers of several machines share a network database without a common lock.
     """
     ahead = 0
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
+    for t in study.get_trials(deepcopy=False,
+                              states=(TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)):
         if t.state == TrialState.COMPLETE or t.number < trial_number:
             ahead += 1
     return ahead >= target
 
 
-def enqueue_baselines(study: optuna.Study, baselines: Sequence[tuple[str, Mapping[str, Any]]]) -> int:
-    """Queue the labelled baseline (and seed) trials once per study (call under
-    :func:`autocompress.rundir.file_lock`). Returns how many."""
-    if not baselines or study.user_attrs.get(STUDY_ATTR_BASELINES) or study.get_trials(deepcopy=False):
+def enqueue_baselines(study: optuna.Study, baselines: Sequence[tuple[str, Mapping[str, Any]]], *,
+                      created: bool, locked: bool = True) -> int:
+    """Queue the labelled baseline (and seed) trials once per study. Returns how many.
+
+    The process that ``created`` the study queues them (other workers may already have asked for
+    trials: the baselines still run). A study left without them (its creator queued none) gets
+    them from the next process that finds it empty, when it holds the lock every worker of the
+    study shares (``locked``: a file storage); without one (a network database) only the creator
+    queues, since two workers would both find the study empty.
+    """
+    if study.user_attrs.get(STUDY_ATTR_BASELINES):
+        return 0
+    if not created and (not locked or study.get_trials(deepcopy=False)):
         return 0
     for label, params in baselines:
         study.enqueue_trial(dict(params), user_attrs={ATTR_BASELINE: label}, skip_if_exists=True)
@@ -363,9 +478,14 @@ def tell_record(study: optuna.Study, trial: optuna.Trial, record: Any, objective
 
     The values are the record's ``metrics``: a multi-fidelity trial's highest level (whose proxy
     steps ``record.steps`` names), so the study and optuna-dashboard agree with the run's reports.
-    Metrics go to the user attribute ``metrics`` (optuna-dashboard shows it), constraint
-    violations through ``trial.set_constraint`` (NSGA-II/TPE/GP read them), the record path and
-    feasibility to ``record``, and the error message of a failed trial to ``error``.
+    Metrics go to the user attribute ``metrics`` (optuna-dashboard shows it), the record path and
+    feasibility to ``record``, the error message of a failed trial to ``error``, and the whole
+    record to the storage (:func:`search.backends._stored.store_record`: other run directories of
+    the study rebuild it from there). Constraint violations go to the system attribute
+    ``constraints`` as one list in the space's order (their texts: the study user attribute
+    ``constraints``): the format Optuna itself writes for a sampler's ``constraints_func``, which
+    ``FrozenTrial.constraints``, ``study.best_trials``, the samplers *and* optuna-dashboard (which
+    reads no other) all read, so the dashboard's Pareto front is the run's feasible front.
     """
     summary = {k: v for k, v in record.metrics.items() if isinstance(v, (int, float, bool, str)) or v is None}
     trial.set_user_attr(ATTR_METRICS, summary)  # one write: each attribute is a storage transaction
@@ -382,11 +502,15 @@ def tell_record(study: optuna.Study, trial: optuna.Trial, record: Any, objective
         if values is not None and any(math.isnan(v) or math.isinf(v) for v in values):
             record.error = record.error or f"BadMetric: non-finite objective values {values}"
             values = None
+    storage = study._storage  # noqa: SLF001 - optuna exposes no public system-attribute setter
     if values is None:
         trial.set_user_attr(ATTR_ERROR, record.error or f"status {record.status}")
+        store_record(storage, trial._trial_id, record.to_dict())  # noqa: SLF001
         study.tell(trial, state=TrialState.FAIL)
         return TrialState.FAIL
-    for name, v in (record.constraints or {}).items():
-        trial.set_constraint(name, finite_violation(v))
+    if record.constraints:
+        storage.set_trial_system_attr(trial._trial_id, CONSTRAINTS_KEY,  # noqa: SLF001
+                                      [finite_violation(v) for v in record.constraints.values()])
+    store_record(storage, trial._trial_id, record.to_dict())  # noqa: SLF001
     study.tell(trial, values)
     return TrialState.COMPLETE

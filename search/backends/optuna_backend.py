@@ -2,12 +2,15 @@
 
 Semantics (documented for users in ``autocompress search --help``):
 
-- **Exact count, resumable.** The loop stops when the study holds ``trials`` COMPLETE trials
-  (counting live RUNNING ones of other workers). Rerunning the same command therefore only runs
-  the remainder; failed trials do not count and are replaced.
-- **Baselines** (``original``, ``uniform-prune-*``, ``uniform-int8``), then the sensitivity seeds
-  (``seed-flops-0.5``, ...), are enqueued once, when the study is new, under the study lock, so
-  neither a resume nor a second worker queues them again.
+- **Exact count, resumable.** The loop stops when the study holds ``trials`` COMPLETE trials.
+  While the last ones run in other workers, a worker waits for them when it would notice their
+  worker dying (same host, or the RDB heartbeat), so it can run their retries, and every worker
+  ends with the whole study in its exports; trials running where no death can be noticed (a
+  journal file shared with other hosts) are counted as done. Rerunning the same command therefore
+  only runs the remainder; failed trials do not count and are replaced.
+- **Baselines** (``original``, ``uniform-prune-*``, ``uniform-int8``) then the sensitivity seeds
+  (``seed-flops-0.5``, ...), are enqueued once, when the
+  study is new, under the study lock, so neither a resume nor a second worker queues them again.
 - **Workers.** ``workers=K`` runs K processes (this one plus K-1 spawned) on one storage; a file
   lock around count-and-ask keeps the total exact. Workers on other machines join by running the
   same command with the same ``--storage``/``--study``.
@@ -27,13 +30,14 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import socket
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.storages._heartbeat import get_heartbeat_thread
+from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
 from autocompress.errors import UserError
@@ -41,26 +45,30 @@ from autocompress.rundir import file_lock, read_run_info, record_path, write_rec
 from search._logging import setup_logging
 from search.backends._context import BackendResult, SearchContext
 from search.backends._progress import Progress
-from search.backends._records import failed_record, record_dead_trials
+from search.backends._records import failed_record, recover_dead_trials
 from search.backends._study import (
     ATTR_BASELINE,
     ATTR_ERROR,
     count_states,
     create_study,
     enqueue_baselines,
-    fail_dead_local_trials,
     is_surplus,
     open_storage,
     parse_storage,
+    recoverable,
     requeue,
-    started_count,
     tag_worker,
     tell_record,
+    trial_worker,
+    worker_counts,
 )
 from search.trial import run_trial
 from spaces.space import suggest_policy
 
 log = logging.getLogger("search")
+
+#: seconds between looks at the study while the last trials run in other workers
+WAIT_POLL_S = 1.0
 
 
 class SearchFailedError(UserError, RuntimeError):
@@ -75,15 +83,35 @@ class _Session:
         self.spec = parse_storage(ctx.storage, ctx.run_dir)
         self.storage = storage or open_storage(self.spec)
         self.lock = self.spec.lock_path(ctx.run_dir)
-        self.study, self.sampler_seed = create_study(self.storage, ctx.study, ctx.directions, ctx.sampler,
-                                                     ctx.seed, self.lock)
+        self.study, self.sampler_seed, self.created = create_study(self.storage, ctx.study, ctx.directions, ctx.sampler,
+                                                     ctx.seed, self.lock, metric_names=ctx.objectives,
+                                                     constraints=ctx.space.constraints)
         self.shared_lock = self.spec.path is not None  # every worker of this study sees this lock file
+        self.heartbeat = is_heartbeat_enabled(self.storage)
         self.objective = ctx.objective_factory(ctx.space, ctx.run_dir)
         self.dims = self.objective.dims
 
-    def record_dead(self, dead: list[FrozenTrial]) -> None:
-        """Failed records for trials whose worker died (see :func:`record_dead_trials`)."""
-        record_dead_trials(self.ctx.run_dir, self.ctx.space, self.dims, dead, seed=self.ctx.seed)
+    def recover_dead(self) -> list[FrozenTrial]:
+        """Fail, re-queue and record the trials of dead local workers (see :func:`recover_dead_trials`)."""
+        return recover_dead_trials(self.ctx.run_dir, self.study, self.ctx.space, self.dims, seed=self.ctx.seed)
+
+    def next_trial(self) -> optuna.Trial | str:
+        """Under the study lock: a new trial to run, ``"done"`` (the study holds its trials, or only
+        trials running elsewhere that nobody could recover are missing) or ``"wait"`` (the missing
+        trials run in other workers whose death would be noticed: wait, and run their retries)."""
+        with file_lock(self.lock):
+            self.recover_dead()
+            counts = count_states(self.study)
+            if counts[TrialState.COMPLETE] >= self.ctx.trials:
+                return "done"
+            if counts[TrialState.COMPLETE] + counts[TrialState.RUNNING] >= self.ctx.trials:
+                running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                return "wait" if any(recoverable(t) for t in running) else "done"
+            with warnings.catch_warnings():  # heartbeat outside Study.optimize: we run optuna's thread
+                warnings.simplefilter("ignore", UserWarning)
+                trial = self.study.ask()
+            tag_worker(trial, heartbeat=self.heartbeat)
+        return trial
 
 
 def _hv_reference(run_dir: Path) -> dict[str, float]:
@@ -98,8 +126,8 @@ def run_worker(ctx: SearchContext, *, main: bool = True, storage: optuna.storage
     s = _Session(ctx, storage)
     study = s.study
     with file_lock(s.lock):
-        s.record_dead(fail_dead_local_trials(study))
-        n = enqueue_baselines(study, ctx.initial_trials(s.dims))
+        s.recover_dead()
+        n = enqueue_baselines(study, ctx.initial_trials(s.dims), created=s.created, locked=s.shared_lock)
         if n:
             log.info("queued %d baseline and seed trials", n)
     done = count_states(study)[TrialState.COMPLETE]
@@ -108,20 +136,24 @@ def run_worker(ctx: SearchContext, *, main: bool = True, storage: optuna.storage
     deadline = time.monotonic() + ctx.timeout_s if ctx.timeout_s else None
     ran = 0
     consecutive = 0
+    waiting = False
     try:
         while True:
             if deadline is not None and time.monotonic() > deadline:
                 log.warning("search.timeout_s reached; stopping (rerun the same command to continue)")
                 break
-            with file_lock(s.lock):
-                s.record_dead(fail_dead_local_trials(study))
-                counts = count_states(study)
-                if counts[TrialState.COMPLETE] + counts[TrialState.RUNNING] >= ctx.trials:
-                    break
-                with warnings.catch_warnings():  # heartbeat outside Study.optimize: we run optuna's thread
-                    warnings.simplefilter("ignore", UserWarning)
-                    trial = study.ask()
-                tag_worker(trial)
+            trial = s.next_trial()
+            if trial == "done":
+                break
+            if trial == "wait":
+                if not waiting:
+                    log.info("waiting for the last trials, running in other workers (a trial whose worker dies "
+                             "is retried here)")
+                waiting = True
+                time.sleep(WAIT_POLL_S)
+                continue
+            waiting = False
+            assert isinstance(trial, optuna.Trial)
             if not s.shared_lock and is_surplus(study, trial.number, ctx.trials):
                 trial.set_user_attr(ATTR_ERROR, "Surplus: another machine's worker filled the requested count")
                 study.tell(trial, state=TrialState.PRUNED)
@@ -201,7 +233,7 @@ def run_optuna(ctx: SearchContext) -> BackendResult:
     """Run the search with ``ctx.workers`` local processes; return the study's final counts."""
     spec = parse_storage(ctx.storage, ctx.run_dir)
     storage = open_storage(spec)
-    before = _trial_count(storage, ctx.study)
+    before = _trial_numbers(storage, ctx.study)
     procs = []
     if ctx.workers > 1:
         mp = multiprocessing.get_context("spawn")
@@ -217,19 +249,24 @@ def run_optuna(ctx: SearchContext) -> BackendResult:
     bad = [p for p in procs if p.exitcode not in (0, None)]
     if bad:
         log.warning("%d worker process(es) exited with errors: %s", len(bad), [p.exitcode for p in bad])
-    return _result(spec, storage, ctx, before)
+    return _result(spec, storage, ctx, before, {os.getpid(), *(p.pid for p in procs)})
 
 
-def _trial_count(storage: optuna.storages.BaseStorage, study_name: str) -> int:
+def _trial_numbers(storage: optuna.storages.BaseStorage, study_name: str) -> set[int]:
     try:
         study = optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
-        return 0
-    return started_count(study)
+        return set()
+    return {t.number for t in study.get_trials(deepcopy=False)}
 
 
-def _result(spec, storage, ctx: SearchContext, before: int) -> BackendResult:
+def _result(spec, storage, ctx: SearchContext, before: set[int], pids: set[int]) -> BackendResult:
+    """The study's counts; ``ran`` counts the trials this run's processes ran (not those of the
+    other workers of a shared study), ``workers`` the finished trials of every worker."""
     study = optuna.load_study(study_name=ctx.study, storage=storage)
+    mine = {f"{socket.gethostname()}:{pid}" for pid in pids}
+    ran = sum(1 for t in study.get_trials(deepcopy=False) if t.number not in before
+              and t.state not in (TrialState.WAITING, TrialState.PRUNED) and trial_worker(t)[0] in mine)
     counts = count_states(study)
     complete, running = counts[TrialState.COMPLETE], counts[TrialState.RUNNING]
     stopped = None
@@ -237,6 +274,6 @@ def _result(spec, storage, ctx: SearchContext, before: int) -> BackendResult:
         stopped = f"{complete} of {ctx.trials} trials complete"
     elif complete < ctx.trials:
         log.info("this worker is done; %d trial(s) still running in other workers finish the study", running)
-    return BackendResult(complete=complete, failed=counts[TrialState.FAIL],
-                         ran=_trial_count(storage, ctx.study) - before,
-                         storage_url=spec.url, study=ctx.study, stopped_early=stopped)
+    return BackendResult(complete=complete, failed=counts[TrialState.FAIL], ran=ran,
+                         storage_url=spec.url, study=ctx.study, stopped_early=stopped,
+                         workers=worker_counts(study))

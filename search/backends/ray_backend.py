@@ -6,7 +6,8 @@
 - ``OptunaSearch`` is given the run's Optuna storage and study name, so every trial lands in
   the same study as the Optuna backend would write (``--storage``/``--study`` apply); the
   subclass :class:`_Searcher` tells results the way the Optuna backend does (metrics as user
-  attributes, constraints via ``set_constraint``, failed records as FAIL with the reason).
+  attributes, constraints as the ``constraints`` system attribute, the record in the storage,
+  failed records as FAIL with the reason).
 - The trainable builds the objective once per actor process (``reuse_actors=True``) and calls
   ``search.trial.run_trial``, which writes ``RUN/records/trial-N.json`` (N = Optuna trial number);
   the driver writes the same record again from the reported result, so the run directory is
@@ -45,7 +46,7 @@ from optuna.trial import TrialState
 from autocompress.rundir import TrialRecord, file_lock, read_run_info, write_record
 from search.backends._context import BackendResult, SearchContext
 from search.backends._progress import Progress
-from search.backends._records import record_dead_trials
+from search.backends._records import recover_dead_trials
 from search.backends._study import (
     ATTR_BASELINE,
     ATTR_ERROR,
@@ -53,13 +54,13 @@ from search.backends._study import (
     create_study,
     derived_seed,
     enqueue_baselines,
-    fail_dead_local_trials,
     make_sampler,
     open_storage,
     parse_storage,
     started_count,
     tag_worker,
     tell_record,
+    worker_counts,
 )
 from search.trial import run_trial
 from spaces.policy import Policy
@@ -252,10 +253,11 @@ def run_ray(ctx: SearchContext) -> BackendResult:
     # orphaned by a dead driver are recovered by the pid check (fail_dead_local_trials) instead
     storage = open_storage(spec, heartbeat=False)
     lock = spec.lock_path(ctx.run_dir)
-    study, sampler_seed = create_study(storage, ctx.study, ctx.directions, ctx.sampler, ctx.seed, lock)
+    study, sampler_seed, created = create_study(storage, ctx.study, ctx.directions, ctx.sampler, ctx.seed, lock,
+                                       metric_names=ctx.objectives, constraints=ctx.space.constraints)
     dims = ctx.objective_factory(ctx.space, ctx.run_dir).dims
     with file_lock(lock):
-        enqueue_baselines(study, ctx.initial_trials(dims))
+        enqueue_baselines(study, ctx.initial_trials(dims), created=created, locked=spec.path is not None)
     before = started_count(study)
     cpus = float(ctx.ray.get("cpus_per_trial") or 1)
     gpus = float(ctx.ray.get("gpus_per_trial") or 0)
@@ -272,7 +274,7 @@ def run_ray(ctx: SearchContext) -> BackendResult:
             restoring = attempt == 0 and restore is not None
             with file_lock(lock):
                 if not restoring:  # Tuner.restore resumes the dead driver's running trials itself
-                    record_dead_trials(ctx.run_dir, ctx.space, dims, fail_dead_local_trials(study), seed=ctx.seed)
+                    recover_dead_trials(ctx.run_dir, study, ctx.space, dims, seed=ctx.seed)
                 counts = count_states(study)
             if counts[TrialState.COMPLETE] >= ctx.trials:
                 break
@@ -304,7 +306,7 @@ def run_ray(ctx: SearchContext) -> BackendResult:
     complete = counts[TrialState.COMPLETE]
     short = None if complete >= ctx.trials else f"{complete} of {ctx.trials} trials complete"
     return BackendResult(complete=complete, failed=counts[TrialState.FAIL], ran=started_count(study) - before,
-                         storage_url=spec.url, study=ctx.study, stopped_early=short)
+                         storage_url=spec.url, study=ctx.study, stopped_early=short, workers=worker_counts(study))
 
 
 __all__ = ["run_ray"]

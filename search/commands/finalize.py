@@ -32,6 +32,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--no-onnx", action="store_true", help="skip the ONNX export")
     p.add_argument("--device", default="cpu", help="training device: cpu, cuda, cuda:N, mps (default cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-sync", action="store_true",
+                   help="do not first read the records of other workers of a shared study from its storage")
     p.add_argument("--format", choices=("table", "json"), default="table", help="output format (default table)")
     p.set_defaults(func=run)
     return p
@@ -42,6 +44,10 @@ def run(args: argparse.Namespace) -> int:
     from search.finalize import finalize
 
     check_device(args.device)
+    if not args.no_sync:
+        from search.study_records import sync_records
+
+        sync_records(args.run)
     m = finalize(args.run, args.pick, trial=args.trial, epochs=args.epochs, kd=not args.no_kd,
                  device=args.device, onnx=not args.no_onnx, progress=not args.no_progress)
     if args.format == "json":

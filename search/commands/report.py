@@ -18,13 +18,17 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "report", help="report of a search run: Pareto plots, table, policies, progress (HTML/Markdown/JSON)",
         description="Write a report of a search run directory. HTML is one self-contained file that opens "
                     "offline; Markdown comes with PNG figures beside it; JSON is the data behind every figure. "
-                    "Also refreshes RUN/trials.csv, RUN/pareto.csv and RUN/recipes/.")
+                    "Also refreshes RUN/trials.csv, RUN/pareto.csv and RUN/recipes/. When the run's study is "
+                    "shared (--storage/--study of several workers) and its storage can be reached, the records "
+                    "of the other workers' trials are first rebuilt from it, so the report covers the whole study.")
     p.add_argument("run", type=Path, help="run directory written by `autocompress search`")
     p.add_argument("--out", "-o", default=None,
                    help="output file (default RUN/report.html, RUN/report.md or RUN/report.json; '-' = stdout "
                         "for json/md)")
     p.add_argument("--format", "-f", choices=FORMATS, default=None,
                    help="html, md or json (default: from --out's suffix, else html)")
+    p.add_argument("--no-sync", action="store_true",
+                   help="do not first read the records of other workers of a shared study from its storage")
     p.add_argument("--no-figures", action="store_true",
                    help="html: do not also write the static PNG/SVG figures into RUN/figures/")
     p.set_defaults(func=run)
@@ -45,6 +49,10 @@ def run(args: argparse.Namespace) -> int:
     if args.out not in (None, "-"):
         check_out_file(args.out)
     fmt = _format(args)
+    if not args.no_sync:
+        from search.study_records import sync_records
+
+        sync_records(args.run)
     data = report_data(args.run)
     if fmt == "json":
         text = json.dumps(data, indent=1, allow_nan=False)

@@ -135,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         json.dump({"run_dir": str(result.run_dir), "complete": result.complete, "failed": result.failed,
                    "ran": result.ran, "storage": result.storage_url, "study": result.study,
+                   "workers": result.workers, "synced": len(result.synced),
                    "wall_time_s": round(result.wall_time_s, 2), "stopped_early": result.stopped_early,
                    "exports": sorted(exports)}, sys.stdout, indent=2)
         sys.stdout.write("\n")

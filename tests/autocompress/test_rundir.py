@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -40,6 +42,23 @@ def _record(trial: int, acc: float | None, flops: float | None, **kw) -> TrialRe
     metrics = {k: v for k, v in (("accuracy", acc), ("flops", flops)) if v is not None}
     return TrialRecord(trial=trial, status=kw.pop("status", "complete"), policy={}, policy_hash=f"h{trial}",
                        metrics=metrics, **kw)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_written_files_have_the_mode_of_a_plain_new_file(tmp_path, umask):
+    """Records, run.json and exports are written through a temporary file (mkstemp: 0600); they end
+    with the mode ``open(path, "w")`` gives (what the HTML report gets): 0644 under umask 022."""
+    old = os.umask(umask)
+    try:
+        path = write_record(tmp_path, _record(1, 90.0, 1e6))
+        write_run_info(tmp_path, _info())
+        atomic_write_text(tmp_path / "trials.csv", "a,b\n")
+        (tmp_path / "report.html").write_text("<html></html>")
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (path, tmp_path / "run.json", tmp_path / "trials.csv")}
+    assert modes == dict.fromkeys(modes, stat.S_IMODE((tmp_path / "report.html").stat().st_mode))
+    assert set(modes.values()) == {0o666 & ~umask}
 
 
 def test_records_and_run_info_round_trip(tmp_path):

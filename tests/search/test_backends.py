@@ -117,8 +117,11 @@ def test_exact_count_resume_and_baselines(tmp_path, space):
         assert t.values == [rec.metrics[m] for m in space.objectives]
         assert t.user_attrs["metrics"]["accuracy"] == rec.metrics["accuracy"]
         assert t.user_attrs["record"]["path"].endswith(f"trial-{rec.trial:05d}.json")
-        assert set(t.constraints) == {"accuracy_drop <= 5.0"}
-        assert (t.constraints["accuracy_drop <= 5.0"] <= 0) == rec.feasible
+        # one list in the space's order: what optuna (FrozenTrial.constraints) and optuna-dashboard read
+        assert t.system_attrs["constraints"] == [rec.constraints["accuracy_drop <= 5.0"]]
+        assert (t.constraints["0"] <= 0) == rec.feasible
+    assert study.user_attrs["constraints"] == ["accuracy_drop <= 5.0"]  # the names of the values
+    assert study.metric_names == list(space.objectives)  # optuna-dashboard's axis labels
     assert any(not rec.feasible for rec in records)  # uniform-prune-0.5 drops > 5 points
     # rerun with the same count: nothing to do
     r2 = run_search(space, run, trials=6, objective_factory=Factory(), progress=False)

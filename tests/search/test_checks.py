@@ -71,7 +71,8 @@ CASES = {
     "report-config": (["report", "{t}/bad-config"], "bad-config/config.yaml: not a valid search space"),
     "finalize-config": (["finalize", "{t}/bad-config"], "bad-config/config.yaml: not a valid search space"),
     # 5. a one-class dataset
-    "one-class": (["finetune", "--model", "resnet20", "--dataset", "imagefolder", "--data-dir", "{t}/one", "--out", "{t}/o"],
+    "one-class": (["finetune", "--model", "resnet20", "--dataset", "imagefolder", "--data-dir", "{t}/one",
+                   "--out", "{t}/o"],
                   "imagefolder {t}/one: 1 class found (cat); at least 2 needed"),
     # 6. failing after the output folder was made: it goes again
     "search-data-dir": (["search", "--set", "data.dataset=imagefolder", "--set", "data.data_dir={t}/missing",

@@ -122,10 +122,12 @@ def test_two_processes_share_one_sqlite_study(tmp_path):
     assert [t.state for t in study.trials].count(TrialState.COMPLETE) == 9
     assert len(study.trials) == 9
     assert sum(1 for t in study.trials if "baseline" in t.user_attrs) == 4  # queued once, not twice
-    recs = [r for i in range(2) for r in read_records(tmp_path / f"w{i}")]
-    assert sorted(r.trial for r in recs) == list(range(9))
     workers = {t.user_attrs["worker"]["id"] for t in study.trials}
     assert len(workers) == 2  # both processes ran trials
+    for i in range(2):  # each run directory holds the whole study: its own trials and the other's
+        recs = read_records(tmp_path / f"w{i}")
+        assert [r.trial for r in recs] == list(range(9))
+        assert {r.worker for r in recs} == workers
 
 
 def test_workers_flag_runs_local_processes(tmp_path, capfd):
