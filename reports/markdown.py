@@ -14,7 +14,7 @@ from autocompress.rundir import Run
 from reports._format import fmt
 from reports.data import report_data
 from reports.figures import write_figures
-from reports.html import DASHBOARD_HELP, HEADINGS, pareto_table_columns
+from reports.html import DASHBOARD_HELP, heading, pareto_table_columns
 from reports.tables import flatten
 
 
@@ -64,7 +64,7 @@ def render_markdown(data: dict[str, Any], run_dir: Path, out_path: Path, figures
         recipe = rel(run_dir / "recipes" / f"trial-{t}.yaml")
         rows.append([name] + [fmt(col, row.get(col)) for col in cols] + [row.get("summary") or "",
                                                                         f"[{recipe}]({recipe})"])
-    parts.append(_table(["trial"] + [HEADINGS.get(col, col) for col in cols] + ["policy", "recipe"], rows))
+    parts.append(_table(["trial"] + [heading(col) for col in cols] + ["policy", "recipe"], rows))
     pareto_figs = [p for p in figures if p.name.startswith("pareto-") and p.suffix == ".png"]
     policy_figs = [p for p in figures if p.name.startswith("policy-") and p.suffix == ".png"]
     if pareto_figs:

@@ -48,7 +48,7 @@ from spaces._space_config import (
     SpaceQuant,
     resolve_path,
 )
-from spaces._space_constraints import Constraint, parse_constraint
+from spaces._space_constraints import METRIC_NAME, Constraint, parse_constraint
 from spaces._space_dims import Dim, baseline_params, expand, policy_from_params, suggest_policy, uniform_params
 from spaces._space_seeds import RatioFit, params_for_ratios, prune_groups, quant_units, ratio_grid, seed_params
 
@@ -102,7 +102,8 @@ def space_from_dict(data: dict[str, Any], *, source: str | None = None) -> Searc
 
 
 __all__ = [
-    "BUILTIN_DIR", "BaselineSpec", "Budget", "Constraint", "Dim", "LatencyBudget", "Range", "SearchSettings",
+    "BUILTIN_DIR", "METRIC_NAME", "BaselineSpec", "Budget", "Constraint", "Dim", "LatencyBudget", "Range",
+    "SearchSettings",
     "SearchSpace", "SpaceData", "SpaceDistill", "SpaceError", "SpaceModel", "SpacePrune", "SpaceQuant",
     "RatioFit", "baseline_params", "expand", "list_spaces", "load_space", "params_for_ratios", "parse_constraint",
     "policy_from_params", "prune_groups", "quant_units", "ratio_grid", "resolve_path", "seed_params",
