@@ -2,12 +2,15 @@
 trial records, measurements and reports.
 
 A metric name is a key of :data:`METRICS`. A metric marked ``per_batch`` may also be named with
-a batch size, ``NAME@BATCH`` (for example ``latency@128`` once per-batch latency is measured):
-:func:`lookup` resolves such a name to its base metric, so directions and descriptions stay
-defined once. No metric is per-batch yet.
+a batch size, ``NAME@BATCH``: :func:`lookup` resolves such a name to its base metric, so
+directions and descriptions stay defined once. ``latency`` is per-batch: a space whose
+``budget.latency.batch`` lists several batches (``[1, 128]``) measures ``latency`` at the first
+(the primary batch, unchanged names) and ``latency@128`` at each other batch.
 
 Besides the metrics, a trial's measured values carry the details in :data:`DETAILS` (the
-latency ratio's confidence interval and the busy flag).
+latency ratio's confidence interval and the busy flag). The details of a per-batch metric are
+named the same way: ``latency_ci_low@128``, ``latency_ci_high@128``, ``latency_busy@128``
+(:data:`BATCH_KEYS`, :func:`at_batch`, :func:`batch_keys`).
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("params", "minimize", "parameter count"),
     Metric("size", "minimize", "weight bytes at the policy's bit-widths"),
     Metric("bops", "minimize", "bit-operations: sum over layers of MACs x w_bits x a_bits"),
-    Metric("latency", "minimize", "latency ratio to the original model, measured interleaved (lower is faster)"),
+    Metric("latency", "minimize", "latency ratio to the original model, measured interleaved (lower is faster)",
+           per_batch=True),
     Metric("latency_ratio", "minimize", "same as latency"),
 )}
 
@@ -48,6 +52,30 @@ DETAILS: dict[str, str] = {
     "latency_ci_high": "upper end of the latency ratio's 95% bootstrap confidence interval",
     "latency_busy": "the machine was busy while latency was measured (the ratio is suspect)",
 }
+
+
+#: the keys measured once per latency batch: ``latency@B`` and its details ``latency_ci_low@B`` ...
+#: (the primary batch's carry no suffix, and ``latency_ratio`` repeats its ``latency``)
+BATCH_KEYS = ("latency", "latency_ci_low", "latency_ci_high", "latency_busy")
+
+
+def at_batch(name: str, batch: int | None) -> str:
+    """``NAME@BATCH`` (``NAME`` itself when ``batch`` is None: the primary batch)."""
+    return name if batch is None else f"{name}@{int(batch)}"
+
+
+def split_batch(name: str) -> tuple[str, int | None]:
+    """``("latency", 128)`` for ``latency@128``; ``(name, None)`` for a name without a batch
+    (or with one that is not a positive integer)."""
+    base, sep, batch = name.partition("@")
+    if sep and batch.isdigit() and int(batch) > 0:
+        return base, int(batch)
+    return name, None
+
+
+def batch_keys(batch: int | None) -> tuple[str, ...]:
+    """The keys a latency measurement at ``batch`` fills (:data:`BATCH_KEYS` at that batch)."""
+    return tuple(at_batch(k, batch) for k in BATCH_KEYS)
 
 
 def lookup(name: str) -> Metric | None:
@@ -64,9 +92,10 @@ def is_metric(name: str) -> bool:
     return lookup(name) is not None
 
 
-def metric_names() -> list[str]:
-    """Every metric an objective or constraint may name (per-batch variants not listed)."""
-    return list(METRICS)
+def metric_names(batches: tuple[int, ...] | list[int] = ()) -> list[str]:
+    """Every metric an objective or constraint may name: the base names, plus ``NAME@B`` of each
+    per-batch metric for each batch in ``batches`` (a space's other latency batches)."""
+    return list(METRICS) + [at_batch(m.name, b) for b in batches for m in METRICS.values() if m.per_batch]
 
 
 def direction(name: str) -> Direction:
@@ -77,5 +106,5 @@ def direction(name: str) -> Direction:
     return metric.direction
 
 
-__all__ = ["DETAILS", "DIRECTIONS", "METRICS", "Direction", "Metric", "direction", "is_metric", "lookup",
-           "metric_names"]
+__all__ = ["BATCH_KEYS", "DETAILS", "DIRECTIONS", "METRICS", "Direction", "Metric", "at_batch", "batch_keys",
+           "direction", "is_metric", "lookup", "metric_names", "split_batch"]

@@ -25,8 +25,8 @@ Default reference point (:func:`default_reference`)
     - ``accuracy_drop`` (minimise, points): the reference accuracy (i.e. accuracy 0).
     - absolute costs ``flops``, ``params``, ``size``, ``bops`` (minimise): ``1.1 x`` the original
       model's value, so the uncompressed model itself still contributes a thin slab.
-    - ratio costs ``flops_ratio``, ``latency``, ``latency_ratio`` (minimise; 1.0 = original):
-      ``1.1``.
+    - ratio costs ``flops_ratio``, ``latency``, ``latency_ratio`` (minimise; 1.0 = original),
+      and the latency at any other batch, ``latency@128``: ``1.1``.
 
     A run may fix its own point in ``RunInfo.hv_reference``; that wins over the default.
 
@@ -62,7 +62,7 @@ from typing import Any
 
 import numpy as np
 
-from autocompress.metrics import DIRECTIONS
+from autocompress.metrics import DIRECTIONS, lookup
 
 #: metrics whose default reference / ideal is defined by :func:`default_reference`
 PERCENT_METRICS = ("accuracy", "top5")
@@ -292,10 +292,16 @@ def crowding_distance(points: np.ndarray | Sequence[Sequence[float]], directions
     return dist
 
 
+def _batch_ratio(metric: str) -> bool:
+    """``latency@128``: a ratio cost measured at another batch."""
+    found = lookup(metric)
+    return "@" in metric and found is not None and found.name in RATIO_COSTS
+
+
 def _metric_reference(metric: str, reference_metrics: Mapping[str, Any]) -> float:
     if metric in PERCENT_METRICS:
         return 0.0
-    if metric in RATIO_COSTS:
+    if metric in RATIO_COSTS or _batch_ratio(metric):
         return COST_MARGIN
     if metric in DROP_METRICS:
         acc = reference_metrics.get("accuracy")

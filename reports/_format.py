@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from autocompress.metrics import split_batch
+
 
 def exact(value: Any) -> str:
     """Exact text of a value (``repr`` of floats round-trips), "" for missing."""
@@ -30,6 +32,7 @@ def fmt(metric: str, value: Any) -> str:
         return "-"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return str(value)
+    metric = split_batch(metric)[0]  # latency@128 shows as latency
     if metric in ("accuracy", "top5", "test_accuracy", "top1"):
         return f"{value:.2f}%"
     if metric in ("accuracy_drop", "vs.accuracy_drop"):

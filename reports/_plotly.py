@@ -10,7 +10,9 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from autocompress import pareto as _pareto
+from autocompress.metrics import at_batch, split_batch
 from reports._format import by_baseline, complete_rows, fmt, label_kind, truthy
+from reports.data import batch_columns
 
 TEMPLATE = "plotly_white"
 COLORS = {"pareto": "#d62728", "feasible": "#1f77b4", "infeasible": "#b0b0b0", "line": "#d62728"}
@@ -31,12 +33,22 @@ def _text_position(name: str) -> str:
     return by_baseline(name, BASELINE_TEXT, "top right")
 
 
+def _ci_keys(metric: str) -> tuple[str, str] | None:
+    """The confidence-interval columns of a latency metric (``latency_ci_low@128`` for ``latency@128``)."""
+    base, batch = split_batch(metric)
+    if base not in ("latency", "latency_ratio"):
+        return None
+    return at_batch("latency_ci_low", batch), at_batch("latency_ci_high", batch)
+
+
 def _latency_ci(points: list[dict[str, Any]], x: str) -> dict[str, Any] | None:
     """Asymmetric error bars from the latency ratio's confidence interval, when measured."""
-    if x not in ("latency", "latency_ratio") or not any(p.get("latency_ci_low") is not None for p in points):
+    keys = _ci_keys(x)
+    if keys is None or not any(p.get(keys[0]) is not None for p in points):
         return None
-    hi = [max(0.0, p["latency_ci_high"] - p[x]) if p.get("latency_ci_high") is not None else 0.0 for p in points]
-    lo = [max(0.0, p[x] - p["latency_ci_low"]) if p.get("latency_ci_low") is not None else 0.0 for p in points]
+    low, high = keys
+    hi = [max(0.0, p[high] - p[x]) if p.get(high) is not None else 0.0 for p in points]
+    lo = [max(0.0, p[x] - p[low]) if p.get(low) is not None else 0.0 for p in points]
     return {"type": "data", "symmetric": False, "array": hi, "arrayminus": lo, "thickness": 1, "width": 2,
             "color": "rgba(80,80,80,0.45)"}
 
@@ -53,9 +65,10 @@ def _hover(row: dict[str, Any], metrics: list[str]) -> str:
     for m in metrics:
         if row.get(m) is not None:
             lines.append(f"{m}: {fmt(m, row[m])}")
-            if m in ("latency", "latency_ratio") and row.get("latency_ci_low") is not None:
-                lines[-1] += f" (95% CI {fmt(m, row['latency_ci_low'])}-{fmt(m, row.get('latency_ci_high'))})"
-    if truthy(row.get("latency_busy")):
+            keys = _ci_keys(m)
+            if keys and row.get(keys[0]) is not None:
+                lines[-1] += f" (95% CI {fmt(m, row[keys[0]])}-{fmt(m, row.get(keys[1]))})"
+    if any(truthy(v) for k, v in row.items() if split_batch(k)[0] == "latency_busy"):
         lines.append("latency measured on a busy machine")
     lines.append(row.get("summary") or "")
     return "<br>".join(lines)
@@ -65,7 +78,8 @@ def scatter(data: dict[str, Any], proj: dict[str, Any]) -> go.Figure:
     """Scatter of ``proj['y']`` vs ``proj['x']``: Pareto points joined, baselines labelled, infeasible grey."""
     x, y = proj["x"], proj["y"]
     rows = complete_rows(data, x, y)
-    metrics = list(dict.fromkeys([x, y] + [m for m in HOVER_METRICS if m in data["columns"]]))
+    metrics = list(dict.fromkeys([x, y] + [m for m in HOVER_METRICS if m in data["columns"]]
+                                 + batch_columns(data["columns"])))
     fig = go.Figure()
 
     def add(points: list[dict[str, Any]], name: str, **marker: Any) -> None:

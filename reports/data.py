@@ -31,7 +31,7 @@ import pandas as pd
 from autocompress import pareto as _pareto
 from autocompress.fidelity import audit_summary
 from autocompress.metrics import direction as metric_direction
-from autocompress.metrics import is_metric
+from autocompress.metrics import is_metric, split_batch
 from autocompress.rundir import Run, load_run, read_audit_noise, read_audit_records, require_complete
 from compress.sensitivity import SensitivityMap
 from reports.tables import pareto_frame, read_csv, trials_frame, write_exports
@@ -60,8 +60,16 @@ LABELS = {
 
 
 def label(metric: str) -> str:
-    """Axis label of a metric."""
+    """Axis label of a metric (``latency@128``: the latency at batch 128)."""
+    base, batch = split_batch(metric)
+    if batch is not None and base in LABELS:
+        return LABELS[base].replace(" / original", f" at batch {batch} / original", 1)
     return LABELS.get(metric, metric)
+
+
+def batch_columns(columns: Any) -> list[str]:
+    """The ``latency@B`` columns of a trials table (the latency at the other measured batches)."""
+    return [c for c in columns if split_batch(str(c))[0] == "latency" and split_batch(str(c))[1] is not None]
 
 
 def direction(metric: str, objectives: list[tuple[str, str]]) -> str:
@@ -113,7 +121,7 @@ def _projections(objectives: list[tuple[str, str]], trials: pd.DataFrame) -> lis
     pairs: list[tuple[str, str]] = []
     obj_costs = [m for m, _ in objectives if m != acc]
     same = {"latency_ratio": "latency", "flops_ratio": "flops"}
-    for cost in obj_costs + [c for c in PLOT_COSTS if c not in obj_costs]:
+    for cost in obj_costs + [c for c in (*PLOT_COSTS, *batch_columns(present)) if c not in obj_costs]:
         if cost in obj_costs or (cost in present and same.get(cost) not in present):
             if cost in present and acc in present:
                 pairs.append((cost, acc))

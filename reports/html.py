@@ -19,10 +19,11 @@ from typing import Any
 
 from plotly.offline import get_plotlyjs
 
+from autocompress.metrics import at_batch, split_batch
 from autocompress.rundir import Run
 from reports import _plotly
 from reports._format import audit_budget, exact, fidelity_rows, fmt, interval, noise_text, regret_rows, workers_text
-from reports.data import NO_AUDIT, report_data
+from reports.data import NO_AUDIT, batch_columns, report_data
 from reports.tables import flatten
 
 DASHBOARD_HELP = "pip install optuna-dashboard; optuna-dashboard sqlite:///RUN/study.db"
@@ -121,8 +122,12 @@ def pareto_table_columns(data: dict[str, Any]) -> list[str]:
     """Columns of the Pareto table: objectives, other key metrics, change vs original."""
     cols = data["columns"]
     objectives = [m for m, _ in data["run"]["objectives"]]
-    metrics = [m for m in ("accuracy", "flops", "latency", "size", "bops") if m in cols and m not in objectives]
-    vs = [c for c in ("vs.accuracy_drop", "vs.flops_speedup", "vs.latency_speedup", "vs.size_ratio") if c in cols]
+    batches = batch_columns(cols)  # latency@B at the other measured batches
+    metrics = [m for m in ("accuracy", "flops", "latency", *batches, "size", "bops")
+               if m in cols and m not in objectives]
+    speedups = [at_batch("vs.latency_speedup", split_batch(b)[1]) for b in batches]
+    vs = [c for c in ("vs.accuracy_drop", "vs.flops_speedup", "vs.latency_speedup", *speedups, "vs.size_ratio")
+          if c in cols]
     return objectives + metrics + vs
 
 
@@ -130,11 +135,19 @@ HEADINGS = {"vs.accuracy_drop": "accuracy drop", "vs.flops_speedup": "FLOPs spee
             "vs.latency_speedup": "latency speed-up", "vs.size_ratio": "size / original"}
 
 
+def heading(column: str) -> str:
+    """A table heading (``vs.latency_speedup@128``: latency speed-up b128)."""
+    base, batch = split_batch(column)
+    if batch is not None and base in HEADINGS:
+        return f"{HEADINGS[base]} b{batch}"
+    return HEADINGS.get(column, column)
+
+
 def _pareto_table(data: dict[str, Any], run_dir: Path, out_dir: Path) -> str:
     cols = pareto_table_columns(data)
     by_trial = {r["trial"]: r for r in data["trials"]}
     ties = front_ties(data)
-    head = "".join(f"<th title='{_e(c)}'>{_e(HEADINGS.get(c, c))}</th>" for c in cols)
+    head = "".join(f"<th title='{_e(c)}'>{_e(heading(c))}</th>" for c in cols)
     rows = []
     for t in data["pareto"]:
         r = by_trial[t]

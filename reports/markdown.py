@@ -14,7 +14,7 @@ from autocompress.rundir import Run
 from reports._format import audit_budget, fidelity_rows, fmt, interval, noise_text, regret_rows, workers_text
 from reports.data import NO_AUDIT, report_data
 from reports.figures import write_figures
-from reports.html import DASHBOARD_HELP, HEADINGS, front_ties, pareto_table_columns
+from reports.html import DASHBOARD_HELP, front_ties, heading, pareto_table_columns
 from reports.tables import flatten
 
 
@@ -87,7 +87,7 @@ def render_markdown(data: dict[str, Any], run_dir: Path, out_path: Path, figures
         recipe = rel(run_dir / "recipes" / f"trial-{t}.yaml")
         rows.append([name] + [fmt(col, row.get(col)) for col in cols] + [row.get("summary") or "",
                                                                         f"[{recipe}]({recipe})"])
-    parts.append(_table(["trial"] + [HEADINGS.get(col, col) for col in cols] + ["policy", "recipe"], rows))
+    parts.append(_table(["trial"] + [heading(col) for col in cols] + ["policy", "recipe"], rows))
     pareto_figs = [p for p in figures if p.name.startswith("pareto-") and p.suffix == ".png"]
     policy_figs = [p for p in figures if p.name.startswith("policy-") and p.suffix == ".png"]
     if pareto_figs:

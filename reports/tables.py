@@ -9,7 +9,8 @@ Columns of :func:`trials_frame` (one row per trial, ordered by trial number):
   first; the metrics and ``finetune.steps`` are the highest level's);
 - every metric under its own name (``accuracy``, ``flops``, ``latency``, ``latency_ci_low`` ...);
 - change vs the original model (from ``RunInfo.reference``): ``vs.accuracy_drop`` (points),
-  ``vs.flops_speedup`` (original FLOPs / FLOPs), ``vs.latency_speedup`` (1 / latency ratio),
+  ``vs.flops_speedup`` (original FLOPs / FLOPs), ``vs.latency_speedup`` (1 / latency ratio; at every
+  other latency batch ``B``, ``latency@B`` and ``vs.latency_speedup@B``),
   ``vs.size_ratio``, ``vs.bops_ratio``, ``vs.params_ratio`` (value / original);
 - ``time.<phase>`` seconds (``prune``, ``finetune``, ``evaluate``, ``cost``, ``latency``, ``total``);
 - ``violation.<constraint>`` (<= 0 satisfied);
@@ -32,6 +33,7 @@ from typing import Any
 
 import pandas as pd
 
+from autocompress.metrics import at_batch, split_batch
 from autocompress.pareto import knee_point, non_dominated
 from autocompress.rundir import Run, atomic_write_text, eligible, load_run
 from search.recipes import recipe_policy
@@ -84,6 +86,10 @@ def _vs_original(metrics: dict[str, Any], reference: dict[str, Any]) -> dict[str
     lat = lat if lat is not None else num(metrics, "latency_ratio")
     if lat:
         out["vs.latency_speedup"] = 1.0 / lat
+    for key in metrics:  # latency@B of the other latency batches
+        base, batch = split_batch(key)
+        if base == "latency" and batch is not None and num(metrics, key):
+            out[at_batch("vs.latency_speedup", batch)] = 1.0 / float(metrics[key])
     for m in ("size", "bops", "params"):
         v, r = num(metrics, m), num(reference, m)
         if v is not None and r:

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from autocompress.errors import UserError
+from autocompress.metrics import at_batch
 from autocompress.rundir import atomic_path, atomic_write_json, file_lock
 from compress.apply import Compressed
 from compress.data import DataBundle, get_dataset
@@ -217,11 +218,17 @@ class Baseline:
             return model
 
     # ----- reference ---------------------------------------------------------------------
+    def _latency_key(self) -> bool | list[int]:
+        """The reference cache key's latency part: whether latency is measured (and, with several
+        batches, which; a single batch keeps the key of earlier runs)."""
+        batches = self.space.budget.latency.batches
+        return list(batches) if self.space.needs_latency and len(batches) > 1 else self.space.needs_latency
+
     def _load_or_measure_reference(self) -> dict[str, Any]:
         path = self.run_dir / "baseline" / "reference.json"
         d = self.space.to_dict()
         key = self._key({"model": d["model"], "data": d["data"], "val_limit": d["budget"]["val_limit"],
-                         "latency": self.space.needs_latency, "spec": dataclasses.asdict(self.spec),
+                         "latency": self._latency_key(), "spec": dataclasses.asdict(self.spec),
                          "v": REFERENCE_VERSION})
         with file_lock(self.run_dir / "baseline" / ".reference.lock"):
             if path.is_file():
@@ -233,8 +240,9 @@ class Baseline:
             m = measure(self.model, input_size=self.input_size, loader=self.val_loader(), quant=QuantSpec(),
                         device=self.device, progress=self.progress)
             metrics = {**m.to_dict(), "accuracy_drop": 0.0, "flops_ratio": 1.0}
-            if self.space.needs_latency:
-                metrics.update(latency=1.0, latency_ratio=1.0)  # the original against itself
+            if self.space.needs_latency:  # the original against itself, at every batch
+                metrics.update({"latency": 1.0, "latency_ratio": 1.0,
+                                **{at_batch("latency", b): 1.0 for b in self.space.budget.latency.other_batches}})
             metrics["val_images"] = m.images
             log.info("reference metrics measured in %.1f s", time.perf_counter() - t0)
             atomic_write_json(path, {"key": key, "metrics": metrics})

@@ -154,6 +154,7 @@ def _final_metrics(baseline: Baseline, out: Compressed, *, latency: bool = True)
         "latency_ci_high": val.latency_ci_high,
         "latency_busy": val.latency_busy,
         "speedup": 1.0 / ratio if ratio is not None and ratio > 0 else None,
+        **val.batch_metrics(speedup=True),  # latency@B, its CI, busy flag and speedup@B per other batch
     }
     if test.top5 is not None:
         metrics["test_top5"] = test.top5

@@ -7,7 +7,8 @@
     ``autocompress.pareto.knee_point``.
 ``"max METRIC [where COND [and COND ...]]"`` / ``"min METRIC ..."``
     Among feasible complete trials, the best ``METRIC`` subject to conditions such as
-    ``latency_ratio <= 0.5`` (the constraint syntax of search spaces).
+    ``latency_ratio <= 0.5`` or ``latency@128 <= 0.3`` (the constraint syntax of search spaces; ``@B``
+    names the latency at another batch the run measured).
 ``trial=N``
     Trial ``N`` (any complete trial).
 
@@ -25,9 +26,9 @@ from autocompress.errors import UserError
 from autocompress.metrics import is_metric, metric_names
 from autocompress.pareto import knee_index
 from autocompress.rundir import Run, pareto_records
-from spaces.space import Constraint, parse_constraint
+from spaces.space import METRIC_NAME, Constraint, parse_constraint
 
-_PICK_RE = re.compile(r"^\s*(max|min)\s+([A-Za-z_][A-Za-z0-9_]*)\s*(?:where\s+(.+?))?\s*$", re.IGNORECASE)
+_PICK_RE = re.compile(rf"^\s*(max|min)\s+({METRIC_NAME})\s*(?:where\s+(.+?))?\s*$", re.IGNORECASE)
 PICK_HELP = ("'knee', or 'max METRIC [where COND and COND ...]' / 'min METRIC ...', e.g. "
              "'max accuracy where latency_ratio <= 0.5'")
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from autocompress.metrics import direction, metric_names
+from autocompress.metrics import METRICS, direction, lookup, metric_names
 from spaces._schema import FieldError, SchemaError, join_path, to_dict
 from spaces._space_constraints import Constraint, parse_constraint
 from spaces.policy import ACT_BITS, CRITERIA, WEIGHT_BITS, FinetuneSpec, LayerBits, ModelSpec, model_family
@@ -294,12 +294,15 @@ class LatencyBudget:
     ``device``: ``cpu``, ``cuda`` or ``cuda:N``. ``backend``: ``torch`` (CPU or CUDA, CUDA events),
     ``onnxruntime`` (CPU) or ``tensorrt`` (CUDA only: an engine built from the exported ONNX;
     ``pip install -e '.[gpu]'``).
+    ``batch``: one batch size or a list of distinct ones (``[1, 128]``): the first is the primary
+    batch (metric ``latency``), each other ``B`` is measured too (metric ``latency@B``), each with
+    ``rounds`` interleaved rounds, back to back under one hold of the latency lock.
     """
 
     measure: Literal["auto", "always", "never"] = "auto"
     device: str = "cpu"
     backend: Literal["torch", "onnxruntime", "tensorrt"] = "torch"
-    batch: int = 1
+    batch: int | tuple[int, ...] = 1
     threads: int | None = 2
     rounds: int = 20
     warmup_s: float = 0.5
@@ -308,6 +311,16 @@ class LatencyBudget:
     def on_cuda(self) -> bool:
         """Whether latency is measured on a CUDA device."""
         return self.device.startswith("cuda")
+
+    @property
+    def batches(self) -> tuple[int, ...]:
+        """Every latency batch, the primary one first."""
+        return (self.batch,) if isinstance(self.batch, int) else tuple(self.batch)
+
+    @property
+    def other_batches(self) -> tuple[int, ...]:
+        """The batches measured besides the primary one (metrics ``latency@B``)."""
+        return self.batches[1:]
 
     def __post_init__(self) -> None:
         errors: list[FieldError] = []
@@ -318,10 +331,27 @@ class LatencyBudget:
                "torch, tensorrt with device cuda")
         _check(errors, self.backend != "onnxruntime" or not self.on_cuda, "backend", self.backend,
                "onnxruntime is timed on the CPU only: allowed torch, tensorrt with device cuda")
-        _check(errors, self.batch >= 1, "batch", self.batch, "must be >= 1")
+        if isinstance(self.batch, list):
+            object.__setattr__(self, "batch", tuple(self.batch))
+        errors.extend(_batch_errors(self.batch))
         _check(errors, self.rounds >= 3, "rounds", self.rounds, "must be >= 3")
         _check(errors, self.threads is None or self.threads >= 1, "threads", self.threads, "must be >= 1 or null")
         _raise(errors)
+
+
+def _batch_errors(batch: Any) -> list[FieldError]:
+    """``budget.latency.batch``: an integer >= 1 or a non-empty list of distinct ones."""
+    if isinstance(batch, int) and not isinstance(batch, bool):
+        return [] if batch >= 1 else [FieldError("batch", batch, "must be >= 1")]
+    if not isinstance(batch, tuple):  # the loader reported the wrong type already
+        raise TypeError(f"budget.latency.batch = {batch!r}: expected an integer or a list of integers")
+    allowed = "allowed an integer >= 1 or a list of distinct integers >= 1 (the first is the primary batch)"
+    if not batch:
+        return [FieldError("batch", [], allowed)]
+    ok = all(isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in batch)
+    if not ok or len(set(batch)) != len(batch):
+        return [FieldError("batch", list(batch), allowed)]
+    return []
 
 
 def _default_proxy_finetune() -> FinetuneSpec:
@@ -450,7 +480,7 @@ class SearchSpace:
 
     def __post_init__(self) -> None:
         errors: list[FieldError] = []
-        known = metric_names()
+        known = metric_names(self._other_batches())
         _check(errors, len(self.objectives) >= 1, "objectives", [], f"give at least one of {', '.join(known)}")
         for i, name in enumerate(self.objectives):
             _check(errors, name in known, join_path("objectives", i), name, f"allowed {', '.join(known)}")
@@ -458,9 +488,12 @@ class SearchSpace:
                "each objective at most once")
         for i, text in enumerate(self.constraints):
             try:
-                parse_constraint(text)
+                metric = parse_constraint(text).metric
             except ValueError as exc:
                 errors.append(FieldError(join_path("constraints", i), text, str(exc)))
+                continue
+            _check(errors, metric in known, join_path("constraints", i), text,
+                   f"{metric} is not measured (budget.latency.batch); allowed metrics {', '.join(known)}")
         errors.extend(self._target_errors())
         _raise(errors)
         if isinstance(self.prune, SpacePrune) and self.prune.round_to is None:
@@ -468,6 +501,11 @@ class SearchSpace:
             lat = getattr(self.budget, "latency", None)
             on_cuda = isinstance(lat, LatencyBudget) and lat.on_cuda
             object.__setattr__(self, "prune", dataclasses.replace(self.prune, round_to=8 if on_cuda else 1))
+
+    def _other_batches(self) -> tuple[int, ...]:
+        """The latency batches besides the primary one (none when the budget failed to load)."""
+        lat = getattr(self.budget, "latency", None)
+        return lat.other_batches if isinstance(lat, LatencyBudget) else ()
 
     def _target_errors(self) -> list[FieldError]:
         """The quantization target must run where latency is timed."""
@@ -505,7 +543,7 @@ class SearchSpace:
         if mode != "auto":
             return mode == "always"
         used = set(self.objectives) | {c.metric for c in self.parsed_constraints}
-        return bool(used & {"latency", "latency_ratio"})
+        return any(lookup(m) in (METRICS["latency"], METRICS["latency_ratio"]) for m in used)
 
     @property
     def study_name(self) -> str:

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from autocompress.metrics import is_metric, metric_names
 
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
-_CONSTRAINT_RE = re.compile(rf"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(<=|>=|<|>)\s*({_NUMBER})\s*$")
+#: a metric name, ``latency@128`` included (a per-batch metric at another latency batch)
+METRIC_NAME = r"[A-Za-z_][A-Za-z0-9_]*(?:@\d+)?"
+_CONSTRAINT_RE = re.compile(rf"^\s*({METRIC_NAME})\s*(<=|>=|<|>)\s*({_NUMBER})\s*$")
 
 OPERATORS = ("<=", ">=", "<", ">")
 
@@ -55,4 +57,4 @@ def parse_constraint(text: str) -> Constraint:
     return Constraint(text=text.strip(), metric=metric, op=op, bound=float(bound))
 
 
-__all__ = ["OPERATORS", "Constraint", "parse_constraint"]
+__all__ = ["METRIC_NAME", "OPERATORS", "Constraint", "parse_constraint"]

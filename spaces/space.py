@@ -54,7 +54,7 @@ from spaces._space_config import (
     SpaceQuant,
     resolve_path,
 )
-from spaces._space_constraints import Constraint, parse_constraint
+from spaces._space_constraints import METRIC_NAME, Constraint, parse_constraint
 from spaces._space_dims import Dim, baseline_params, expand, policy_from_params, suggest_policy, uniform_params
 from spaces._space_seeds import RatioFit, params_for_ratios, prune_groups, quant_units, ratio_grid, seed_params
 
@@ -108,8 +108,8 @@ def space_from_dict(data: dict[str, Any], *, source: str | None = None) -> Searc
 
 
 __all__ = [
-    "BUILTIN_DIR", "BaselineSpec", "Budget", "Constraint", "Dim", "FidelitySettings", "LatencyBudget", "Range",
-    "SearchSettings", "SeedSettings",
+    "BUILTIN_DIR", "METRIC_NAME", "BaselineSpec", "Budget", "Constraint", "Dim", "FidelitySettings", "LatencyBudget",
+    "Range", "SearchSettings", "SeedSettings",
     "SearchSpace", "SpaceData", "SpaceDistill", "SpaceError", "SpaceModel", "SpacePrune", "SpaceQuant",
     "RatioFit", "baseline_params", "expand", "list_spaces", "load_space", "params_for_ratios", "parse_constraint",
     "policy_from_params", "prune_groups", "quant_units", "ratio_grid", "resolve_path", "seed_params",

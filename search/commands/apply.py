@@ -9,7 +9,9 @@ Writes to DIR:
   and the compressed model's ``compress.measure.Measurement`` (metric names: ``flops``, ``params``,
   ``size``, ``bops``; after also ``flops_ratio`` and ``latency_ratio`` vs. the original, timed
   interleaved, with ``latency_ci_low``/``latency_ci_high``/``latency_busy``); ``ratios``;
-  ``speedup`` and ``latency_timing`` (batch, threads, milliseconds); precision per layer, notes, timings;
+  ``speedup`` and ``latency_timing`` (batch, threads, milliseconds); with ``--latency-batch 1,128`` every
+  other batch ``B`` adds ``after.latency@B`` (and its CI/busy keys), ``speedup@B`` and ``latency_timing@B``;
+  precision per layer, notes, timings;
 * ``summary.txt``: a short human table (also printed), ``apply.log``: the log of the run.
 """
 
@@ -28,6 +30,7 @@ from torch import nn
 
 from search.cli import CLIError
 from search.commands._inputs import checkpoint_file, split_accuracy
+from search.commands._latency import batch_list, ratio_outputs, ratio_rows
 from search.commands._table import format_table
 from spaces.policy import Policy, QuantSpec
 
@@ -78,7 +81,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     budget.add_argument("--epochs", type=float, default=None, help="override the recipe's fine-tune epochs")
     budget.add_argument("--steps", type=int, default=None, help="override the recipe's fine-tune steps")
     p.add_argument("--device", default="cpu", help="device for fine-tuning: cpu, cuda, cuda:N, mps (default cpu)")
-    p.add_argument("--latency-batch", type=int, default=1, help="batch size for the latency comparison")
+    p.add_argument("--latency-batch", type=batch_list, default=(1,), metavar="B[,B...]",
+                   help="batch size(s) for the latency comparison, e.g. 1,128 (default 1)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for the latency comparison")
     p.add_argument("--no-latency", action="store_true", help="skip the latency comparison")
     p.add_argument("--eval-limit", type=int, default=None,
@@ -129,8 +133,8 @@ def _check_args(args: argparse.Namespace) -> None:
     from search.checks import check_data_dir, check_device, check_out_dir
 
     check_device(args.device)
-    if args.latency_batch < 1 or args.threads < 1:
-        raise CLIError(f"--latency-batch {args.latency_batch} / --threads {args.threads}: must be >= 1")
+    if args.threads < 1:
+        raise CLIError(f"--threads {args.threads}: must be >= 1")
     check_data_dir(args.data_dir)
     if args.verify:
         changed = [flag for flag, value in (("--out", args.out), ("--no-finetune", args.no_finetune),
@@ -241,7 +245,7 @@ def _run(args: argparse.Namespace, policy, ckpt: Path, data_args: tuple[str, str
 
     t0 = time.perf_counter()
     save_compressed(out, result.policy, result.model)
-    example = next(iter(data.loader("val", args.latency_batch, shuffle=False)))[0]
+    example = next(iter(data.loader("val", args.latency_batch[0], shuffle=False)))[0]
     try:
         onnx_report: Any = _plain(export_onnx(
             result.deploy, out / "model.onnx", example[:1],
@@ -288,11 +292,8 @@ def _measure(original: nn.Module, result: Any, input_size: int, layers: list[str
     b, a = before.to_dict(), after.to_dict()
     out: dict[str, Any] = {"before": b, "after": a,
                            "ratios": {k: round(a[k] / b[k], 4) if b[k] else None for k in COSTS}}
-    timing = after.timing
-    if isinstance(timing, LatencyRatio):
-        out["speedup"] = round(1.0 / timing.ratio, 3) if timing.ratio else None
-        out["latency_timing"] = {"batch": int(example.shape[0]), "threads": setup.threads, "backend": setup.backend,
-                                 "compressed_ms": timing.a.median_ms, "original_ms": timing.b.median_ms}
+    if isinstance(after.timing, LatencyRatio):
+        out.update(ratio_outputs(after, setup))  # speedup, latency_timing (and @B for the other batches)
     return out
 
 
@@ -329,12 +330,7 @@ def _summary(m: dict[str, Any]) -> str:
         rows.append((key, _fmt_int(m["before"][key]), _fmt_int(m["after"][key]), f"{m['ratios'][key]:.3f}"))
     rows.append(("size", f"{m['before']['size'] / 1024:.1f} KiB", f"{m['after']['size'] / 1024:.1f} KiB",
                  f"{m['ratios']['size']:.3f}"))
-    lat, after = m.get("latency_timing"), m["after"]
-    if lat:
-        rows.append((f"latency b{lat['batch']}", f"{lat['original_ms']:.2f} ms" if lat["original_ms"] else "",
-                     f"{lat['compressed_ms']:.2f} ms" if lat["compressed_ms"] else "",
-                     f"{after['latency_ratio']:.3f} [{after['latency_ci_low']:.3f}, {after['latency_ci_high']:.3f}]"
-                     + (" (busy)" if after["latency_busy"] else "")))
+    rows += ratio_rows(m)  # one per latency batch
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = [m["summary"], ""]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]

@@ -9,7 +9,7 @@ read with ``compress.artifact.load_compressed``); its bit-widths then count in s
 ``--format json`` prints ``accuracy`` (``top1``, ``top5``, ``n`` of the split), the metrics of
 ``compress.measure.measure`` by name (``flops``, ``params``, ``size``, ``bops``) and, unless
 ``--no-latency``, ``latency_stats`` (absolute timings of this model alone: there is no original
-to take a ratio to).
+to take a ratio to); with ``--latency-batch 1,128`` also ``latency_stats@128`` for each other batch.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from search.cli import CLIError
+from search.commands._latency import batch_list, stats_outputs
 from search.commands._table import format_table, si
 
 log = logging.getLogger("autocompress.evaluate")
@@ -52,7 +53,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default cpu)")
     p.add_argument("--latency", action=argparse.BooleanOptionalAction, default=True,
                    help="measure latency (default on)")
-    p.add_argument("--latency-batch", type=int, default=1, help="batch size for latency (default 1)")
+    p.add_argument("--latency-batch", type=batch_list, default=(1,), metavar="B[,B...]",
+                   help="batch size(s) for latency, e.g. 1,128 (default 1)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for latency (default 2)")
     p.add_argument("--latency-backend", choices=("torch", "onnxruntime"), default="torch",
                    help="latency backend (default torch)")
@@ -107,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_device(args.device)
     check_data_dir(args.data_dir)
-    for name in ("batch_size", "latency_batch", "threads"):
+    for name in ("batch_size", "threads"):
         if getattr(args, name) < 1:
             raise CLIError(f"--{name.replace('_', '-')} = {getattr(args, name)}: must be >= 1")
     data = get_dataset(args.dataset, args.data_dir, normalization=args.normalization, input_size=args.input_size)
@@ -129,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
                        latency=setup)
     result.update(measured.to_dict())
     if measured.timing is not None:
-        result["latency_stats"] = measured.timing.to_dict()
+        result.update(stats_outputs(measured))  # latency_stats (and latency_stats@B for the other batches)
     if args.format == "json":
         print(json.dumps(result, indent=2))
     else:
@@ -148,12 +150,13 @@ def _table(r: dict[str, Any]) -> str:
         rows.append(("top-5", f"{acc['top5']:.2f} %"))
     rows += [("FLOPs (MACs)", si(r["flops"])), ("params", si(r["params"])),
              ("size", f"{r['size'] / 2**20:.3f} MiB"), ("BOPs", si(r["bops"]))]
-    lat = r.get("latency_stats")
-    if lat:
+    for key in [k for k in r if k.split("@")[0] == "latency_stats"]:
+        lat = r[key]
         busy = f"BUSY: {lat['busy_reason']}" if lat["busy"] else "no"
         rows += [
-            ("latency", f"median {lat['median_ms']:.3f} ms, IQR {lat['iqr_ms']:.3f} ms, {lat['runs']} runs "
-                        f"(batch {lat['batch']}, {lat['threads']} threads, {lat['backend']} on {lat['device']})"),
+            (f"latency b{lat['batch']}", f"median {lat['median_ms']:.3f} ms, IQR {lat['iqr_ms']:.3f} ms, "
+                                         f"{lat['runs']} runs ({lat['threads']} threads, {lat['backend']} on "
+                                         f"{lat['device']})"),
             ("machine busy", busy),
         ]
     return format_table(rows, ("metric", "value"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from search.commands._latency import speedup_rows
 from search.commands._table import format_table, si
 from search.picking import PICK_HELP
 
@@ -62,9 +63,7 @@ def run(args: argparse.Namespace) -> int:
         ("FLOPs", si(m["flops"]), f"x{m['flops_ratio']:.3f} of the original"),
         ("params", si(m["params"]), ""),
         ("size", si(m["size"], "B"), f"x{m['size_ratio']:.3f} of the original"),
-        ("latency", f"x{m['latency_ratio']:.3f}", f"speed-up x{m['speedup']:.2f} "
-                                                  f"(95% CI {m['latency_ci_low']:.3f}-{m['latency_ci_high']:.3f}"
-                                                  f"{', machine busy' if m['latency_busy'] else ''})"),
+        *speedup_rows(m),  # latency at every measured batch
         ("files", ", ".join(m["files"]), f"{args.run}/final/"),
     ]
     print(format_table(rows, ("", "value", "notes")))

@@ -343,6 +343,54 @@ def test_measurement_is_keyed_by_metric_names():
     assert m.latency == m.latency_ratio
 
 
+def test_measurement_keys_of_other_batches():
+    from autocompress.metrics import DETAILS, METRICS, is_metric, lookup, split_batch
+    from compress.measure import BatchLatency, Measurement
+
+    first, other = BatchLatency(0.5, 0.4, 0.6, False), BatchLatency(0.3, 0.25, 0.35, True)
+    m = Measurement(flops=10, latency_ratio=0.5, latency_ci_low=0.4, latency_ci_high=0.6, latency_busy=False,
+                    per_batch={1: first, 128: other})
+    assert list(m.to_dict()) == ["flops", "latency", "latency_ratio", "latency_ci_low", "latency_ci_high",
+                                 "latency_busy", "latency@128", "latency_ci_low@128", "latency_ci_high@128",
+                                 "latency_busy@128"]
+    assert m.to_dict()["latency@128"] == 0.3 and m.to_dict()["latency_busy@128"] is True
+    assert m.batch_metrics(speedup=True)["speedup@128"] == pytest.approx(1 / 0.3) and "speedup" not in m.to_dict()
+    assert is_metric("latency@128") and lookup("latency@128").direction == "minimize"
+    assert {split_batch(k)[0] for k in m.batch_metrics()} <= set(METRICS) | set(DETAILS)
+
+
+def test_measure_times_every_batch_back_to_back(tmp_path, monkeypatch):
+    """``LatencySetup(batch=(1, 4))``: one comparison per batch, all under one hold of the latency lock."""
+    from compress.measure import LatencyRatio, LatencySetup, measure, read_lock_log
+
+    log_path = tmp_path / "holds.jsonl"
+    monkeypatch.setenv("AUTOCOMPRESS_LATENCY_LOG", str(log_path))
+    model, original = conv_stack(8), conv_stack(16)
+    setup = LatencySetup(batch=(1, 4), rounds=3, warmup_s=0.05, threads=1)
+    assert setup.batches == (1, 4) and LatencySetup().batches == (1,)
+    example = torch.randn(3, 3, 16, 16)  # the primary batch's input; batch 4 repeats its rows
+    m = measure(model, input_size=16, costs=False, latency=setup, original=original, example=example)
+    assert list(m.batch_timing) == [1, 4] and list(m.per_batch) == [1, 4]
+    assert all(isinstance(t, LatencyRatio) for t in m.batch_timing.values())
+    assert m.batch_timing[1].a.batch == 3 and m.batch_timing[4].a.batch == m.batch_timing[4].b.batch == 4
+    assert m.timing is m.batch_timing[1] and m.latency_ratio == m.per_batch[1].ratio == m.batch_timing[1].ratio
+    d = m.to_dict()
+    assert d["latency@4"] == pytest.approx(m.batch_timing[4].ratio) and d["latency@4"] > 0
+    assert d["latency_ci_low@4"] <= d["latency@4"] <= d["latency_ci_high@4"] and isinstance(d["latency_busy@4"], bool)
+    assert len(read_lock_log(log_path)) == 1  # both batches inside one outermost hold
+    alone = measure(model, input_size=16, costs=False, latency=LatencySetup(batch=(2, 5), warmup_s=0.05,
+                                                                           min_time_s=0.05, threads=1))
+    assert [t.batch for t in alone.batch_timing.values()] == [2, 5] and alone.to_dict() == {}
+
+
+@pytest.mark.parametrize("batch", [(), (1, 1), (0,), 0])
+def test_latency_setup_refuses_bad_batches(batch):
+    from compress.measure import LatencySetup
+
+    with pytest.raises(ValueError, match="latency batch"):
+        LatencySetup(batch=batch)
+
+
 def test_measure_a_model_against_the_original():
     from compress.measure import LatencyRatio, LatencySetup, LatencyStats, measure
 
