@@ -6,10 +6,10 @@ Every candidate starts from the same shared checkpoint, adapted once to the JPEG
 epochs of the space's ``budget.final`` schedule, KD from the same teacher: the adapted model) through
 the one code path ``autocompress finalize`` and ``audit`` use. Three families:
 
-1. **searched**: ``autocompress search`` (objectives from the space, ``--set`` to change them),
-   then ``autocompress audit`` (the feasible front plus a stratified sample, fine-tuned ``E``
-   epochs), then the finalized points are the audited feasible front, or up to ``--max-searched``
-   points spread along latency;
+1. **searched**: ``autocompress search`` (objectives accuracy, FLOPs, latency at b1 and b128 by
+   default; ``--set`` to change them), then ``autocompress audit`` of up to ``--max-searched``
+   feasible Pareto points spread along latency plus a stratified sample of ``--audit-sample`` other
+   feasible trials (each fine-tuned ``E`` epochs); the audited front points are the finalized ones;
 2. **uniform**: the same ratio on every prunable channel group (block and stage groups) for each
    ``--uniform-ratios`` x ``--uniform-precisions`` (float, int8);
 3. **peer**: NVIDIA ModelOpt FastNAS (``benchmarks/peer_fastnas.py``; ``pip install -e '.[bench]'``)

@@ -13,6 +13,7 @@ import numpy as np
 from _headline.context import Context
 
 from autocompress.rundir import load_run, pareto_records
+from search.audit import select_trials
 from search.finalize import final_policy, finetune_and_measure
 from search.recipes import recipe_policy
 from spaces.policy import Policy
@@ -120,9 +121,10 @@ def searched(ctx: Context, args: argparse.Namespace) -> None:
     """Search, audit, then store the finalized front (audited points reused, others fine-tuned)."""
     run = str(ctx.run_dir)
     _cli("search", str(ctx.space_file), "--out", run, "--trials", str(args.trials))
-    _cli("audit", run, "--epochs", f"{args.budget_epochs:g}", "--sample", str(args.audit_sample))
     loaded = load_run(ctx.run_dir)
     chosen = spread(pareto_records(loaded), args.max_searched, _latency_key(loaded))
+    audit_set = sorted({r.trial for r in chosen} | set(_sampled(loaded, args.audit_sample)))
+    _cli("audit", run, "--epochs", f"{args.budget_epochs:g}", "--trials", ",".join(map(str, audit_set)))
     audited = audit_rows(ctx.run_dir)
     for rec in chosen:
         label = f"searched-t{rec.trial}"
@@ -132,6 +134,13 @@ def searched(ctx: Context, args: argparse.Namespace) -> None:
             _point_from_audit(ctx, label, policy, row, args.budget_epochs)
         finalize_point(ctx, label, "searched", policy, args.budget_epochs,
                        {"trial": rec.trial, "proxy": dict(rec.metrics)})
+
+
+def _sampled(run: Any, k: int) -> list[int]:
+    """The audit's stratified sample of ``k`` feasible non-Pareto trials (its default selection minus
+    the front): the finalized points plus these give the proxy-fidelity figures."""
+    front = {r.trial for r in pareto_records(run)}
+    return [t for t in select_trials(run, sample=k) if t not in front]
 
 
 def _latency_key(run: Any) -> str:
