@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         families.peer(ctx, args)
     if not args.no_latency:
         timing.time_points(ctx, args)
-    result = report.write(ctx, args, wall_s=time.perf_counter() - t0)
+    result = report.write(ctx, args, wall_s=time.perf_counter() - t0, argv=sys.argv[1:] if argv is None else argv)
     print(report.table(result))
     return 0
 

@@ -11,8 +11,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import os
 import platform
+import shlex
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -111,21 +115,35 @@ def summarize(points: list[dict[str, Any]]) -> dict[str, Any]:
             "c_fastest_within_1pt": {str(b): fastest_within(points, b) for b in (1, 128)}}
 
 
-def write(ctx: Context, args: argparse.Namespace, *, wall_s: float) -> dict[str, Any]:
+def write(ctx: Context, args: argparse.Namespace, *, wall_s: float, argv: list[str]) -> dict[str, Any]:
+    """``headline.json`` and ``headline.png`` of every stored point. The wall time of this invocation is
+    appended to ``OUT/invocations.json``; the total over every invocation that built ``OUT`` (resumed
+    runs, families run separately) is ``wall_time_total_s``."""
+    log_path = ctx.out / "invocations.json"
+    runs = json.loads(log_path.read_text())["invocations"] if log_path.is_file() else []
+    runs.append({"argv": list(argv), "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                 "wall_time_s": round(wall_s, 1)})
+    atomic_write_json(log_path, {"invocations": runs})
     points = sorted(ctx.points(), key=lambda p: (FAMILIES.index(p["family"]), p["label"]))
     result = {"model": args.model, "budget_epochs": args.budget_epochs, "trials": args.trials,
-              "command": "python benchmarks/bench_headline.py " + " ".join(_argv(args)),
-              "machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads},
-              "wall_time_s": round(wall_s, 1), "headline": summarize(points), "points": points}
+              "command": "python benchmarks/bench_headline.py " + shlex.join(argv),
+              "machine": _machine(args), "wall_time_s": round(wall_s, 1),
+              "wall_time_total_s": round(sum(r["wall_time_s"] for r in runs), 1), "invocations": runs,
+              "headline": summarize(points), "points": points}
     atomic_write_json(ctx.out / "headline.json", result)
     _figure(points, ctx.out / "headline.png")
     return result
 
 
-def _argv(args: argparse.Namespace) -> list[str]:
-    out = [f"--model {args.model}", f"--budget-epochs {args.budget_epochs:g}", f"--trials {args.trials}",
-           f"--out {args.out}"]
-    return out + [f"--set {o}" for o in args.overrides]
+def _machine(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        model = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        model = cpu
+    return {"cpu": model, "cores": os.cpu_count(), "threads": args.threads, "torch": torch.__version__}
 
 
 def table(result: dict[str, Any]) -> str:
