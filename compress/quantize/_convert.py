@@ -84,6 +84,24 @@ def _x86_qconfigs(bits_of: dict, fixed: list[str]):
     return mapping
 
 
+@torch.no_grad()
+def snap_weights_to_grid(model: nn.Module, weight_bits: dict[str, int], method: WeightMethod = "mse") -> nn.Module:
+    """Round the weights of the named layers of ``model`` in place onto their per-channel
+    ``w``-bit symmetric grid (``{layer: w}``; the scale of :func:`weight_scale` with ``method``).
+
+    Every channel's largest magnitude then lies on ``+-qmax`` of its grid, so a later per-channel
+    INT8 quantizer (which maps the largest magnitude to its own maximum) keeps the grid exactly
+    for ``w = 8``, and a BN fold (a per-channel factor) keeps it too. Returns ``model``.
+    """
+    for name, bits in weight_bits.items():
+        w = model.get_submodule(name).weight
+        scale = weight_scale(w, bits, method)
+        q = weight_qmax(bits)
+        shape = (-1,) + (1,) * (w.dim() - 1)
+        w.copy_(torch.clamp(torch.round(w / scale.view(shape)), -q, q) * scale.view(shape))
+    return model
+
+
 def _convert_x86(model: nn.Module, quant: QuantSpec, calib_loader: Iterable, example: torch.Tensor,
                  calib_batches: int, weight_method: WeightMethod) -> DeployResult:
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
@@ -95,14 +113,7 @@ def _convert_x86(model: nn.Module, quant: QuantSpec, calib_loader: Iterable, exa
         notes.append("no layer below 16 bits: the float model is returned")
         return DeployResult(model, {n: "fp32" for n in bits_of}, notes, "x86")
     fixed = [n for n in _fixed_layers(model)]
-    with torch.no_grad():
-        for name in int_layers:
-            w = model.get_submodule(name).weight
-            b = bits_of[name].w
-            scale = weight_scale(w, b, weight_method)
-            q = weight_qmax(b)
-            shape = (-1,) + (1,) * (w.dim() - 1)
-            w.copy_(torch.clamp(torch.round(w / scale.view(shape)), -q, q) * scale.view(shape))
+    snap_weights_to_grid(model, {n: bits_of[n].w for n in int_layers}, weight_method)
     torch.backends.quantized.engine = "x86"
     mapping = _x86_qconfigs(bits_of, fixed)
     with warnings.catch_warnings():

@@ -14,10 +14,10 @@ from compress._apply_recipes import RECIPES_DIR, shipped, uniform_block_inner
 from compress.apply import Compressed, apply, validate
 from compress.models import build_model, get_model
 from spaces.policy import DistillSpec, FinetuneSpec, LayerBits, Policy, PolicyError, PruneSpec, QuantSpec
+from tests.compress.conftest import SIZE
 
 RECIPES = sorted(RECIPES_DIR.glob("*.yaml"))
 TINY = FinetuneSpec(steps=3, batch_size=32, lr=0.01)
-SIZE = 16  # digits at 16x16 keep every forward cheap
 FAST = dict(calib_batches=2, bn_recal_batches=2, progress=False)
 
 
@@ -91,25 +91,6 @@ def test_data_is_required_for_finetune_and_quantization():
 
 
 # ----- end to end on digits ----------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def digits():
-    from compress.data import get_dataset
-
-    return get_dataset("digits", input_size=SIZE)
-
-
-@pytest.fixture(scope="module")
-def trained(digits):
-    """A resnet20 briefly trained on digits (so accuracy comparisons mean something)."""
-    from compress.train import fit
-
-    torch.manual_seed(0)
-    model = get_model("resnet20")
-    fit(model, digits.loader("train", 32, shuffle=True), FinetuneSpec(steps=80, batch_size=32, lr=0.05),
-        progress=False)
-    return model.eval()
-
-
 def _accuracy(model, digits) -> float:
     from compress.measure import evaluate
 
