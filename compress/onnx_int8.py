@@ -320,3 +320,22 @@ def export_onnx_int8(model: nn.Module, quant: QuantSpec, calib: Iterable, path: 
     return Int8Export(path=str(path), int8_layers=tuple(int_layers), float_layers=tuple(n for n in bits_of
                                                                                         if n not in int_layers),
                       padded_convs=padded, calibrated_ranges=len(ranges), size_bytes=path.stat().st_size)
+
+
+@contextlib.contextmanager
+def latency_subject(compressed: Any, backend: str, calib: Iterable) -> Iterator[nn.Module | Path]:
+    """What a latency measurement on ``backend`` should time for a ``compress.apply.Compressed``.
+
+    ``onnxruntime`` and a policy with x86 INT8 layers: the ORT-native INT8 ONNX (what users
+    deploy), written to a temporary file from ``calib`` batches and removed on exit. Otherwise
+    ``compressed.deploy`` (the FX INT8 or float module; ``compare_latency`` exports a float
+    module for ONNX Runtime itself).
+    """
+    from compress.models import quantizable_layers
+
+    if backend != "onnxruntime" or not needs_int8_onnx(compressed.policy.quant, quantizable_layers(compressed.model)):
+        yield compressed.deploy
+        return
+    with tempfile.TemporaryDirectory(prefix="autocompress-latency-") as tmp:
+        info = export_onnx_int8(compressed.model, compressed.policy.quant, calib, Path(tmp) / "model.onnx")
+        yield Path(info.path)

@@ -19,7 +19,8 @@ The chosen recipe is fine-tuned with the space's ``budget.final`` schedule (``ep
 overrides its length) with knowledge distillation from the original model (``distill.alpha``
 0 becomes 0.5 unless ``kd=False``), then scored on val and **test**, its costs and measured
 speed-up reported, and exported: ``RUN/final/{policy.yaml, model.pt}``
-(``compress.artifact.save_compressed``), ``model.onnx`` (``compress.export.export_onnx``),
+(``compress.artifact.save_compressed``), ``model.onnx`` (``compress.export.export_compressed``:
+the ORT-native INT8 ONNX for x86 INT8 policies, verified by its accuracy on val),
 ``recipe.yaml`` (replayable, with provenance) and ``metrics.json``.
 """
 
@@ -205,7 +206,7 @@ def finalize(run_dir: str | Path, pick: str = "knee", *, trial: int | None = Non
     from search.objective import _float_structure
 
     costs = objective._costs(_float_structure(out.model), policy.quant)  # noqa: SLF001
-    latency = objective._latency(out.deploy)  # noqa: SLF001 - always measured for the final model
+    latency = objective._latency(out)  # noqa: SLF001 - always measured for the final model
 
     final_dir = run_dir / "final"
     final_dir.mkdir(parents=True, exist_ok=True)
@@ -214,7 +215,7 @@ def finalize(run_dir: str | Path, pick: str = "knee", *, trial: int | None = Non
     save_compressed(final_dir, out.policy, out.model)
     onnx_info: dict[str, Any] = {}
     if onnx:
-        onnx_info = _export_onnx(out.deploy, final_dir / "model.onnx", data, objective.input_size)
+        onnx_info = _export_onnx(out, final_dir / "model.onnx", data, objective.input_size)
     else:
         (final_dir / "model.onnx").unlink(missing_ok=True)  # never leave a stale export beside new weights
 
@@ -263,15 +264,19 @@ def finalize(run_dir: str | Path, pick: str = "knee", *, trial: int | None = Non
     return metrics
 
 
-def _export_onnx(deploy: Any, path: Path, data: Any, input_size: int) -> dict[str, Any]:
-    """Export and verify ONNX; a failure is reported in metrics.json, not fatal (weights are saved)."""
+def _export_onnx(out: Any, path: Path, data: Any, input_size: int) -> dict[str, Any]:
+    """Export and verify the deploy artefact (``compress.export.export_compressed``: ORT-native INT8
+    verified by accuracy on val, or float); a failure is reported in metrics.json, not fatal
+    (weights are saved)."""
     import torch
 
-    from compress.export import export_onnx
+    from compress.apply import calibration_batches
+    from compress.export import export_compressed
 
     example = torch.randn(1, 3, input_size, input_size)
     try:
-        report = export_onnx(deploy, path, example, verify_loader=data.loader("val", 64, shuffle=False))
+        report = export_compressed(out, path, calib=calibration_batches(data), example=example,
+                                   verify_loader=data.loader("val", 64, shuffle=False))
     except Exception as exc:  # noqa: BLE001 - keep the PyTorch artifact; say why ONNX failed
         log.warning("ONNX export failed: %s", exc)
         return {"path": None, "error": f"{type(exc).__name__}: {exc}"}

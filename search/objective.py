@@ -306,13 +306,18 @@ class Objective:
         return {"flops": int(count_flops(structure, s)), "params": int(count_params(structure)),
                 "size": int(model_size_bytes(structure, quant)), "bops": int(count_bops(structure, s, quant))}
 
-    def _latency(self, deploy: nn.Module) -> dict[str, Any]:
+    def _latency(self, out: Any) -> dict[str, Any]:
+        """Latency ratio of a ``Compressed`` result to the original; with ``backend: onnxruntime``
+        an x86 INT8 policy is timed as its ORT-native INT8 ONNX (``compress.onnx_int8``)."""
+        from compress.apply import calibration_batches
         from compress.measure import compare_latency
+        from compress.onnx_int8 import latency_subject
 
         lat = self.space.budget.latency
         example = torch.randn(lat.batch, 3, self.input_size, self.input_size)
-        r = compare_latency(deploy, self.model, example, backend=lat.backend, device=lat.device,
-                            threads=lat.threads, rounds=lat.rounds, warmup_s=lat.warmup_s)
+        with latency_subject(out, lat.backend, calibration_batches(self.data)) as subject:
+            r = compare_latency(subject, self.model, example, backend=lat.backend, device=lat.device,
+                                threads=lat.threads, rounds=lat.rounds, warmup_s=lat.warmup_s)
         return {"latency": float(r.ratio), "latency_ratio": float(r.ratio), "latency_ci_low": float(r.ci_low),
                 "latency_ci_high": float(r.ci_high), "latency_busy": bool(r.busy)}
 
@@ -380,7 +385,7 @@ class Objective:
         metrics["flops_ratio"] = metrics["flops"] / max(float(reference["flops"]), 1.0)
         if self.space.needs_latency:
             with _phase(times, "latency"):
-                metrics.update(self._latency(out.deploy))
+                metrics.update(self._latency(out))
         times["total"] = round(time.perf_counter() - t_total, 3)
         for k, v in metrics.items():
             if isinstance(v, float) and not math.isfinite(v):

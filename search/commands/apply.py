@@ -4,9 +4,15 @@ Writes to DIR:
 
 * ``policy.yaml`` + ``model.pt``: the compressed model (``compress.artifact``; reload with
   ``load_compressed``), the policy carrying the exact kept channel indices;
-* ``model.onnx``: the deploy model (INT8 when quantized for x86), verified on a val batch;
+* ``model.onnx``: the deploy artefact (``compress.export.export_compressed``): for x86 INT8
+  policies the ORT-native INT8 ONNX (``compress.onnx_int8``), verified by its own ONNX Runtime
+  top-1 on the val split (all of it, or ``--eval-limit`` images) against the PyTorch
+  fake-quant simulation it was built from, within ``--onnx-tolerance`` points; float models by
+  top-1 agreement and logits on 256 val images;
 * ``metrics.json``: accuracy before/after on val and test, FLOPs, params, size, BOPs,
-  latency ratio vs. the original (interleaved, with CI), precision per layer, notes, timings;
+  latency ratio vs. the original (interleaved, with CI; ``--latency-backend onnxruntime`` times
+  ``model.onnx`` against the fp32 ONNX of the original), precision per layer, notes, timings,
+  and ``onnx`` (verification; for INT8 the ORT val/test accuracies);
 * ``summary.txt``: a short human table (also printed), ``apply.log``: the log of the run.
 """
 
@@ -27,7 +33,8 @@ from search.commands._inputs import checkpoint_file, split_accuracy
 
 log = logging.getLogger("autocompress.apply")
 
-#: val images the ONNX export is verified on (INT8 agreement is a rate: too few samples make it 0/1)
+#: val images a float ONNX export is verified on (logits and top-1 agreement); INT8 exports are
+#: verified by accuracy on the whole val split (``--eval-limit`` caps it)
 VERIFY_SAMPLES = 256
 
 
@@ -51,6 +58,10 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="device for fine-tuning")
     p.add_argument("--latency-batch", type=int, default=1, help="batch size for the latency comparison")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for the latency comparison")
+    p.add_argument("--latency-backend", default="torch", choices=("torch", "onnxruntime"),
+                   help="time the PyTorch deploy model, or model.onnx in ONNX Runtime against the original's fp32 ONNX")
+    p.add_argument("--onnx-tolerance", type=float, default=None,
+                   help="INT8 model.onnx: allowed |ORT - PyTorch| val top-1 difference in points (default 0.5)")
     p.add_argument("--no-latency", action="store_true", help="skip the latency comparison")
     p.add_argument("--eval-limit", type=int, default=None,
                    help="evaluate on at most this many images per split (default: all)")
@@ -85,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.latency_batch < 1 or args.threads < 1:
         raise CLIError(f"--latency-batch {args.latency_batch} / --threads {args.threads}: must be >= 1")
+    if args.onnx_tolerance is not None and args.onnx_tolerance < 0:
+        raise CLIError(f"--onnx-tolerance {args.onnx_tolerance}: must be >= 0 (percentage points)")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise CLIError("--device cuda: no CUDA device is available; use --device cpu")
     policy = _policy(args)
@@ -111,7 +124,6 @@ def _run(args: argparse.Namespace, policy, ckpt: Path, out: Path) -> tuple[dict[
     from compress.apply import apply
     from compress.artifact import save_compressed
     from compress.data import get_dataset
-    from compress.export import ExportError, export_onnx
     from compress.models import CheckpointError, build_model, load_checkpoint, quantizable_layers
     from search.cli import CLIError
 
@@ -137,19 +149,11 @@ def _run(args: argparse.Namespace, policy, ckpt: Path, out: Path) -> tuple[dict[
     t0 = time.perf_counter()
     save_compressed(out, result.policy, result.model)
     example = next(iter(data.loader("val", args.latency_batch, shuffle=False)))[0]
-    try:
-        onnx_report: Any = _plain(export_onnx(
-            result.deploy, out / "model.onnx", example[:1],
-            verify_loader=data.loader("val", 64, shuffle=False, limit=VERIFY_SAMPLES),
-            verify_batches=VERIFY_SAMPLES // 64))
-        onnx_report["verified"] = True
-    except ExportError as exc:  # keep the compressed model and metrics; flag the export loudly
-        log.warning("ONNX export/verification failed: %s", exc)
-        onnx_report = {"verified": False, "error": str(exc)}
+    onnx_report = _export(args, result, data, out / "model.onnx", example[:1])
     export_s = time.perf_counter() - t0
 
     costs = _costs(model, result, policy.model.input_size)
-    latency = None if args.no_latency else _latency(result.deploy, model, example, args.threads)
+    latency = None if args.no_latency else _latency(args, result, model, example, data, out / "model.onnx")
     metrics: dict[str, Any] = {
         "recipe": str(args.recipe), "checkpoint": str(ckpt), "dataset": args.dataset,
         "policy_hash": result.policy.hash(), "summary": result.policy.summary(),
@@ -166,6 +170,27 @@ def _run(args: argparse.Namespace, policy, ckpt: Path, out: Path) -> tuple[dict[
                     "total": round(time.perf_counter() - t_start, 3)},
     }
     return metrics, _summary(metrics)
+
+
+def _export(args: argparse.Namespace, result, data, path: Path, example: torch.Tensor) -> dict[str, Any]:
+    """Export and verify ``model.onnx``; a failure is flagged in the report (exit code 3), not raised."""
+    from compress.apply import calibration_batches
+    from compress.export import ACCURACY_TOLERANCE, ExportError, export_compressed, ort_accuracy
+
+    tolerance = ACCURACY_TOLERANCE if args.onnx_tolerance is None else args.onnx_tolerance
+    limit = args.eval_limit
+    try:
+        report: Any = _plain(export_compressed(
+            result, path, calib=calibration_batches(data), example=example, tolerance=tolerance,
+            verify_loader=data.loader("val", 64, shuffle=False, limit=limit),
+            verify_batches=VERIFY_SAMPLES // 64))
+    except ExportError as exc:  # keep the compressed model and metrics; flag the export loudly
+        log.warning("ONNX export/verification failed: %s", exc)
+        return {"verified": False, "error": str(exc)}
+    report["verified"] = True
+    if report.get("ort_accuracy") is not None:  # INT8: the artefact's own test accuracy too
+        report["ort_test_accuracy"], _ = ort_accuracy(path, data.loader("test", 256, shuffle=False, limit=limit))
+    return report
 
 
 def _drop(before: dict, after: dict, split: str) -> float:
@@ -190,13 +215,24 @@ def _costs(original: nn.Module, result, input_size: int) -> dict[str, Any]:
     return {"before": b, "after": a, "ratios": ratios}
 
 
-def _latency(deploy: nn.Module, original: nn.Module, example: torch.Tensor, threads: int) -> dict[str, Any]:
-    from compress.measure import compare_latency
+def _latency(args: argparse.Namespace, result, original: nn.Module, example: torch.Tensor, data,
+             onnx_path: Path) -> dict[str, Any]:
+    """Interleaved latency ratio to the original: the PyTorch deploy model (``torch``), or the
+    written ``model.onnx`` against the original's fp32 ONNX (``onnxruntime``)."""
+    import contextlib
 
-    r = compare_latency(deploy, original, example, threads=threads)
+    from compress.apply import calibration_batches
+    from compress.measure import compare_latency
+    from compress.onnx_int8 import latency_subject
+
+    backend = args.latency_backend
+    subject = contextlib.nullcontext(onnx_path) if backend == "onnxruntime" and onnx_path.is_file() else \
+        latency_subject(result, backend, calibration_batches(data))
+    with subject as timed:
+        r = compare_latency(timed, original, example, backend=backend, threads=args.threads)
     return {"ratio": r.ratio, "ci_low": r.ci_low, "ci_high": r.ci_high,
             "speedup": round(1.0 / r.ratio, 3) if r.ratio else None, "busy": r.busy,
-            "batch": int(example.shape[0]), "threads": threads, "backend": "torch",
+            "batch": int(example.shape[0]), "threads": args.threads, "backend": backend,
             "compressed_ms": getattr(r.a, "median_ms", None), "original_ms": getattr(r.b, "median_ms", None)}
 
 
@@ -249,7 +285,11 @@ def _summary(m: dict[str, Any]) -> str:
         lines.append("precision: " + ", ".join(f"{k} x{v}" for k, v in sorted(precisions.items())))
     lines += [f"note: {n}" for n in m["notes"]]
     onnx = m["onnx"]
-    if onnx.get("verified"):
+    if onnx.get("verified") and onnx.get("ort_accuracy") is not None:
+        lines.append(f"onnx: model.onnx (ONNX Runtime INT8) verified by accuracy on {onnx['verified_samples']} val "
+                     f"images: ORT {onnx['ort_accuracy']:.2f}% vs PyTorch {onnx['torch_accuracy']:.2f}% "
+                     f"(tolerance {onnx['accuracy_tolerance']:g} pt); ORT test top-1 {onnx['ort_test_accuracy']:.2f}%")
+    elif onnx.get("verified"):
         agree = onnx.get("top1_agreement")
         lines.append(f"onnx: model.onnx verified on {onnx.get('verified_samples')} val images"
                      + (f", top-1 agreement {agree:.2%}" if agree is not None else ""))
