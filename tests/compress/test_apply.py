@@ -197,6 +197,9 @@ def test_cli_apply_no_finetune_writes_everything(tmp_path, trained):
     assert onnx_m["verified"] and onnx_m["quantized"] and onnx_m["verified_samples"] == 128
     assert abs(onnx_m["ort_accuracy"] - onnx_m["torch_accuracy"]) <= onnx_m["accuracy_tolerance"] == 2.0
     assert 0 < onnx_m["ort_test_accuracy"] <= 100 and "ORT test top-1" in (out / "summary.txt").read_text()
+    after_onnx = m["accuracy"]["after_onnx"]
+    assert after_onnx["test"] == {"top1": round(onnx_m["ort_test_accuracy"], 3), "n": 128}
+    assert after_onnx["val"]["n"] == 128 and "val top1 % onnx" in (out / "summary.txt").read_text()
 
 
 @pytest.mark.slow
