@@ -112,9 +112,7 @@ def layer_nodes(proto: Any, model: nn.Module, layers: Iterable[str]) -> dict[str
     Matched by the exporter's scope names and checked against the weight shapes; raises
     :class:`Int8ExportError` naming the layers it cannot find.
     """
-    from onnx import numpy_helper
-
-    shapes = {i.name: tuple(numpy_helper.to_array(i).shape) for i in proto.graph.initializer}
+    shapes = {i.name: tuple(i.dims) for i in proto.graph.initializer}
     found: dict[str, Any] = {}
     for node in proto.graph.node:
         if node.op_type in ("Conv", "Gemm") and len(node.input) > 1:

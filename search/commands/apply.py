@@ -179,6 +179,7 @@ def _export(args: argparse.Namespace, result, data, path: Path, example: torch.T
 
     tolerance = ACCURACY_TOLERANCE if args.onnx_tolerance is None else args.onnx_tolerance
     limit = args.eval_limit
+    path.unlink(missing_ok=True)  # never time or keep a stale file from an earlier run
     try:
         report: Any = _plain(export_compressed(
             result, path, calib=calibration_batches(data), example=example, tolerance=tolerance,
