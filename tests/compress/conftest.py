@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from compress.models import get_model
 from spaces.policy import FinetuneSpec
@@ -19,13 +20,19 @@ def digits16():
     return get_dataset("digits", input_size=SIZE)
 
 
+def train_resnet20(data, steps: int, *, seed: int = 0) -> nn.Module:
+    """A resnet20 trained for ``steps`` SGD steps (batch 32, lr 0.05, seed ``seed``) on ``data``'s
+    train split, in eval mode."""
+    from compress.train import fit
+
+    torch.manual_seed(seed)
+    model = get_model("resnet20")
+    fit(model, data.loader("train", 32, shuffle=True), FinetuneSpec(steps=steps, batch_size=32, lr=0.05),
+        progress=False)
+    return model.eval()
+
+
 @pytest.fixture(scope="session")
 def trained(digits16):
     """A resnet20 briefly trained on digits (so accuracy comparisons mean something)."""
-    from compress.train import fit
-
-    torch.manual_seed(0)
-    model = get_model("resnet20")
-    fit(model, digits16.loader("train", 32, shuffle=True), FinetuneSpec(steps=80, batch_size=32, lr=0.05),
-        progress=False)
-    return model.eval()
+    return train_resnet20(digits16, 80)

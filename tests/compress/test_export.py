@@ -22,6 +22,7 @@ from compress.models import get_model
 from compress.quantize import convert
 from spaces.policy import LayerBits, QuantSpec
 from tests.compress.conftest import SIZE as DIGITS
+from tests.compress.conftest import train_resnet20
 from tests.conftest import random_batches
 
 SIZE = 8
@@ -144,13 +145,8 @@ def weak_int8(digits16):
     0.06-0.22 pt, once 0.67 pt (seed 0, 30 steps). Seed 1 is one of the typical ones."""
     from compress._apply_recipes import uniform_block_inner
     from compress.apply import apply
-    from compress.train import fit
-    from spaces.policy import FinetuneSpec
 
-    torch.manual_seed(1)
-    model = get_model("resnet20")
-    fit(model, digits16.loader("train", 32, shuffle=True), FinetuneSpec(steps=30, batch_size=32, lr=0.05),
-        progress=False)
+    model = train_resnet20(digits16, 30, seed=1)
     policy = uniform_block_inner("resnet20", 0.5, quant=QuantSpec(backend="x86", default=LayerBits(8, 8)),
                                  input_size=DIGITS)
     return apply(policy, model.eval(), data=digits16, finetune=False, calib_batches=2, bn_recal_batches=2,
