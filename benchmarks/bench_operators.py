@@ -7,7 +7,11 @@ bootstrap CI. Cases (``--cases`` picks some; default all)::
     r56-prune50        ResNet-56, uniform 50% block-inner pruning, torch      target >= 1.6x @b1, >= 2.2x @b128
     r56-int8           ResNet-56, x86 INT8 (FX), torch
     r56-prune50-int8   ResNet-56, 50% + INT8, torch                            target >= 2.3x @b1, >= 6.5x @b128
-    ort-*              the same three with ONNX Runtime (compressed ONNX vs original ONNX)
+    ort-*              the same three with ONNX Runtime: the compressed ONNX vs the fp32 ONNX of the
+                       original; INT8 cases time the ORT-native INT8 artefact (compress.onnx_int8)
+                       ort-r56-int8 target >= 3x @b1, >= 4x @b128;
+                       ort-r56-prune50-int8 target >= 3x @b1, >= 5x @b128
+    ort-r56-prune50-int8-vs-int8   the pruned INT8 artefact vs the unpruned one: never slower (>= 1x)
     r18-prune50-int8   ResNet-18 at 224x224, 50% + INT8, torch                 target >= 8x @b1
 
 ``--accuracy``: shared ResNet-20, recipe ``resnet20-prune30-kd.yaml`` (30% uniform block-inner,
@@ -51,6 +55,7 @@ class Case:
     int8: bool
     backend: str  # torch | onnxruntime
     targets: dict[int, float]  # batch -> minimum speedup
+    versus_int8: bool = False  # baseline: the unpruned INT8 model instead of the original
 
 
 CASES = [
@@ -58,8 +63,9 @@ CASES = [
     Case("r56-int8", "resnet56", 0.0, True, "torch", {}),
     Case("r56-prune50-int8", "resnet56", 0.5, True, "torch", {1: 2.3, 128: 6.5}),
     Case("ort-r56-prune50", "resnet56", 0.5, False, "onnxruntime", {}),
-    Case("ort-r56-int8", "resnet56", 0.0, True, "onnxruntime", {}),
-    Case("ort-r56-prune50-int8", "resnet56", 0.5, True, "onnxruntime", {}),
+    Case("ort-r56-int8", "resnet56", 0.0, True, "onnxruntime", {1: 3.0, 128: 4.0}),
+    Case("ort-r56-prune50-int8", "resnet56", 0.5, True, "onnxruntime", {1: 3.0, 128: 5.0}),
+    Case("ort-r56-prune50-int8-vs-int8", "resnet56", 0.5, True, "onnxruntime", {1: 1.0, 128: 1.0}, True),
     Case("r18-prune50-int8", "resnet18", 0.5, True, "torch", {1: 8.0}),
 ]
 CASE_NAMES = [c.name for c in CASES]
@@ -96,8 +102,31 @@ def _calibration(input_size: int, n: int = 4, batch: int = 32) -> tuple[list, st
         "random normal inputs (latency only)"
 
 
-def compressed(case: Case) -> tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module, dict[str, Any]]:
-    """(original, compressed float structure, deploy model, facts) for ``case`` (no fine-tune)."""
+@dataclass(frozen=True)
+class Built:
+    """A case's models: the original, the compressed float structure, the PyTorch deploy model."""
+
+    original: torch.nn.Module
+    structure: torch.nn.Module
+    deploy: torch.nn.Module
+    quant: Any  # spaces.policy.QuantSpec
+    calib: list
+    facts: dict[str, Any]
+
+    def onnx(self, path: Path) -> Path:
+        """The ONNX deploy artefact: ORT-native INT8 (``compress.onnx_int8``) or the float export."""
+        from compress.export import export_onnx
+        from compress.onnx_int8 import export_onnx_int8
+
+        if self.quant.active:
+            export_onnx_int8(self.structure, self.quant, self.calib, path)
+        else:
+            export_onnx(self.deploy, path, self.calib[0][0][:1])
+        return path
+
+
+def compressed(case: Case, prune_ratio: float | None = None) -> Built:
+    """The models of ``case`` (no fine-tune); ``prune_ratio`` overrides the case's."""
     from compress._apply_recipes import INT8_X86, uniform_block_inner
     from compress.models import default_input_size
     from compress.prune import prune
@@ -106,32 +135,37 @@ def compressed(case: Case) -> tuple[torch.nn.Module, torch.nn.Module, torch.nn.M
 
     original = _original(case.model)
     size = default_input_size(case.model)
-    policy = uniform_block_inner(case.model, case.prune, quant=INT8_X86 if case.int8 else QuantSpec())
+    ratio = case.prune if prune_ratio is None else prune_ratio
+    policy = uniform_block_inner(case.model, ratio, quant=INT8_X86 if case.int8 else QuantSpec())
     calib, calib_what = _calibration(size)
     t0 = time.perf_counter()
     pruned = prune(original, policy.prune, input_size=size)[0] if policy.prune.active else original
     deploy = convert(pruned, policy.quant, calib, calib[0][0][:1]).model if case.int8 else pruned.eval()
-    return original, pruned, deploy, {"input_size": size, "calibration": calib_what,
-                                      "build_s": round(time.perf_counter() - t0, 2)}
+    return Built(original, pruned, deploy, policy.quant, calib,
+                 {"input_size": size, "calibration": calib_what, "build_s": round(time.perf_counter() - t0, 2)})
 
 
 # ----- latency ---------------------------------------------------------------------------------------
 def run_case(case: Case, batches: list[int], threads: int, rounds: int, tmp: Path) -> dict[str, Any]:
     from compress.measure import compare_latency, count_flops
 
-    original, structure, deploy, facts = compressed(case)
-    size = facts["input_size"]
+    built = compressed(case)
+    base = compressed(case, prune_ratio=0.0) if case.versus_int8 else None
+    size = built.facts["input_size"]
+    reference = base.structure if base is not None else built.original
     out: dict[str, Any] = {"case": case.name, "model": case.model, "prune": case.prune, "int8": case.int8,
-                           "backend": case.backend, **facts,
-                           "flops_ratio": round(count_flops(structure, size) / count_flops(original, size), 4)}
-    a, b = deploy, original
+                           "backend": case.backend, "baseline": "unpruned int8" if base else "original",
+                           **built.facts,
+                           "flops_ratio": round(count_flops(built.structure, size) / count_flops(reference, size), 4)}
+    a, b = built.deploy, base.deploy if base is not None else built.original
     if case.backend == "onnxruntime":
         from compress.export import export_onnx
 
-        example = torch.randn(1, 3, size, size)
-        a, b = tmp / f"{case.name}.onnx", tmp / f"{case.name}-original.onnx"
-        export_onnx(deploy, a, example)
-        export_onnx(original, b, example)
+        a = built.onnx(tmp / f"{case.name}.onnx")
+        if base is not None:
+            b = base.onnx(tmp / f"{case.name}-int8.onnx")
+        else:
+            b = export_onnx(built.original, tmp / f"{case.name}-original.onnx", torch.randn(1, 3, size, size)).path
     for batch in batches:
         example = torch.randn(batch, 3, size, size)
         r = compare_latency(a, b, example, backend=case.backend, threads=threads, rounds=rounds)

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 #: calibration defaults: batches of this size from the bundle's ``calib`` split
 CALIB_BATCH_SIZE = 64
+CALIB_BATCHES = 8
 
 
 @dataclass
@@ -115,7 +116,7 @@ def _backend_errors(policy: Policy, model: nn.Module) -> list[FieldError]:
 
 def apply(policy: Policy, model: nn.Module, *, data: Any = None, teacher: nn.Module | None = None,
           finetune: bool = True, device: str = "cpu", progress: bool = True,
-          calib_batches: int = 8, bn_recal_batches: int = 20) -> Compressed:
+          calib_batches: int = CALIB_BATCHES, bn_recal_batches: int = 20) -> Compressed:
     """Compress ``model`` as ``policy`` says; ``model`` itself is never modified.
 
     Order: validate -> prune (``kept`` recorded into the returned policy; a policy that already
@@ -201,6 +202,11 @@ def _recal_batches(data: Any, n: int) -> Iterator[tuple[torch.Tensor, torch.Tens
     return (b for _, b in zip(range(n), loader))
 
 
+def calibration_batches(data: Any, n: int = CALIB_BATCHES) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The first ``n`` batches of the ``calib`` split that :func:`apply` calibrates on (a list)."""
+    return _batches(data, "calib", n)
+
+
 def _batches(data: Any, split: str, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The first ``n`` batches of a split (deterministic), materialised so they can be reused."""
     if data is None:
@@ -265,4 +271,5 @@ def rebuild_compressed(policy: Policy, state_dict: Mapping[str, torch.Tensor], *
     return model.eval()
 
 
-__all__ = ["Compressed", "apply", "model_name_of", "num_classes_of", "rebuild_compressed", "validate"]
+__all__ = ["Compressed", "apply", "calibration_batches", "model_name_of", "num_classes_of", "rebuild_compressed",
+           "validate"]

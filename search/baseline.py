@@ -32,7 +32,7 @@ from torch import nn
 from autocompress.errors import UserError
 from autocompress.metrics import at_batch
 from autocompress.rundir import atomic_path, atomic_write_json, file_lock
-from compress.apply import Compressed
+from compress.apply import Compressed, calibration_batches
 from compress.data import DataBundle, get_dataset
 from compress.measure import LatencySetup, Measurement, measure
 from compress.models import build_model, load_checkpoint, load_pretrained, quantizable_layers
@@ -144,12 +144,15 @@ class Baseline:
                 quant: QuantSpec | None = None, latency: bool | None = None, costs: bool = True) -> Measurement:
         """Measure against the original: accuracy on ``loader`` (default: :meth:`val_loader`),
         costs, ``accuracy_drop``/``flops_ratio`` vs :attr:`reference` and, when ``latency`` (default:
-        the space needs it), the latency ratio with the space's ``budget.latency`` settings."""
+        the space needs it), the latency ratio with the space's ``budget.latency`` settings (backend
+        ``onnxruntime``: an x86 INT8 policy is timed as its ORT-native INT8 ONNX, calibrated on the
+        ``calib`` batches ``compress.apply`` uses)."""
         timed = self.space.needs_latency if latency is None else latency
+        setup = LatencySetup.of(self.space.budget.latency) if timed else None
+        calib = calibration_batches(self.data) if setup is not None and setup.backend == "onnxruntime" else None
         return measure(compressed, input_size=self.input_size, loader=self.val_loader() if loader is None else loader,
                        costs=costs, quant=quant, layers=self.layers, reference=self.reference if costs else None,
-                       latency=LatencySetup.of(self.space.budget.latency) if timed else None, original=self.model,
-                       device=self.device, progress=self.progress)
+                       latency=setup, original=self.model, calib=calib, device=self.device, progress=self.progress)
 
     # ----- original model --------------------------------------------------------------
     def _load_original(self) -> nn.Module:

@@ -13,7 +13,8 @@ search, so every point keeps the recipe it was ranked under; only a policy witho
 ``kd=False``. It is then scored on val and **test**, its costs and measured
 speed-up reported (``compress.measure.measure`` through :class:`search.baseline.Baseline`, as during
 the search), and exported: ``RUN/final/{policy.yaml, model.pt}``
-(``compress.artifact.save_compressed``), ``model.onnx`` (``compress.export.export_onnx``),
+(``compress.artifact.save_compressed``), ``model.onnx`` (``compress.export.export_compressed``:
+the ORT-native INT8 ONNX for x86 INT8 policies, verified by its accuracy on val),
 ``recipe.yaml`` (replayable, with provenance) and ``metrics.json``.
 """
 
@@ -28,9 +29,9 @@ from typing import Any
 import torch
 
 from autocompress.rundir import atomic_write_json, load_run
-from compress.apply import Compressed, apply
+from compress.apply import Compressed, apply, calibration_batches
 from compress.artifact import save_compressed
-from compress.export import export_onnx
+from compress.export import export_compressed
 from search.baseline import Baseline
 from search.picking import FinalizeError, choose_trial, parse_pick
 from search.recipes import recipe_policy, run_space
@@ -93,7 +94,7 @@ def finalize(run_dir: str | Path, pick: str = "knee", *, trial: int | None = Non
     save_compressed(final_dir, out.policy, out.model)
     onnx_info: dict[str, Any] = {}
     if onnx:
-        onnx_info = _export_onnx(out.deploy, final_dir / "model.onnx", baseline.data, baseline.input_size)
+        onnx_info = _export_onnx(out, final_dir / "model.onnx", baseline.data, baseline.input_size)
     else:
         (final_dir / "model.onnx").unlink(missing_ok=True)  # never leave a stale export beside new weights
     record = run.record(number)
@@ -161,11 +162,14 @@ def _final_metrics(baseline: Baseline, out: Compressed, *, latency: bool = True)
     return metrics
 
 
-def _export_onnx(deploy: Any, path: Path, data: Any, input_size: int) -> dict[str, Any]:
-    """Export and verify ONNX; a failure is reported in metrics.json, not fatal (weights are saved)."""
+def _export_onnx(out: Compressed, path: Path, data: Any, input_size: int) -> dict[str, Any]:
+    """Export and verify the deploy artefact (``compress.export.export_compressed``: ORT-native INT8
+    verified by accuracy on val, or float); a failure is reported in metrics.json, not fatal
+    (weights are saved)."""
     example = torch.randn(1, 3, input_size, input_size)
     try:
-        report = export_onnx(deploy, path, example, verify_loader=data.loader("val", 64, shuffle=False))
+        report = export_compressed(out, path, calib=calibration_batches(data), example=example,
+                                   verify_loader=data.loader("val", 64, shuffle=False))
     except Exception as exc:  # noqa: BLE001 - keep the PyTorch artifact; say why ONNX failed
         log.warning("ONNX export failed: %s", exc)
         return {"path": None, "error": f"{type(exc).__name__}: {exc}"}

@@ -11,7 +11,10 @@ What is measured on what, for a :class:`compress.apply.Compressed` result:
 - FLOPs, params, size and BOPs on the float structure (fake-quant layers back to float; fvcore
   cannot trace converted INT8 models), size and BOPs at the policy's bit-widths;
 - latency on the deploy model, as a ratio to ``original`` timed interleaved
-  (:func:`compress.measure.compare_latency`); without ``original``, absolute timings
+  (:func:`compress.measure.compare_latency`); with backend ``onnxruntime`` an x86 INT8 policy is
+  timed as what users deploy, its ORT-native INT8 ONNX (:func:`compress.onnx_int8.latency_subject`,
+  exported from ``calib`` batches to a temporary file before the latency lock is taken), not as
+  the ONNX export of the FX INT8 deploy model. Without ``original``, absolute timings
   (:func:`compress.measure.measure_latency`, ``Measurement.timing``, no metric). With several
   batches (``LatencySetup(batch=(1, 128))``) each batch is compared in turn, all of them under one
   hold of the latency lock so a model's batches are timed back to back: the first batch gives
@@ -24,8 +27,10 @@ A plain ``nn.Module`` is all three (its fake-quant layers, if any, stripped for 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -40,6 +45,7 @@ from compress.measure._flops import count_flops, count_params
 from compress.measure._latency import LatencyRatio, LatencyStats, compare_latency, measure_latency
 from compress.measure._lock import latency_lock
 from compress.models import quantizable_layers
+from compress.onnx_int8 import latency_subject
 from compress.quantize import FAKE_QUANT_TYPES, strip_fake_quant
 from spaces.policy import QuantSpec
 
@@ -227,11 +233,21 @@ def _latency_values(timings: dict[int, LatencyRatio | LatencyStats]) -> dict[str
     return values
 
 
+def _timed(subject: Compressed | nn.Module, backend: str, calib: Iterable | None,
+           written: str | Path | None) -> contextlib.AbstractContextManager[Any]:
+    """What the latency of ``subject`` times on ``backend``: a plain module itself; for a Compressed
+    result :func:`compress.onnx_int8.latency_subject` (its deploy model, or its ORT-native INT8 ONNX)."""
+    if isinstance(subject, Compressed):
+        return latency_subject(subject, backend, calib, written=written)
+    return contextlib.nullcontext(subject)
+
+
 def measure(subject: Compressed | nn.Module, *, input_size: int, loader: Iterable | None = None,
             costs: bool = True, quant: QuantSpec | None = None, layers: Sequence[str] | None = None,
             reference: Mapping[str, Any] | None = None, latency: LatencySetup | None = None,
             original: nn.Module | None = None, example: torch.Tensor | None = None,
-            device: str = "cpu", progress: bool = False) -> Measurement:
+            calib: Iterable | None = None, int8_onnx: str | Path | None = None, device: str = "cpu",
+            progress: bool = False) -> Measurement:
     """Measure ``subject`` (see the module docstring for what is measured on which model).
 
     Args:
@@ -247,13 +263,17 @@ def measure(subject: Compressed | nn.Module, *, input_size: int, loader: Iterabl
             each of ``latency.batches``.
         example: the primary batch's latency input (default: random images); the other batches
             repeat its rows.
+        calib: ``(inputs, targets)`` calibration batches (``compress.apply.calibration_batches``),
+            needed to time a Compressed x86 INT8 policy with backend ``onnxruntime``.
+        int8_onnx: that policy's ORT-native INT8 ONNX, already written (``apply``'s ``model.onnx``):
+            timed as it is when the file exists, instead of a fresh export.
     """
     if isinstance(subject, Compressed):
         scored = subject.scored(layers if layers is not None else quantizable_layers(subject.model))[0]
-        trainable, deploy = subject.model, subject.deploy
+        trainable = subject.model
         quant = subject.policy.quant if quant is None else quant
     else:
-        scored = trainable = deploy = subject
+        scored = trainable = subject
     values: dict[str, Any] = {}
     times: dict[str, float] = {}
     if loader is not None:
@@ -267,8 +287,8 @@ def measure(subject: Compressed | nn.Module, *, input_size: int, loader: Iterabl
     if reference is not None and "flops" in values:
         values["flops_ratio"] = values["flops"] / max(float(reference["flops"]), 1.0)
     if latency is not None:
-        with phase(times, "latency"):
-            values.update(_latency_values(_latencies(deploy, original, example, input_size, latency)))
+        with phase(times, "latency"), _timed(subject, latency.backend, calib, int8_onnx) as timed:
+            values.update(_latency_values(_latencies(timed, original, example, input_size, latency)))
     return Measurement(**values, times=times)
 
 

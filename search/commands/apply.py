@@ -4,13 +4,19 @@ Writes to DIR:
 
 * ``policy.yaml`` + ``model.pt``: the compressed model (``compress.artifact``; reload with
   ``load_compressed``), the policy carrying the exact kept channel indices;
-* ``model.onnx``: the deploy model (INT8 when quantized for x86), verified on a val batch;
+* ``model.onnx``: the deploy artefact (``compress.export.export_compressed``): for x86 INT8
+  policies the ORT-native INT8 ONNX (``compress.onnx_int8``), verified by its own ONNX Runtime
+  top-1 on the val split (all of it, or ``--eval-limit`` images) against the PyTorch
+  fake-quant simulation it was built from, within ``--onnx-tolerance`` points; float models by
+  top-1 agreement and logits on 256 val images;
 * ``metrics.json``: accuracy before/after on val and test; ``before`` and ``after``, the original's
   and the compressed model's ``compress.measure.Measurement`` (metric names: ``flops``, ``params``,
   ``size``, ``bops``; after also ``flops_ratio`` and ``latency_ratio`` vs. the original, timed
   interleaved, with ``latency_ci_low``/``latency_ci_high``/``latency_busy``); ``ratios``;
   ``speedup`` and ``latency_timing`` (batch, threads, milliseconds); with ``--latency-batch 1,128`` every
   other batch ``B`` adds ``after.latency@B`` (and its CI/busy keys), ``speedup@B`` and ``latency_timing@B``;
+  ``--latency-backend onnxruntime`` times ``model.onnx`` against the original's fp32 ONNX;
+  ``accuracy.after_onnx`` (INT8: model.onnx's own ORT val/test top-1), ``onnx`` (the verification),
   precision per layer, notes, timings;
 * ``summary.txt``: a short human table (also printed), ``apply.log``: the log of the run.
 """
@@ -56,7 +62,8 @@ log = logging.getLogger("autocompress.apply")
 #: cost metrics compared before/after (``ratios``)
 COSTS = ("flops", "params", "size", "bops")
 
-#: val images the ONNX export is verified on (INT8 agreement is a rate: too few samples make it 0/1)
+#: val images a float ONNX export is verified on (logits and top-1 agreement); INT8 exports are
+#: verified by accuracy on the whole val split (``--eval-limit`` caps it)
 VERIFY_SAMPLES = 256
 
 #: exit code of --verify when the replay differs from the recorded metrics
@@ -84,6 +91,11 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--latency-batch", type=batch_list, default=(1,), metavar="B[,B...]",
                    help="batch size(s) for the latency comparison, e.g. 1,128 (default 1)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for the latency comparison")
+    p.add_argument("--latency-backend", default=None, choices=("torch", "onnxruntime"),
+                   help="time the PyTorch deploy model (torch, default), or model.onnx in ONNX Runtime against the "
+                        "original's fp32 ONNX (onnxruntime)")
+    p.add_argument("--onnx-tolerance", type=float, default=None, metavar="PT",
+                   help="INT8 model.onnx: allowed |ORT - PyTorch| val top-1 difference in points (default 0.5)")
     p.add_argument("--no-latency", action="store_true", help="skip the latency comparison")
     p.add_argument("--eval-limit", type=int, default=None,
                    help="evaluate on at most this many images per split (default: all)")
@@ -141,7 +153,9 @@ def _check_args(args: argparse.Namespace) -> None:
                                             ("--epochs", args.epochs), ("--steps", args.steps),
                                             ("--seed", args.seed), ("--dataset", args.dataset),
                                             ("--normalization", args.normalization),
-                                            ("--eval-limit", args.eval_limit)) if value not in (None, False)]
+                                            ("--eval-limit", args.eval_limit),
+                                            ("--latency-backend", args.latency_backend),
+                                            ("--onnx-tolerance", args.onnx_tolerance)) if value not in (None, False)]
         if changed:
             raise CLIError(f"{', '.join(changed)}: not used with --verify, which re-runs the recorded search "
                            "evaluation as it was and writes nothing")
@@ -149,7 +163,9 @@ def _check_args(args: argparse.Namespace) -> None:
             raise CLIError(f"--tolerance = {args.tolerance}: must be >= 0 (points of val accuracy)")
         return
     if args.tolerance is not None:
-        raise CLIError("--tolerance: only used with --verify")
+        raise CLIError("--tolerance: only used with --verify (model.onnx's allowance is --onnx-tolerance)")
+    if args.onnx_tolerance is not None and not args.onnx_tolerance >= 0:
+        raise CLIError(f"--onnx-tolerance = {args.onnx_tolerance}: must be >= 0 (points of val top-1)")
     if args.out is None:
         raise CLIError("--out DIR is required (or --verify to check a search recipe)")
     check_out_dir(args.out)
@@ -215,7 +231,6 @@ def _run(args: argparse.Namespace, policy, ckpt: Path, data_args: tuple[str, str
     from compress.apply import apply
     from compress.artifact import save_compressed
     from compress.data import get_dataset
-    from compress.export import ExportError, export_onnx
     from compress.measure import LatencySetup
     from compress.models import CheckpointError, build_model, load_checkpoint, quantizable_layers
     from compress.prune import list_groups
@@ -246,25 +261,18 @@ def _run(args: argparse.Namespace, policy, ckpt: Path, data_args: tuple[str, str
     t0 = time.perf_counter()
     save_compressed(out, result.policy, result.model)
     example = next(iter(data.loader("val", args.latency_batch[0], shuffle=False)))[0]
-    try:
-        onnx_report: Any = _plain(export_onnx(
-            result.deploy, out / "model.onnx", example[:1],
-            verify_loader=data.loader("val", 64, shuffle=False, limit=VERIFY_SAMPLES),
-            verify_batches=VERIFY_SAMPLES // 64))
-        onnx_report["verified"] = True
-    except ExportError as exc:  # keep the compressed model and metrics; flag the export loudly
-        log.warning("ONNX export/verification failed: %s", exc)
-        onnx_report = {"verified": False, "error": str(exc)}
+    onnx_report = _export(args, result, data, out / "model.onnx", example[:1])
     export_s = time.perf_counter() - t0
 
-    setup = None if args.no_latency else LatencySetup(batch=args.latency_batch, threads=args.threads)  # torch, CPU
-    measured = _measure(model, result, policy.model.input_size, layers, setup, example)
+    setup = None if args.no_latency else LatencySetup(backend=args.latency_backend or "torch",
+                                                      batch=args.latency_batch, threads=args.threads)  # CPU
+    measured = _measure(model, result, policy.model.input_size, layers, setup, example, data, out / "model.onnx")
     metrics: dict[str, Any] = {
         "recipe": str(args.recipe), "checkpoint": str(ckpt), "dataset": dataset,
         "policy_hash": result.policy.hash(), "summary": result.policy.summary(),
         "accuracy": {"before": before, "after": after,
                      "drop_val_top1": _drop(before, after, "val"), "drop_test_top1": _drop(before, after, "test"),
-                     "after_measured_on": scored_what},
+                     "after_measured_on": scored_what, "after_onnx": _onnx_accuracy(onnx_report)},
         **measured,
         "precision": result.precision,
         "notes": notes + result.notes,
@@ -280,15 +288,49 @@ def _drop(before: dict, after: dict, split: str) -> float:
     return round(before[split]["top1"] - after[split]["top1"], 3)
 
 
+def _export(args: argparse.Namespace, result: Any, data: Any, path: Path, example: torch.Tensor) -> dict[str, Any]:
+    """Export and verify ``model.onnx``; a failure is flagged in the report (exit code 3), not raised."""
+    from compress.apply import calibration_batches
+    from compress.export import ACCURACY_TOLERANCE, ExportError, export_compressed, ort_accuracy
+
+    tolerance = ACCURACY_TOLERANCE if args.onnx_tolerance is None else args.onnx_tolerance
+    path.unlink(missing_ok=True)  # never time or keep a stale file from an earlier run
+    try:
+        report: Any = _plain(export_compressed(
+            result, path, calib=calibration_batches(data), example=example, tolerance=tolerance,
+            verify_loader=data.loader("val", 64, shuffle=False, limit=args.eval_limit),
+            verify_batches=VERIFY_SAMPLES // 64))
+    except ExportError as exc:  # keep the compressed model and metrics; flag the export loudly
+        log.warning("ONNX export/verification failed: %s", exc)
+        return {"verified": False, "error": str(exc)}
+    report["verified"] = True
+    if report.get("ort_accuracy") is not None:  # INT8: the artefact's own test accuracy too
+        report["ort_test_accuracy"], report["ort_test_images"] = ort_accuracy(
+            path, data.loader("test", 256, shuffle=False, limit=args.eval_limit))
+        report["torch_reference"] = "fake-quant simulation (the ranges and weight grids model.onnx was built from)"
+    return report
+
+
+def _onnx_accuracy(onnx_report: dict[str, Any]) -> dict[str, Any] | None:
+    """model.onnx's own ONNX Runtime top-1 (INT8 exports), shaped like ``accuracy.after``."""
+    if onnx_report.get("ort_test_accuracy") is None:
+        return None
+    return {"val": {"top1": round(onnx_report["ort_accuracy"], 3), "n": onnx_report["verified_samples"]},
+            "test": {"top1": round(onnx_report["ort_test_accuracy"], 3), "n": onnx_report["ort_test_images"]}}
+
+
 def _measure(original: nn.Module, result: Any, input_size: int, layers: list[str], setup: Any,
-             example: torch.Tensor) -> dict[str, Any]:
+             example: torch.Tensor, data: Any, onnx_path: Path) -> dict[str, Any]:
     """``before``/``after`` (the original's and the compressed ``result``'s Measurement, metric names),
-    their cost ``ratios``, and the latency timing details when latency was measured (``setup``)."""
+    their cost ``ratios``, and the latency timing details when latency was measured (``setup``; backend
+    ``onnxruntime`` times the INT8 ``model.onnx`` written at ``onnx_path``, else a fresh ORT-native export)."""
+    from compress.apply import calibration_batches
     from compress.measure import LatencyRatio, measure
 
+    calib = calibration_batches(data) if setup is not None and setup.backend == "onnxruntime" else None
     before = measure(original, input_size=input_size, quant=QuantSpec())
     after = measure(result, input_size=input_size, layers=layers, reference=before.to_dict(), latency=setup,
-                    original=original, example=example)
+                    original=original, example=example, calib=calib, int8_onnx=onnx_path)
     b, a = before.to_dict(), after.to_dict()
     out: dict[str, Any] = {"before": b, "after": a,
                            "ratios": {k: round(a[k] / b[k], 4) if b[k] else None for k in COSTS}}
@@ -330,6 +372,8 @@ def _summary(m: dict[str, Any]) -> str:
         rows.append((key, _fmt_int(m["before"][key]), _fmt_int(m["after"][key]), f"{m['ratios'][key]:.3f}"))
     rows.append(("size", f"{m['before']['size'] / 1024:.1f} KiB", f"{m['after']['size'] / 1024:.1f} KiB",
                  f"{m['ratios']['size']:.3f}"))
+    for split, a in (m["accuracy"].get("after_onnx") or {}).items():
+        rows.append((f"{split} top1 % onnx", "", f"{a['top1']:.2f}", f"{a['top1'] - acc_b[split]['top1']:+.2f} pt"))
     rows += ratio_rows(m)  # one per latency batch
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = [m["summary"], ""]
@@ -341,7 +385,12 @@ def _summary(m: dict[str, Any]) -> str:
         lines.append("precision: " + ", ".join(f"{k} x{v}" for k, v in sorted(precisions.items())))
     lines += [f"note: {n}" for n in m["notes"]]
     onnx = m["onnx"]
-    if onnx.get("verified"):
+    if onnx.get("verified") and onnx.get("ort_accuracy") is not None:
+        lines.append(f"onnx: model.onnx (ONNX Runtime INT8) verified by accuracy on {onnx['verified_samples']} val "
+                     f"images: ORT {onnx['ort_accuracy']:.2f}% vs PyTorch fake-quant simulation "
+                     f"{onnx['torch_accuracy']:.2f}% (tolerance {onnx['accuracy_tolerance']:g} pt); "
+                     f"ORT test top-1 {onnx['ort_test_accuracy']:.2f}%")
+    elif onnx.get("verified"):
         agree = onnx.get("top1_agreement")
         lines.append(f"onnx: model.onnx verified on {onnx.get('verified_samples')} val images"
                      + (f", top-1 agreement {agree:.2%}" if agree is not None else ""))

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from compress.models import get_model
 from compress.prune import MatchError, list_groups, prune
 from spaces.policy import ModelSpec, PruneSpec
+from tests.compress.conftest import train_resnet20
 from tests.compress.test_prune import make
 from tests.compress.test_prune_match import permute_channels
 
@@ -65,14 +65,7 @@ def digits():
 
 @pytest.fixture(scope="module")
 def trained(digits):
-    from compress.train import fit
-    from spaces.policy import FinetuneSpec
-
-    torch.manual_seed(0)
-    model = get_model("resnet20")
-    fit(model, digits.loader("train", 32, shuffle=True), FinetuneSpec(steps=60, batch_size=32, lr=0.05),
-        progress=False)
-    return model.eval()
+    return train_resnet20(digits, 60)
 
 
 @pytest.mark.slow

@@ -14,10 +14,10 @@ from compress._apply_recipes import RECIPES_DIR, shipped, uniform_block_inner
 from compress.apply import Compressed, apply, validate
 from compress.models import build_model, get_model
 from spaces.policy import DistillSpec, FinetuneSpec, LayerBits, Policy, PolicyError, PruneSpec, QuantSpec
+from tests.compress.conftest import SIZE
 
 RECIPES = sorted(RECIPES_DIR.glob("*.yaml"))
 TINY = FinetuneSpec(steps=3, batch_size=32, lr=0.01)
-SIZE = 16  # digits at 16x16 keep every forward cheap
 FAST = dict(calib_batches=2, bn_recal_batches=2, progress=False)
 
 
@@ -91,40 +91,21 @@ def test_data_is_required_for_finetune_and_quantization():
 
 
 # ----- end to end on digits ----------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def digits():
-    from compress.data import get_dataset
-
-    return get_dataset("digits", input_size=SIZE)
-
-
-@pytest.fixture(scope="module")
-def trained(digits):
-    """A resnet20 briefly trained on digits (so accuracy comparisons mean something)."""
-    from compress.train import fit
-
-    torch.manual_seed(0)
-    model = get_model("resnet20")
-    fit(model, digits.loader("train", 32, shuffle=True), FinetuneSpec(steps=80, batch_size=32, lr=0.05),
-        progress=False)
-    return model.eval()
-
-
-def _accuracy(model, digits) -> float:
+def _accuracy(model, digits16) -> float:
     from compress.measure import evaluate
 
-    return evaluate(model, digits.loader("val", 256, shuffle=False), progress=False)["top1"]
+    return evaluate(model, digits16.loader("val", 256, shuffle=False), progress=False)["top1"]
 
 
-def test_apply_prune_kd_int8_end_to_end(trained, digits):
-    base_acc = _accuracy(trained, digits)
+def test_apply_prune_kd_int8_end_to_end(trained, digits16):
+    base_acc = _accuracy(trained, digits16)
     assert base_acc > 50, "fixture model should have learned digits"
     before = copy.deepcopy(trained.state_dict())
     policy = uniform_block_inner("resnet20", 0.3, quant=QuantSpec(backend="x86", default=LayerBits(8, 8)),
                                  distill=DistillSpec(alpha=0.7, temperature=4.0, feature_weight=0.5,
                                                      feature_layers=("layer2", "layer3")),
                                  finetune=TINY, input_size=SIZE)
-    out = apply(policy, trained, data=digits, **FAST)
+    out = apply(policy, trained, data=digits16, **FAST)
     assert isinstance(out, Compressed)
     # pure: the input model is untouched
     assert all(torch.equal(before[k], v) for k, v in trained.state_dict().items())
@@ -139,24 +120,24 @@ def test_apply_prune_kd_int8_end_to_end(trained, digits):
     assert out.train_result is not None
     assert {"prune", "recalibrate", "quantize", "finetune", "convert"} <= set(out.timings)
     # working: deploy model runs and agrees with its fake-quant source, accuracy survives
-    x = next(iter(digits.loader("val", 64, shuffle=False)))[0]
+    x = next(iter(digits16.loader("val", 64, shuffle=False)))[0]
     with torch.no_grad():
         agree = (out.deploy(x).argmax(1) == out.model.eval()(x).argmax(1)).float().mean().item()
     assert agree >= 0.85
-    assert _accuracy(out.deploy, digits) > base_acc - 25
+    assert _accuracy(out.deploy, digits16) > base_acc - 25
 
 
-def test_apply_replays_recorded_kept_indices(trained, digits):
+def test_apply_replays_recorded_kept_indices(trained, digits16):
     policy = uniform_block_inner("resnet20", 0.5, finetune=TINY, input_size=SIZE)
-    first = apply(policy, trained, data=digits, finetune=False, **FAST)
-    again = apply(first.policy, trained, data=digits, finetune=False, **FAST)
+    first = apply(policy, trained, data=digits16, finetune=False, **FAST)
+    again = apply(first.policy, trained, data=digits16, finetune=False, **FAST)
     assert again.policy.prune.kept == first.policy.prune.kept
     x = torch.randn(4, 3, SIZE, SIZE)
     with torch.no_grad():
         torch.testing.assert_close(again.deploy.eval()(x), first.deploy.eval()(x))
 
 
-def test_nan_loss_raises_divergence_error(trained, digits):
+def test_nan_loss_raises_divergence_error(trained, digits16):
     from compress.train import DivergenceError
 
     broken = copy.deepcopy(trained)
@@ -164,7 +145,7 @@ def test_nan_loss_raises_divergence_error(trained, digits):
         broken.linear.weight[0, 0] = float("nan")
     policy = uniform_block_inner("resnet20", 0.3, finetune=TINY, input_size=SIZE)
     with pytest.raises(DivergenceError) as exc:
-        apply(policy, broken, data=digits, **FAST)
+        apply(policy, broken, data=digits16, **FAST)
     assert math.isnan(exc.value.loss) or math.isinf(exc.value.loss)
 
 
@@ -205,14 +186,23 @@ def _check_outputs(out: Path, quantized: bool) -> dict:
 def test_cli_apply_no_finetune_writes_everything(tmp_path, trained):
     policy = uniform_block_inner("resnet20", 0.3, quant=QuantSpec(backend="x86", default=LayerBits(8, 8)),
                                  input_size=SIZE)
-    out = _cli(tmp_path, trained, policy, "--no-finetune", "--eval-limit", "128", "--threads", "1")
+    out = _cli(tmp_path, trained, policy, "--no-finetune", "--eval-limit", "128", "--threads", "1",
+               "--latency-backend", "onnxruntime", "--onnx-tolerance", "2")
     m = _check_outputs(out, quantized=True)
     after = m["after"]  # the compressed model's Measurement, by metric name
     assert after["latency_ci_low"] <= after["latency_ratio"] <= after["latency_ci_high"]
     assert after["latency"] == after["latency_ratio"] and m["latency_timing"]["batch"] == 1
     assert after["flops_ratio"] == pytest.approx(after["flops"] / m["before"]["flops"])
+    assert m["latency_timing"]["backend"] == "onnxruntime"
     assert m["train"] is None
-    assert m["onnx"]["verified"] and m["onnx"]["quantized"] and m["onnx"]["verified_samples"] >= 256
+    # model.onnx is the ORT-native INT8 artefact, verified by its own accuracy on the (limited) val split
+    onnx_m = m["onnx"]
+    assert onnx_m["verified"] and onnx_m["quantized"] and onnx_m["verified_samples"] == 128
+    assert abs(onnx_m["ort_accuracy"] - onnx_m["torch_accuracy"]) <= onnx_m["accuracy_tolerance"] == 2.0
+    assert 0 < onnx_m["ort_test_accuracy"] <= 100 and "ORT test top-1" in (out / "summary.txt").read_text()
+    after_onnx = m["accuracy"]["after_onnx"]
+    assert after_onnx["test"] == {"top1": round(onnx_m["ort_test_accuracy"], 3), "n": 128}
+    assert after_onnx["val"]["n"] == 128 and "val top1 % onnx" in (out / "summary.txt").read_text()
 
 
 @pytest.mark.slow
@@ -235,15 +225,15 @@ def test_cli_bad_recipe_is_one_clear_error(tmp_path, trained, capsys):
     assert "checkpoint does not match" in err and "layer1.3.conv1.weight" in err and "Traceback" not in err
 
 
-def test_rebuild_compressed_reproduces_the_model(trained, digits):
+def test_rebuild_compressed_reproduces_the_model(trained, digits16):
     from compress.apply import rebuild_compressed
 
     policy = uniform_block_inner("resnet20", 0.4, quant=QuantSpec(backend="x86", default=LayerBits(8, 8)),
                                  input_size=SIZE)
-    out = apply(policy, trained, data=digits, finetune=False, **FAST)
-    calib = digits.loader("calib", 64, shuffle=False)
+    out = apply(policy, trained, data=digits16, finetune=False, **FAST)
+    calib = digits16.loader("calib", 64, shuffle=False)
     again = rebuild_compressed(out.policy, out.model.state_dict(), calib_loader=calib, calib_batches=2)
-    x = next(iter(digits.loader("val", 32, shuffle=False)))[0]
+    x = next(iter(digits16.loader("val", 32, shuffle=False)))[0]
     with torch.no_grad():
         torch.testing.assert_close(again(x), out.model.eval()(x))
     with pytest.raises(PolicyError, match="prune.kept"):
@@ -261,7 +251,7 @@ def test_rebuild_compressed_unpruned_option_a_model(trained):
             torch.testing.assert_close(rebuild_compressed(policy, sd)(x), trained(x))
 
 
-def test_measure_a_compressed_model(trained, digits):
+def test_measure_a_compressed_model(trained, digits16):
     """The measurement service scores ``Compressed.scored``, counts the float structure at the policy's
     bits, and compares with the original's costs through ``reference``."""
     from compress.measure import count_bops, count_flops, evaluate, measure, model_size_bytes
@@ -270,9 +260,9 @@ def test_measure_a_compressed_model(trained, digits):
 
     policy = uniform_block_inner("resnet20", 0.5, quant=QuantSpec(backend="x86", default=LayerBits(8, 8)),
                                  input_size=SIZE)
-    out = apply(policy, trained, data=digits, finetune=False, **FAST)
+    out = apply(policy, trained, data=digits16, finetune=False, **FAST)
     layers = quantizable_layers(trained)
-    loader = digits.loader("val", 64, shuffle=False, limit=128)
+    loader = digits16.loader("val", 64, shuffle=False, limit=128)
     original = measure(trained, input_size=SIZE, loader=loader, quant=QuantSpec())
     m = measure(out, input_size=SIZE, loader=loader, layers=layers, reference=original.to_dict())
     scored, what = out.scored(layers)

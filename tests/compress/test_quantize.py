@@ -256,6 +256,16 @@ def test_convert_x86_int8_close_to_float_and_mixed_layers_stay_float():
     assert not any(_quantized_type(x) for x in m.modules())
 
 
+@pytest.mark.skipif(not torch.cpu._is_vnni_supported(), reason="8-bit activations need a CPU with VNNI")
+def test_convert_x86_activations_use_all_8_bits_on_vnni():
+    data = _batches(3)
+    model = convert(_model(), QuantSpec(backend="x86", default=LayerBits(8, 8)), data, data[0][0][:1]).model
+    x = torch.cat([b[0] for b in data])
+    q = torch.quantize_per_tensor(x, float(model.conv1_input_scale_0), int(model.conv1_input_zero_point_0),
+                                  torch.quint8)
+    assert int(q.int_repr().max()) > 127  # PyTorch's default x86 qconfig (reduce_range) stops at 127
+
+
 def test_convert_sub8_weights_lie_on_grid_and_match_simulation():
     m = _model()
     data = _batches(3)

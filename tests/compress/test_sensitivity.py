@@ -11,7 +11,6 @@ import torch
 
 from compress.apply import apply
 from compress.measure import evaluate
-from compress.models import get_model
 from compress.sensitivity import (
     SensitivityMap,
     SensitivitySettings,
@@ -20,7 +19,8 @@ from compress.sensitivity import (
     parse_bits_label,
     sensitivity_key,
 )
-from spaces.policy import FinetuneSpec, LayerBits, ModelSpec, Policy, PruneSpec
+from spaces.policy import LayerBits, ModelSpec, Policy, PruneSpec
+from tests.compress.conftest import train_resnet20
 
 SIZE = 16
 GROUPS = ["layer1", "layer2.0.conv1", "layer3"]
@@ -39,13 +39,7 @@ def digits():
 
 @pytest.fixture(scope="module")
 def trained(digits):
-    from compress.train import fit
-
-    torch.manual_seed(0)
-    model = get_model("resnet20")
-    fit(model, digits.loader("train", 32, shuffle=True), FinetuneSpec(steps=80, batch_size=32, lr=0.05),
-        progress=False)
-    return model.eval()
+    return train_resnet20(digits, 80)
 
 
 @pytest.fixture(scope="module")

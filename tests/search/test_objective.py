@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -119,6 +120,34 @@ def test_latency_measured_when_needed(tmp_path, objective):
     assert m["latency"] == m["latency_ratio"] > 0
     assert m["latency_ci_low"] <= m["latency_ratio"] <= m["latency_ci_high"]
     assert isinstance(m["latency_busy"], bool) and "latency" in m.times
+
+
+def test_onnxruntime_latency_times_the_ort_int8_artefact(tmp_path, objective, monkeypatch):
+    import shutil
+
+    import onnx
+
+    import compress.measure._service as service
+
+    space = tiny_space(objectives=["accuracy", "latency"],
+                       budget__latency={"measure": "auto", "rounds": 3, "warmup_s": 0.05, "threads": 1,
+                                        "backend": "onnxruntime"})
+    shutil.copytree(objective.run_dir / "baseline", tmp_path / "baseline")  # skip retraining
+    obj = Objective(space, tmp_path)
+    timed = []
+    real = service.compare_latency
+
+    def spy(a, b, *args, **kwargs):
+        timed.append({n.op_type for n in onnx.load(str(a)).graph.node} if isinstance(a, Path) else type(a).__name__)
+        assert kwargs["backend"] == "onnxruntime"
+        return real(a, b, *args, **kwargs)
+
+    monkeypatch.setattr(service, "compare_latency", spy)
+    m = obj.evaluate(baseline_policy(obj, "uniform-int8"), seed=0)
+    assert m["latency_ratio"] > 0
+    assert len(timed) == 1 and {"QuantizeLinear", "DequantizeLinear", "Conv"} <= timed[0]  # the QDQ ONNX file
+    obj.evaluate(baseline_policy(obj, "uniform-prune-0.5"), seed=0)
+    assert timed[1] == "CifarResNet"  # float policies: the module (compare_latency exports it)
 
 
 def test_num_classes_mismatch_is_clear(tmp_path):
