@@ -150,6 +150,14 @@ def _torch_dtype(trt_dtype: Any) -> torch.dtype:
     return torch.from_numpy(np.empty(0, dtype=trt.nptype(trt_dtype))).dtype
 
 
+def _bind(runner: Runner, device: str, example: torch.Tensor, threads: int | None) -> torch.device:
+    """Set a GPU runner's device, batch and (reported) thread count; return its CUDA device."""
+    dev = _cuda_device(device)
+    runner.device, runner.batch = str(dev), int(example.shape[0])
+    runner.num_threads = int(threads) if threads else torch.get_num_threads()
+    return dev
+
+
 class TensorRTRunner(Runner):
     """A TensorRT engine (``tensorrt`` package) timed with CUDA events on a private stream.
 
@@ -163,9 +171,7 @@ class TensorRTRunner(Runner):
     def __init__(self, obj: Any, example: torch.Tensor, *, device: str = "cuda", threads: int | None = None):
         import tensorrt as trt
 
-        dev = _cuda_device(device)
-        self.device, self.batch = str(dev), int(example.shape[0])
-        self.num_threads = int(threads) if threads else torch.get_num_threads()
+        dev = _bind(self, device, example, threads)
         prebuilt = hasattr(obj, "create_execution_context")
         self._source = None if prebuilt else _OnnxSource(obj, example)
         with torch.cuda.device(dev):
@@ -219,9 +225,7 @@ class OrtTensorRTRunner(Runner):
         import numpy as np
         import onnxruntime as ort
 
-        dev = _cuda_device(device)
-        self.device, self.batch = str(dev), int(example.shape[0])
-        self.num_threads = int(threads) if threads else torch.get_num_threads()
+        dev = _bind(self, device, example, threads)
         self._source = _OnnxSource(obj, example)
         so = ort.SessionOptions()
         so.log_severity_level = 3
