@@ -89,7 +89,7 @@ def read_json(path: Path) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)  # first: --help needs neither torch nor the peer
-    from _headline import families, report, timing
+    from _headline import families, recipes, report, timing
     from _headline.context import prepare
 
     from autocompress.errors import UserError
@@ -110,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         families.uniform(ctx, args)
     if "peer" in args.families:
         families.peer(ctx, args)
+    recipes.refresh(ctx)  # every finalized point's recipe replays with `apply --verify`
     if not args.no_latency:
         timing.time_points(ctx, args)
     result = report.write(ctx, args, wall_s=time.perf_counter() - t0, argv=sys.argv[1:] if argv is None else argv)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from _headline.context import Context
+from _headline.recipes import save_recipe
 
 from autocompress.rundir import load_run, pareto_records
 from search.audit import select_trials
@@ -47,8 +47,7 @@ def finalize_point(ctx: Context, label: str, family: str, policy: Policy, epochs
     log.info("%s: fine-tuning %g epochs", label, epochs)
     out, metrics, finetune_s = finetune_and_measure(ctx.baseline, policy, latency=False)  # timed later
     metrics["finetune_seconds"] = round(finetune_s, 2)
-    recipe = ctx.points_dir / "recipes" / f"{label}.yaml"
-    out.policy.replace(provenance={**policy.provenance, "benchmark_point": label}).save(recipe)
+    recipe = save_recipe(ctx, label, out.policy, metrics, epochs)
     point = {"family": family, "epochs": epochs, "precision": _precision(out.policy), "recipe": str(recipe),
              "final": metrics, **(extra or {})}
     ctx.save_point(label, point)
@@ -172,16 +171,11 @@ def _point_from_audit(ctx: Context, label: str, policy: Policy, row: dict[str, A
     """A searched point the audit already fine-tuned with this budget: stored without training again."""
     if float(row.get("epochs") or -1) != float(epochs):
         return
-    recipe = ctx.points_dir / "recipes" / f"{label}.yaml"
-    recipe.parent.mkdir(parents=True, exist_ok=True)
-    src = ctx.run_dir / "recipes" / f"trial-{row['trial']}.yaml"
-    if src.is_file():
-        shutil.copyfile(src, recipe)
-    else:
-        policy.save(recipe)
+    final = dict(row["metrics"])  # an AuditRecord's metrics: what finetune_and_measure measured
+    recipe = save_recipe(ctx, label, policy, final, epochs)
     ctx.save_point(label, {"family": "searched", "epochs": epochs, "precision": _precision(policy),
-                           "recipe": str(recipe), "final": row["final"], "trial": row["trial"],
-                           "proxy": {"accuracy": row.get("proxy_accuracy")}, "from_audit": True})
+                           "recipe": str(recipe), "final": final, "trial": row["trial"],
+                           "proxy": dict(row.get("search_metrics") or {}), "from_audit": True})
 
 
 __all__ = ["check_peer", "finalize_point", "peer", "searched", "spread", "uniform", "uniform_policy",

@@ -70,3 +70,39 @@ def test_help_works_without_the_peer():
     done = subprocess.run([sys.executable, str(BENCH / "bench_headline.py"), "--help"], capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0 and "--budget-epochs" in done.stdout and "FastNAS" in done.stdout
+
+
+def test_a_point_stored_from_the_audit_gets_a_replayable_final_recipe(tmp_path):
+    """The audit's record format (AuditRecord: ``metrics``, ``search_metrics``) becomes a point whose recipe
+    is the policy as fine-tuned (final schedule) with the provenance ``apply --verify`` replays."""
+    from _headline.context import Context
+    from _headline.families import _point_from_audit
+    from _headline.recipes import refresh
+
+    from search.verify import evaluation_of, replay_space
+    from spaces.policy import Policy
+    from spaces.space import load_space
+
+    space = load_space("resnet20-cifar10", overrides=["model.adapt=null"])
+    adapted = tmp_path / "adapted.pt"
+    adapted.write_bytes(b"")
+    ctx = Context(out=tmp_path, space=space, space_file=tmp_path / "space.yaml", adapted=adapted)
+    recipe = Path(__file__).resolve().parents[2] / "spaces" / "recipes" / "resnet20-prune30-kd.yaml"
+    searched = Policy.load(recipe).replace(provenance={"source": "autocompress search", "trial": 3})
+    final = {"val_accuracy": 88.5, "test_accuracy": 85.1, "flops": 2.0e7, "params": 1.5e5, "size": 6.0e5,
+             "bops": 2.0e10, "reference_val_accuracy": 92.0, "reference_test_accuracy": 86.7}
+    row = {"trial": 3, "epochs": 1.0, "metrics": final, "search_metrics": {"accuracy": 87.0}}
+    _point_from_audit(ctx, "searched-t3", searched, row, 2.0)  # another budget: not taken
+    assert ctx.point("searched-t3") is None
+    _point_from_audit(ctx, "searched-t3", searched, row, 1.0)
+    point = ctx.point("searched-t3")
+    assert point["final"] == final and point["proxy"] == {"accuracy": 87.0}
+    stored = Policy.load(point["recipe"])
+    prov = stored.provenance
+    assert stored.finetune.epochs == 1.0 and stored.finetune.schedule == space.budget.final.schedule
+    assert prov["source"] == "bench_headline" and prov["search"]["trial"] == 3
+    assert prov["metrics"] == {"accuracy": 88.5, "flops": 2.0e7, "params": 1.5e5, "size": 6.0e5, "bops": 2.0e10}
+    evaluation = evaluation_of(stored, "recipe")
+    assert evaluation["val_limit"] is None and evaluation["checkpoint"] == str(adapted.resolve())
+    assert replay_space(stored, evaluation, adapted).budget.finetune.epochs == 1.0
+    assert refresh(ctx) == 0  # already replayable: left alone
