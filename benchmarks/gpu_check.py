@@ -68,6 +68,7 @@ class Settings:
     cpu_steps: int = 20
     fit_depths: tuple[int, ...] = (20, 56)
     digits_steps: int = 200  # GPU fit budget on digits (a digits epoch is ~10 steps)
+    cifar_epochs: float = 1.0  # GPU fit budget on the CIFAR-10 JPEG copy
     latency_model: str = "resnet56"
     latency_batches: tuple[int, ...] = (1, 128)
     rounds: int = 15
@@ -81,7 +82,8 @@ class Settings:
     caps: dict[int, float] = field(default_factory=lambda: {1: 80.0, 2: 45.0, 3: 70.0, 4: 170.0, 5: 100.0})
 
 
-QUICK = Settings(device="cpu", batch=16, cpu_steps=2, fit_depths=(20,), digits_steps=2, latency_model="resnet20",
+QUICK = Settings(device="cpu", batch=16, cpu_steps=2, fit_depths=(20,), digits_steps=2, cifar_epochs=0.001,
+                 latency_model="resnet20",
                  latency_batches=(1, 4), rounds=3, min_speedup=0.0, trials=3, concurrent=2, gpus_per_trial=0.0,
                  proxy_steps=2, val_limit=64, total_s=3600.0)
 
@@ -178,7 +180,7 @@ def part_fit(s: Settings, data: Data, work: Path, out: dict[str, Any]) -> None:
     from spaces.policy import FinetuneSpec
 
     loader = data.bundle.loader("train", s.batch, shuffle=True, seed=0)
-    budget = {"epochs": 1.0} if data.kind == "cifar10-jpeg" else {"epochs": None, "steps": s.digits_steps}
+    budget = {"epochs": s.cifar_epochs} if data.kind == "cifar10-jpeg" else {"epochs": None, "steps": s.digits_steps}
     spec = FinetuneSpec(lr=0.01, batch_size=s.batch, amp=True, channels_last=True, **budget)
     for depth in s.fit_depths:
         model = resnet(depth, data)
