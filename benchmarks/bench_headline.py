@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         families.uniform(ctx, args)
     if "peer" in args.families:
         families.peer(ctx, args)
-    recipes.refresh(ctx)  # every finalized point's recipe replays with `apply --verify`
+    recipes.refresh(ctx, args.budget_epochs)  # every finalized point's recipe replays with `apply --verify`
     if not args.no_latency:
         timing.time_points(ctx, args)
     result = report.write(ctx, args, wall_s=time.perf_counter() - t0, argv=sys.argv[1:] if argv is None else argv)

@@ -58,8 +58,11 @@ class Context:
     def save_point(self, label: str, data: dict[str, Any]) -> None:
         atomic_write_json(self.points_dir / f"{label}.json", {"label": label, **data})
 
-    def points(self) -> list[dict[str, Any]]:
-        return [json.loads(p.read_text()) for p in sorted(self.points_dir.glob("*.json"))]
+    def points(self, epochs: float | None = None) -> list[dict[str, Any]]:
+        """Every stored point, or those fine-tuned for ``epochs`` (points of another budget in the same
+        ``OUT`` are never mixed into one table)."""
+        points = [json.loads(p.read_text()) for p in sorted(self.points_dir.glob("*.json"))]
+        return [p for p in points if epochs is None or float(p.get("epochs", -1)) == float(epochs)]
 
 
 def adapt_once(name: str, overrides: list[str], out: Path, device: str) -> Path:

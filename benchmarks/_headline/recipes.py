@@ -59,11 +59,11 @@ def save_recipe(ctx: Context, label: str, policy: Policy, final: dict[str, Any],
     return path
 
 
-def refresh(ctx: Context) -> int:
+def refresh(ctx: Context, epochs: float) -> int:
     """Give every stored point's recipe the replayable provenance (points finalized before it existed,
     or stored from the audit with the search's recipe). Returns how many were rewritten."""
     n = 0
-    for point in ctx.points():
+    for point in ctx.points(epochs):
         policy = Policy.load(point["recipe"])
         if policy.provenance.get("source") == "bench_headline" and "evaluation" in policy.provenance:
             continue

@@ -124,7 +124,7 @@ def write(ctx: Context, args: argparse.Namespace, *, wall_s: float, argv: list[s
     runs.append({"argv": list(argv), "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                  "wall_time_s": round(wall_s, 1)})
     atomic_write_json(log_path, {"invocations": runs})
-    points = sorted(ctx.points(), key=lambda p: (FAMILIES.index(p["family"]), p["label"]))
+    points = sorted(ctx.points(args.budget_epochs), key=lambda p: (FAMILIES.index(p["family"]), p["label"]))
     result = {"model": args.model, "budget_epochs": args.budget_epochs, "trials": args.trials,
               "command": "python benchmarks/bench_headline.py " + shlex.join(argv),
               "machine": _machine(args), "wall_time_s": round(wall_s, 1),

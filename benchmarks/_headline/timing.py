@@ -55,7 +55,7 @@ def time_point(ctx: Context, point: dict[str, Any], args: argparse.Namespace) ->
 
 def time_points(ctx: Context, args: argparse.Namespace) -> None:
     """Time every stored point that has no timing with these settings yet (resumable)."""
-    for point in ctx.points():
+    for point in ctx.points(args.budget_epochs):
         old = point.get("latency") or {}
         if all(old.get(k) == v for k, v in _settings(args).items()):
             continue

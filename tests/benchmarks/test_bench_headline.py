@@ -105,4 +105,5 @@ def test_a_point_stored_from_the_audit_gets_a_replayable_final_recipe(tmp_path):
     evaluation = evaluation_of(stored, "recipe")
     assert evaluation["val_limit"] is None and evaluation["checkpoint"] == str(adapted.resolve())
     assert replay_space(stored, evaluation, adapted).budget.finetune.epochs == 1.0
-    assert refresh(ctx) == 0  # already replayable: left alone
+    assert refresh(ctx, 1.0) == 0  # already replayable: left alone
+    assert ctx.points(2.0) == [] and len(ctx.points(1.0)) == 1
