@@ -8,8 +8,10 @@ the one code path ``autocompress finalize`` and ``audit`` use. Three families:
 
 1. **searched**: ``autocompress search`` (objectives accuracy, FLOPs, latency at b1 and b128 by
    default; ``--set`` to change them), then ``autocompress audit`` of up to ``--max-searched``
-   feasible Pareto points spread along latency plus a stratified sample of ``--audit-sample`` other
-   feasible trials (each fine-tuned ``E`` epochs); the audited front points are the finalized ones;
+   points spread along latency from the front of the searched trials (seeds included, baselines
+   not; the space's proxy-drop constraint is not applied: the benchmark compares the whole cost
+   range) plus a stratified sample of ``--audit-sample`` other feasible trials (each fine-tuned ``E``
+   epochs); the audited front points are the finalized ones;
 2. **uniform**: the same ratio on every prunable channel group (block and stage groups) for each
    ``--uniform-ratios`` x ``--uniform-precisions`` (float, int8);
 3. **peer**: NVIDIA ModelOpt FastNAS (``benchmarks/peer_fastnas.py``; ``pip install -e '.[bench]'``)

@@ -12,6 +12,7 @@ import numpy as np
 from _headline.context import Context
 from _headline.recipes import save_recipe
 
+from autocompress.pareto import non_dominated
 from autocompress.rundir import load_run, pareto_records
 from search.audit import select_trials
 from search.finalize import final_policy, finetune_and_measure
@@ -121,7 +122,7 @@ def searched(ctx: Context, args: argparse.Namespace) -> None:
     run = str(ctx.run_dir)
     _cli("search", str(ctx.space_file), "--out", run, "--trials", str(args.trials))
     loaded = load_run(ctx.run_dir)
-    chosen = spread(pareto_records(loaded), args.max_searched, _latency_key(loaded))
+    chosen = spread(whole_front(loaded), args.max_searched, _latency_key(loaded))
     audit_set = sorted({r.trial for r in chosen} | set(_sampled(loaded, args.audit_sample)))
     _cli("audit", run, "--epochs", f"{args.budget_epochs:g}", "--trials", ",".join(map(str, audit_set)))
     audited = audit_rows(ctx.run_dir)
@@ -133,6 +134,26 @@ def searched(ctx: Context, args: argparse.Namespace) -> None:
             _point_from_audit(ctx, label, policy, row, args.budget_epochs)
         finalize_point(ctx, label, "searched", policy, args.budget_epochs,
                        {"trial": rec.trial, "proxy": dict(rec.metrics)})
+
+
+def whole_front(run: Any) -> list[Any]:
+    """The searched trials (sensitivity seeds included; the original and the uniform baselines are the
+    uniform family's business) that no other dominates, over the whole cost range: the space's
+    constraints (a filter for the user's pick, on proxy accuracy, which overstates the final drop) are
+    not applied. One trial per policy (cached repeats dropped), sorted by trial number."""
+    names = [m for m, _ in run.objectives]
+    recs, seen = [], set()
+    for r in sorted(run.records, key=lambda r: r.trial):
+        if (r.baseline or "").startswith(("original", "uniform")):
+            continue
+        if r.status == "complete" and r.policy_hash not in seen and all(
+                isinstance(r.metrics.get(m), (int, float)) for m in names):
+            seen.add(r.policy_hash)
+            recs.append(r)
+    if not recs:
+        return []
+    mask = non_dominated([[float(r.metrics[m]) for m in names] for r in recs], [d for _, d in run.objectives])
+    return [r for r, keep in zip(recs, mask) if keep]
 
 
 def _sampled(run: Any, k: int) -> list[int]:
@@ -179,4 +200,4 @@ def _point_from_audit(ctx: Context, label: str, policy: Policy, row: dict[str, A
 
 
 __all__ = ["check_peer", "finalize_point", "peer", "searched", "spread", "uniform", "uniform_policy",
-           "with_space_kd"]
+           "whole_front", "with_space_kd"]

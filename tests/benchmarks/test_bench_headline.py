@@ -107,3 +107,17 @@ def test_a_point_stored_from_the_audit_gets_a_replayable_final_recipe(tmp_path):
     assert replay_space(stored, evaluation, adapted).budget.finetune.epochs == 1.0
     assert refresh(ctx, 1.0) == 0  # already replayable: left alone
     assert ctx.points(2.0) == [] and len(ctx.points(1.0)) == 1
+
+
+def test_whole_front_ignores_constraints_and_baselines_and_repeats():
+    from _headline.families import whole_front
+
+    def rec(trial, acc, lat, *, feasible=True, baseline=None, h=None):
+        return SimpleNamespace(trial=trial, status="complete", feasible=feasible, baseline=baseline,
+                               policy_hash=h or f"h{trial}", metrics={"accuracy": acc, "latency": lat})
+
+    run = SimpleNamespace(objectives=[("accuracy", "maximize"), ("latency", "minimize")], records=[
+        rec(0, 92.0, 1.0, baseline="original"), rec(1, 80.0, 0.4, baseline="uniform-prune-0.3"),
+        rec(2, 85.0, 0.5, feasible=False, baseline="seed-flops-0.5"), rec(3, 90.0, 0.8),
+        rec(4, 90.0, 0.8, h="h3"), rec(5, 70.0, 0.9)])
+    assert [r.trial for r in whole_front(run)] == [2, 3]
