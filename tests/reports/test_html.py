@@ -129,7 +129,8 @@ def test_sections_and_header(run_dir, report):
         assert needle in text, needle
     data = embedded(parse(report), "report-data")
     assert data["run"]["counts"] == {"complete": 13, "failed": 1, "pruned": 1, "running": 0, "total": 15,
-                                     "feasible": 11, "pareto": len(data["pareto"]), "cached": 0}
+                                     "feasible": 11, "pareto": len(data["pareto"]), "cached": 0,
+                                     "workers": {"host:1": 15}}  # trials per worker (host:pid)
     assert [p["trial"] for p in data["policies"]] == data["pareto"]
     pol = data["policies"][0]
     assert pol["groups"][0] == "layer1.0.conv1" and len(pol["groups"]) == len(pol["prune_ratios"]) == 9
