@@ -100,8 +100,8 @@ def test_three_workers_one_killed_on_postgresql(tmp_path):
                                 cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
         assert report.returncode == 0, report.stderr[-3000:]
         front = sorted(t.number for t in study.best_trials)
+        trials = study.trials  # read while the server runs
 
-    trials = study.trials
     numbers = [t.number for t in trials]
     assert numbers == list(range(len(trials)))  # no number twice, none skipped
     states = [t.state for t in trials]
