@@ -8,10 +8,12 @@ the one code path ``autocompress finalize`` and ``audit`` use. Three families:
 
 1. **searched**: ``autocompress search`` (objectives accuracy, FLOPs, latency at b1 and b128 by
    default; ``--set`` to change them), then ``autocompress audit`` of up to ``--max-searched``
-   points spread along latency from the front of the searched trials (seeds included, baselines
-   not; the space's proxy-drop constraint is not applied: the benchmark compares the whole cost
-   range) plus a stratified sample of ``--audit-sample`` other feasible trials (each fine-tuned ``E``
-   epochs); the audited front points are the finalized ones;
+   points spread along FLOPs (a noise-free cost; every finalized point is timed later, together)
+   from the front of the searched trials (seeds included, baselines not; the space's proxy-drop
+   constraint is not applied, the benchmark compares the whole cost range, but points more than
+   ``--front-max-drop`` proxy points below the original are left out) plus a stratified sample of
+   ``--audit-sample`` other feasible trials (each fine-tuned ``E`` epochs); the audited front
+   points are the finalized ones;
 2. **uniform**: the same ratio on every prunable channel group (block and stage groups) for each
    ``--uniform-ratios`` x ``--uniform-precisions`` (float, int8);
 3. **peer**: NVIDIA ModelOpt FastNAS (``benchmarks/peer_fastnas.py``; ``pip install -e '.[bench]'``)
@@ -63,6 +65,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--uniform-precisions", nargs="+", default=["float", "int8"], choices=["float", "int8"])
     ap.add_argument("--peer-flops", type=float, nargs="+", default=list(PEER_FLOPS))
     ap.add_argument("--audit-sample", type=int, default=6, help="non-Pareto trials the audit adds (default 6)")
+    ap.add_argument("--front-max-drop", type=float, default=10.0,
+                    help="searched front points more than this many proxy points below the original are not "
+                         "finalized (default 10)")
     ap.add_argument("--max-searched", type=int, default=6, help="searched points finalized when the front is "
                                                                 "larger (spread along latency; default 6)")
     ap.add_argument("--threads", type=int, default=2, help="threads for timing (default 2)")

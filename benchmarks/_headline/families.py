@@ -122,7 +122,7 @@ def searched(ctx: Context, args: argparse.Namespace) -> None:
     run = str(ctx.run_dir)
     _cli("search", str(ctx.space_file), "--out", run, "--trials", str(args.trials))
     loaded = load_run(ctx.run_dir)
-    chosen = spread(whole_front(loaded), args.max_searched, _latency_key(loaded))
+    chosen = spread(within_drop(whole_front(loaded), loaded, args.front_max_drop), args.max_searched, "flops")
     audit_set = sorted({r.trial for r in chosen} | set(_sampled(loaded, args.audit_sample)))
     _cli("audit", run, "--epochs", f"{args.budget_epochs:g}", "--trials", ",".join(map(str, audit_set)))
     audited = audit_rows(ctx.run_dir)
@@ -156,16 +156,21 @@ def whole_front(run: Any) -> list[Any]:
     return [r for r, keep in zip(recs, mask) if keep]
 
 
+def within_drop(records: list[Any], run: Any, max_drop: float) -> list[Any]:
+    """The records whose proxy accuracy is at most ``max_drop`` points below the original's proxy
+    accuracy (the headline compares points within a few points of the original; a front point that
+    lost 50 points is not worth a final fine-tune)."""
+    ref = run.info.reference.get("accuracy")
+    if ref is None:
+        return records
+    return [r for r in records if float(r.metrics["accuracy"]) >= float(ref) - max_drop]
+
+
 def _sampled(run: Any, k: int) -> list[int]:
     """The audit's stratified sample of ``k`` feasible non-Pareto trials (its default selection minus
     the front): the finalized points plus these give the proxy-fidelity figures."""
     front = {r.trial for r in pareto_records(run)}
     return [t for t in select_trials(run, sample=k) if t not in front]
-
-
-def _latency_key(run: Any) -> str:
-    names = [m for m, _ in run.objectives]
-    return next((m for m in names if m.startswith("latency")), "flops")
 
 
 def spread(records: list[Any], n: int, key: str) -> list[Any]:
@@ -200,4 +205,4 @@ def _point_from_audit(ctx: Context, label: str, policy: Policy, row: dict[str, A
 
 
 __all__ = ["check_peer", "finalize_point", "peer", "searched", "spread", "uniform", "uniform_policy",
-           "whole_front", "with_space_kd"]
+           "whole_front", "with_space_kd", "within_drop"]
