@@ -121,3 +121,12 @@ def test_whole_front_ignores_constraints_and_baselines_and_repeats():
         rec(2, 85.0, 0.5, feasible=False, baseline="seed-flops-0.5"), rec(3, 90.0, 0.8),
         rec(4, 90.0, 0.8, h="h3"), rec(5, 70.0, 0.9)])
     assert [r.trial for r in whole_front(run)] == [2, 3]
+
+
+def test_within_drop_keeps_points_near_the_original():
+    from _headline.families import within_drop
+
+    recs = [SimpleNamespace(trial=t, metrics={"accuracy": a}) for t, a in ((1, 85.0), (2, 79.9), (3, 80.0))]
+    run = SimpleNamespace(info=SimpleNamespace(reference={"accuracy": 90.0}))
+    assert [r.trial for r in within_drop(recs, run, 10.0)] == [1, 3]
+    assert within_drop(recs, SimpleNamespace(info=SimpleNamespace(reference={})), 1.0) == recs
