@@ -16,7 +16,9 @@ import math
 import os
 import platform
 import shlex
+import shutil
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -132,7 +134,22 @@ def write(ctx: Context, args: argparse.Namespace, *, wall_s: float, argv: list[s
               "headline": summarize(points), "points": points}
     atomic_write_json(ctx.out / "headline.json", result)
     _figure(points, ctx.out / "headline.png")
+    _export(ctx.out / "results", result)
     return result
+
+
+def _export(folder: Path, result: dict[str, Any]) -> None:
+    """``OUT/results/``: what to commit. ``headline.json`` whose points name their recipe relative to it
+    (``recipes/<label>.yaml``, copied beside it), ``headline.png`` and ``headline.md`` (the table)."""
+    (folder / "recipes").mkdir(parents=True, exist_ok=True)
+    points = []
+    for p in result["points"]:
+        rel = f"recipes/{p['label']}.yaml"
+        shutil.copyfile(p["recipe"], folder / rel)
+        points.append({**p, "recipe": rel})
+    atomic_write_json(folder / "headline.json", {**result, "points": points})
+    _figure(result["points"], folder / "headline.png")
+    (folder / "headline.md").write_text(table(result) + "\n")
 
 
 def _machine(args: argparse.Namespace) -> dict[str, Any]:
