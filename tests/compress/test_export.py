@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 from compress.export import (
-    ACCURACY_TOLERANCE,
     MIN_TOP1_AGREEMENT_INT8,
     ExportError,
     export_compressed,
@@ -169,10 +168,13 @@ def test_int8_export_verified_by_accuracy_passes_a_weak_model(weak_int8, digits1
 
     path = tmp_path / "weak.onnx"
     export_onnx_int8(weak_int8.model, weak_int8.policy.quant, calibration_batches(digits16, 2), path)
-    report = verify_onnx_accuracy(path, weak_int8.model, _all_digits(digits16))
-    assert report.quantized and report.verified_samples == 1797 and report.accuracy_tolerance == ACCURACY_TOLERANCE
+    # the default 0.5 pt is ~2 standard errors of the paired difference on 5,000 CIFAR val images; on
+    # these 1,797 digits (SE ~0.45 pt) the same strictness is ~1 pt, and the difference moved between
+    # 0.06 and 0.67 pt with the training seed and thread count: 1.25 pt keeps the test about the rule
+    report = verify_onnx_accuracy(path, weak_int8.model, _all_digits(digits16), tolerance=1.25)
+    assert report.quantized and report.verified_samples == 1797 and report.accuracy_tolerance == 1.25
     assert report.torch_accuracy < 60  # a weak model ...
-    assert abs(report.ort_accuracy - report.torch_accuracy) <= ACCURACY_TOLERANCE  # ... whose ORT accuracy matches
+    assert abs(report.ort_accuracy - report.torch_accuracy) <= 1.25  # ... whose ORT accuracy matches
     assert 0.5 < report.top1_agreement < MIN_TOP1_AGREEMENT_INT8  # the agreement rule would reject it
     assert {"QuantizeLinear", "DequantizeLinear"} <= set(report.ops)
 
@@ -194,6 +196,8 @@ def test_int8_verification_fails_on_a_wrong_scale(weak_int8, digits16, tmp_path)
     onnx.save(proto, str(path))
     with pytest.raises(ExportError, match=r"differs by .* pt; allowed <= 0.5 pt"):
         verify_onnx_accuracy(path, weak_int8.model, _all_digits(digits16))
+    with pytest.raises(ExportError, match=r"allowed <= 1.25 pt"):  # far beyond the weak model's own noise too
+        verify_onnx_accuracy(path, weak_int8.model, _all_digits(digits16), tolerance=1.25)
     with pytest.raises(ValueError, match="tolerance"):
         verify_onnx_accuracy(path, weak_int8.model, _all_digits(digits16), tolerance=-1)
 
