@@ -11,7 +11,8 @@ the one code path ``autocompress finalize`` and ``audit`` use. Three families:
    points spread along FLOPs (a noise-free cost; every finalized point is timed later, together)
    from the front of the searched trials (seeds included, baselines not; the space's proxy-drop
    constraint is not applied, the benchmark compares the whole cost range, but points more than
-   ``--front-max-drop`` proxy points below the original are left out) plus a stratified sample of
+   ``--front-max-drop`` proxy points below the original are left out), plus the front point nearest
+   each ``--peer-flops`` fraction (headline (b) compares at matched FLOPs), plus a stratified sample of
    ``--audit-sample`` other feasible trials (each fine-tuned ``E`` epochs); the audited front
    points are the finalized ones;
 2. **uniform**: the same ratio on every prunable channel group (block and stage groups) for each

@@ -122,7 +122,9 @@ def searched(ctx: Context, args: argparse.Namespace) -> None:
     run = str(ctx.run_dir)
     _cli("search", str(ctx.space_file), "--out", run, "--trials", str(args.trials))
     loaded = load_run(ctx.run_dir)
-    chosen = spread(within_drop(whole_front(loaded), loaded, args.front_max_drop), args.max_searched, "flops")
+    front = within_drop(whole_front(loaded), loaded, args.front_max_drop)
+    chosen = spread(front, args.max_searched, "flops")
+    chosen += [r for r in near_fractions(front, loaded, args.peer_flops) if r not in chosen]  # matched FLOPs (b)
     audit_set = sorted({r.trial for r in chosen} | set(_sampled(loaded, args.audit_sample)))
     _cli("audit", run, "--epochs", f"{args.budget_epochs:g}", "--trials", ",".join(map(str, audit_set)))
     audited = audit_rows(ctx.run_dir)
@@ -166,6 +168,21 @@ def within_drop(records: list[Any], run: Any, max_drop: float) -> list[Any]:
     return [r for r in records if float(r.metrics["accuracy"]) >= float(ref) - max_drop]
 
 
+def near_fractions(records: list[Any], run: Any, fractions: list[float]) -> list[Any]:
+    """For each FLOPs fraction of the original (the peer's points), the record nearest to it: headline (b)
+    compares at matched FLOPs, so the searched family has a finalized point there, not only an
+    interpolation between far-apart ones."""
+    ref = float(run.info.reference.get("flops") or 0)
+    if not records or ref <= 0:
+        return []
+    out = []
+    for f in fractions:
+        best = min(records, key=lambda r: (abs(float(r.metrics["flops"]) / ref - f), r.trial))
+        if best not in out:
+            out.append(best)
+    return out
+
+
 def _sampled(run: Any, k: int) -> list[int]:
     """The audit's stratified sample of ``k`` feasible non-Pareto trials (its default selection minus
     the front): the finalized points plus these give the proxy-fidelity figures."""
@@ -205,4 +222,4 @@ def _point_from_audit(ctx: Context, label: str, policy: Policy, row: dict[str, A
 
 
 __all__ = ["check_peer", "finalize_point", "peer", "searched", "spread", "uniform", "uniform_policy",
-           "whole_front", "with_space_kd", "within_drop"]
+           "near_fractions", "whole_front", "with_space_kd", "within_drop"]

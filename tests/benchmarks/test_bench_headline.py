@@ -130,3 +130,12 @@ def test_within_drop_keeps_points_near_the_original():
     run = SimpleNamespace(info=SimpleNamespace(reference={"accuracy": 90.0}))
     assert [r.trial for r in within_drop(recs, run, 10.0)] == [1, 3]
     assert within_drop(recs, SimpleNamespace(info=SimpleNamespace(reference={})), 1.0) == recs
+
+
+def test_near_fractions_picks_the_front_point_at_each_peer_flops():
+    from _headline.families import near_fractions
+
+    recs = [SimpleNamespace(trial=t, metrics={"flops": f}) for t, f in ((1, 48.0), (2, 69.0), (3, 81.0))]
+    run = SimpleNamespace(info=SimpleNamespace(reference={"flops": 100.0}))
+    assert [r.trial for r in near_fractions(recs, run, [0.5, 0.65, 0.49])] == [1, 2]
+    assert near_fractions(recs, SimpleNamespace(info=SimpleNamespace(reference={})), [0.5]) == []
