@@ -48,6 +48,14 @@ def digits():
     return get_dataset("digits")
 
 
+@pytest.fixture(scope="session")
+def digits16():
+    """The digits at 16x16 (every forward cheap), shared by the tests that train a small model on them."""
+    from compress.data import get_dataset
+
+    return get_dataset("digits", input_size=16)
+
+
 @pytest.fixture
 def one_thread():
     """One intra-op thread: on a shared, oversubscribed 2-core box, 2 OpenMP threads spin at

@@ -57,26 +57,19 @@ def test_without_modelopt_import_works_and_calling_says_how_to_install(monkeypat
 
 # ----- with ModelOpt ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def digits():
-    from compress.data import get_dataset
-
-    return get_dataset("digits", input_size=SIZE)
-
-
-@pytest.fixture(scope="module")
-def trained(digits):
-    return train_resnet20(digits, 60)
+def trained(digits16):
+    return train_resnet20(digits16, 60)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("stage_channels", [False, True])
-def test_fastnas_end_to_end_on_digits(trained, digits, stage_channels, tmp_path):
+def test_fastnas_end_to_end_on_digits(trained, digits16, stage_channels, tmp_path):
     pytest.importorskip("modelopt")
     peer_fastnas.require_modelopt()
     settings = peer_fastnas.FastNASSettings(channel_divisor=8, val_limit=128, eval_batch_size=128, bn_batch_size=4,
                                             stage_channels=stage_channels)
     spec = ModelSpec(name="resnet20", input_size=SIZE)
-    result = peer_fastnas.fastnas_policy(trained, digits, 0.5, spec=spec, settings=settings,
+    result = peer_fastnas.fastnas_policy(trained, digits16, 0.5, spec=spec, settings=settings,
                                          search_checkpoint=tmp_path / "sensitivity.pth")
     m = result.metrics
     assert m["flops_ratio"] <= 0.52  # FastNAS's own FLOPs count also includes BN and the fixed shortcuts
@@ -87,6 +80,6 @@ def test_fastnas_end_to_end_on_digits(trained, digits, stage_channels, tmp_path)
     assert "layer3" not in result.policy.prune.kept  # its channels feed the classifier: never searchable
     if not stage_channels:
         assert pruned == {"block"}  # the zero-padding shortcuts hide the residual coupling
-    again = peer_fastnas.fastnas_policy(trained, digits, 0.5, spec=spec, settings=settings,
+    again = peer_fastnas.fastnas_policy(trained, digits16, 0.5, spec=spec, settings=settings,
                                         search_checkpoint=tmp_path / "sensitivity.pth")
     assert again.policy == result.policy  # deterministic, and the cached sensitivity map gives the same choice

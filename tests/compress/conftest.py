@@ -13,13 +13,6 @@ from spaces.policy import FinetuneSpec
 SIZE = 16  # digits at 16x16 keep every forward cheap
 
 
-@pytest.fixture(scope="session")
-def digits16():
-    from compress.data import get_dataset
-
-    return get_dataset("digits", input_size=SIZE)
-
-
 def train_resnet20(data, steps: int, *, seed: int = 0) -> nn.Module:
     """A resnet20 trained for ``steps`` SGD steps (batch 32, lr 0.05, seed ``seed``) on ``data``'s
     train split, in eval mode."""

@@ -31,24 +31,17 @@ SETTINGS = SensitivitySettings(ratios=(0.25, 0.5, 0.75), bits=((2, 8), (8, 8)), 
 
 
 @pytest.fixture(scope="module")
-def digits():
-    from compress.data import get_dataset
-
-    return get_dataset("digits", input_size=SIZE)
+def trained(digits16):
+    return train_resnet20(digits16, 80)
 
 
 @pytest.fixture(scope="module")
-def trained(digits):
-    return train_resnet20(digits, 80)
+def smap(trained, digits16):
+    return compute_map(trained, GROUPS, UNITS, digits16, SETTINGS, input_size=SIZE, key="k")
 
 
-@pytest.fixture(scope="module")
-def smap(trained, digits):
-    return compute_map(trained, GROUPS, UNITS, digits, SETTINGS, input_size=SIZE, key="k")
-
-
-def test_rows_hold_the_unpruned_accuracy_of_the_fixed_subset(smap, trained, digits):
-    loader = digits.loader("val", 80, shuffle=False, limit=SETTINGS.val_limit)
+def test_rows_hold_the_unpruned_accuracy_of_the_fixed_subset(smap, trained, digits16):
+    loader = digits16.loader("val", 80, shuffle=False, limit=SETTINGS.val_limit)
     ref = evaluate(trained, loader, topk=(1,), progress=False)
     assert smap.reference == pytest.approx(ref["top1"]) and smap.images == ref["n"] == 160
     assert smap.reference > 50, "the fixture model should have learned digits"
@@ -58,11 +51,11 @@ def test_rows_hold_the_unpruned_accuracy_of_the_fixed_subset(smap, trained, digi
     assert set(smap.seconds) == {"prune", "quant", "total"} and smap.seconds["total"] > 0
 
 
-def test_a_cell_is_the_apply_path_without_finetune(smap, trained, digits):
+def test_a_cell_is_the_apply_path_without_finetune(smap, trained, digits16):
     policy = Policy(model=ModelSpec("resnet20", input_size=SIZE), prune=PruneSpec(ratios={"layer3": 0.5}))
-    out = apply(policy, trained, data=digits, finetune=False, progress=False, calib_batches=1,
+    out = apply(policy, trained, data=digits16, finetune=False, progress=False, calib_batches=1,
                 bn_recal_batches=SETTINGS.bn_recal_batches)
-    acc = evaluate(out.model, digits.loader("val", 80, shuffle=False, limit=SETTINGS.val_limit), topk=(1,),
+    acc = evaluate(out.model, digits16.loader("val", 80, shuffle=False, limit=SETTINGS.val_limit), topk=(1,),
                    progress=False)["top1"]
     assert smap.prune["layer3"][0.5] == pytest.approx(acc)
 
