@@ -13,7 +13,7 @@ from _headline.context import Context
 from _headline.recipes import save_recipe
 
 from autocompress.pareto import non_dominated
-from autocompress.rundir import load_run, pareto_records
+from autocompress.rundir import AuditRecord, load_run, pareto_records, read_audit_records
 from search.audit import select_trials
 from search.finalize import final_policy, finetune_and_measure
 from search.recipes import recipe_policy
@@ -127,7 +127,7 @@ def searched(ctx: Context, args: argparse.Namespace) -> None:
     chosen += [r for r in near_fractions(front, loaded, args.peer_flops) if r not in chosen]  # matched FLOPs (b)
     audit_set = sorted({r.trial for r in chosen} | set(_sampled(loaded, args.audit_sample)))
     _cli("audit", run, "--epochs", f"{args.budget_epochs:g}", "--trials", ",".join(map(str, audit_set)))
-    audited = audit_rows(ctx.run_dir)
+    audited = {r.trial: r for r in read_audit_records(ctx.run_dir)}
     for rec in chosen:
         label = f"searched-t{rec.trial}"
         policy = recipe_policy(loaded, rec.trial)
@@ -199,26 +199,15 @@ def spread(records: list[Any], n: int, key: str) -> list[Any]:
     return [ordered[i] for i in picks]
 
 
-def audit_rows(run_dir: Path) -> dict[int, dict[str, Any]]:
-    """The audit's records by trial number (``RUN/audit/trial-N.json``)."""
-    import json
-
-    rows = {}
-    for p in sorted((run_dir / "audit").glob("trial-*.json")):
-        row = json.loads(p.read_text())
-        rows[int(row["trial"])] = row
-    return rows
-
-
-def _point_from_audit(ctx: Context, label: str, policy: Policy, row: dict[str, Any], epochs: float) -> None:
+def _point_from_audit(ctx: Context, label: str, policy: Policy, record: AuditRecord, epochs: float) -> None:
     """A searched point the audit already fine-tuned with this budget: stored without training again."""
-    if float(row.get("epochs") or -1) != float(epochs):
+    if record.epochs is None or float(record.epochs) != float(epochs):
         return
-    final = dict(row["metrics"])  # an AuditRecord's metrics: what finetune_and_measure measured
+    final = dict(record.metrics)  # what finetune_and_measure measured
     recipe = save_recipe(ctx, label, policy, final, epochs)
     ctx.save_point(label, {"family": "searched", "epochs": epochs, "precision": _precision(policy),
-                           "recipe": str(recipe), "final": final, "trial": row["trial"],
-                           "proxy": dict(row.get("search_metrics") or {}), "from_audit": True})
+                           "recipe": str(recipe), "final": final, "trial": record.trial,
+                           "proxy": dict(record.search_metrics), "from_audit": True})
 
 
 __all__ = ["check_peer", "finalize_point", "peer", "searched", "spread", "uniform", "uniform_policy",

@@ -91,7 +91,7 @@ def test_a_point_stored_from_the_audit_gets_a_replayable_final_recipe(tmp_path):
     searched = Policy.load(recipe).replace(provenance={"source": "autocompress search", "trial": 3})
     final = {"val_accuracy": 88.5, "test_accuracy": 85.1, "flops": 2.0e7, "params": 1.5e5, "size": 6.0e5,
              "bops": 2.0e10, "reference_val_accuracy": 92.0, "reference_test_accuracy": 86.7}
-    row = {"trial": 3, "epochs": 1.0, "metrics": final, "search_metrics": {"accuracy": 87.0}}
+    row = SimpleNamespace(trial=3, epochs=1.0, metrics=final, search_metrics={"accuracy": 87.0})  # an AuditRecord
     _point_from_audit(ctx, "searched-t3", searched, row, 2.0)  # another budget: not taken
     assert ctx.point("searched-t3") is None
     _point_from_audit(ctx, "searched-t3", searched, row, 1.0)
