@@ -3,7 +3,8 @@
 ``autocompress audit RUN`` gives, for a set of trials, the final val accuracy after ``finalize``'s
 fine-tune and Kendall's tau against the search's proxy. This benchmark re-scores the *same audited
 trials* under other proxy recipes and computes each one's tau (and Spearman's rho, bootstrap 95%
-intervals) against the *same final accuracies*, so the levers are compared on one set of pairs:
+intervals) against the *same final accuracies*, so the levers are compared on one set of pairs (the
+final val accuracy, as the audit pairs them; tau against the final *test* accuracy is reported too):
 
 - ``default``: the search's own proxy (the records' accuracy);
 - ``adaptive-bn``: no fine-tune at all, only BatchNorm recalibration (and quantization calibration)
@@ -158,8 +159,8 @@ def correlations(values: dict[str, dict[int, float]], final: dict[int, float]) -
 def table(result: dict[str, Any]) -> str:
     """Markdown table of the levers: tau [interval], rho, proxy seconds relative to the default."""
     base = sum(result["seconds"]["default"].values()) or math.nan
-    lines = ["| proxy recipe | Kendall tau [95% CI] | Spearman rho [95% CI] | n | proxy compute vs default |",
-             "|---|---|---|---|---|"]
+    lines = ["| proxy recipe | Kendall tau [95% CI] | Spearman rho [95% CI] | tau vs final test | n | "
+             "proxy compute vs default |", "|---|---|---|---|---|---|"]
     def fmt(c: dict[str, Any]) -> str:
         if c["value"] is None:
             return "undefined"
@@ -167,7 +168,9 @@ def table(result: dict[str, Any]) -> str:
 
     for name, c in result["correlations"].items():
         rel = sum(result["seconds"].get(name, {}).values()) / base
-        lines.append(f"| {name} | {fmt(c['tau'])} | {fmt(c['rho'])} | {c['n']} | {rel:.2f}x |")
+        test_tau = result["correlations_test"][name]["tau"]["value"]
+        test_tau = "undefined" if test_tau is None else f"{test_tau:.2f}"
+        lines.append(f"| {name} | {fmt(c['tau'])} | {fmt(c['rho'])} | {test_tau} | {c['n']} | {rel:.2f}x |")
     return "\n".join(lines)
 
 
@@ -180,6 +183,7 @@ def run_levers(run_dir: str | Path, *, steps: list[int], no_kd: bool, fraction: 
                          f"(at least 3 are needed for a rank correlation)")
     space = run_space(run.dir)
     final = {r.trial: float(r.val_accuracy) for r in audited}
+    final_test = {r.trial: float(r.test_accuracy) for r in audited}
     objective = Objective(space, run.dir, progress=False)
     t0 = time.perf_counter()
     scored = rescore(objective, run, sorted(final), steps, no_kd)
@@ -189,7 +193,8 @@ def run_levers(run_dir: str | Path, *, steps: list[int], no_kd: bool, fraction: 
         multi_fidelity(scored, promoted, int(space.budget.finetune.steps), s)
     result = {"run": str(run.dir), "audit": audited[0].settings, "final": final, "promoted": sorted(promoted),
               "promoted_share": round(len(promoted) / max(1, len(complete)), 3), "promote_fraction": fraction,
-              **scored, "correlations": correlations(scored["values"], final),
+              "final_test": final_test, **scored, "correlations": correlations(scored["values"], final),
+              "correlations_test": correlations(scored["values"], final_test),
               "wall_s": round(time.perf_counter() - t0, 1), "finished": now_iso(), "versions": versions(),
               "git_sha": git_sha(), "command": " ".join(sys.argv)}
     atomic_write_json(audit_dir(run.dir) / "levers.json", result)
