@@ -57,6 +57,9 @@ def test_multi_fidelity_takes_the_higher_level_for_promoted_trials_and_costs_bot
     levers.multi_fidelity(scored, {2}, 3, 9)
     assert scored["values"]["multi-fidelity-3-9"] == {1: 80.0, 2: 90.0}
     assert scored["seconds"]["multi-fidelity-3-9"] == {1: 1.0, 2: 4.0}
+    # run-wide proxy steps: a quarter of the candidates promoted to 3x the steps cost 1.75x the default
+    assert levers.relative_steps(["default", "adaptive-bn", "steps-9", "no-kd", "multi-fidelity-3-9"], 3, 0.25) == {
+        "default": 1.0, "adaptive-bn": 0.0, "steps-9": 3.0, "no-kd": 1.0, "multi-fidelity-3-9": 1.75}
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +96,7 @@ def test_levers_rescore_the_audited_trials(audited_tiny_run, tmp_path, monkeypat
     assert {1, 2} <= set(result["promoted"])
     assert result["values"]["multi-fidelity-2-4"][1] == result["values"]["steps-4"][1]
     assert "| multi-fidelity-2-4 |" in levers.table(result)
+    assert result["relative_steps"]["steps-4"] == 2.0 and result["relative_steps"]["adaptive-bn"] == 0.0
     # a rerun re-scores from the result cache: no new evaluation, the same values
     cache = set((run_dir / "cache").glob("*.json"))
     again = levers.run_levers(run_dir, steps=[4], no_kd=True, fraction=0.3)
