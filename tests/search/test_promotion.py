@@ -67,11 +67,16 @@ def _expected_promotions(records, steps: int, space) -> dict[int, bool]:
     return out
 
 
-def test_promotion_on_a_closed_form_objective_with_resume(tmp_path):
+def test_promotion_on_a_closed_form_objective_with_resume(tmp_path, monkeypatch):
     sys.path.insert(0, str(HERE))
     from _analytic_objective import factory
 
+    import search.backends._study as study_mod
     from search.driver import run_search
+
+    # the resumed run's sampler seed derives from the worker id (host:pid); a fixed one makes its proposals,
+    # and so which of them are promoted, the same on every machine
+    monkeypatch.setattr(study_mod, "worker_id", lambda: "test-host:1")
 
     space = load_space("quickstart", overrides=[FIDELITY, "search.seeds=null", "search.sampler=random",
                                                 "constraints=[]"])
