@@ -6,7 +6,8 @@ trials* under other proxy recipes and computes each one's tau (and Spearman's rh
 intervals) against the *same final accuracies*, so the levers are compared on one set of pairs (the
 final val accuracy, as the audit pairs them; tau against the final *test* accuracy is reported too):
 
-- ``default``: the search's own proxy (the records' accuracy);
+- ``default``: the search's own proxy (the records' accuracy: the highest level reached, when the run
+  itself used multi-fidelity; the simulated promotion below assumes a run with one level);
 - ``adaptive-bn``: no fine-tune at all, only BatchNorm recalibration (and quantization calibration)
   after pruning: the zero-cost proxy of EagleEye-style pruners;
 - ``steps-S`` (``--steps``): a longer proxy fine-tune of ``S`` steps (same schedule, KD, seed);
