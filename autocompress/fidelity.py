@@ -234,19 +234,20 @@ def audit_summary(records: Sequence[AuditRecord], objectives: Sequence[Sequence[
            "noise": noise_summary(noise, {row["trial"]: row["proxy"] for row in rows})}
     sigma = out["noise"]["sigma"] if out["noise"] else math.nan
     out["ties"] = [[front[i][0], front[j][0]] for i, j in ties_within_noise([a for _, a in front], sigma, TIE_SIGMAS)]
-    return _json_safe(out)
+    return json_safe(out)
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float (an undefined correlation, ...) as ``None``: JSON has no NaN."""
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
 
 
 __all__ = ["ACCURACY_METRICS", "TIE_SIGMAS", "Correlation", "Regret", "audit_summary", "cost_metric",
-           "default_budgets", "kendall_tau", "noise_summary", "pooled_std", "regret", "spearman_rho",
+           "default_budgets", "json_safe", "kendall_tau", "noise_summary", "pooled_std", "regret", "spearman_rho",
            "ties_within_noise"]

@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import math
 import sys
 import time
 from pathlib import Path
@@ -44,12 +43,12 @@ from typing import Any
 
 import torch
 
-from autocompress.fidelity import kendall_tau, spearman_rho
+from autocompress.fidelity import json_safe, kendall_tau, spearman_rho
 from autocompress.rundir import Run, atomic_write_json, audit_dir, load_run, read_audit_records
 from compress.apply import apply
 from search._logging import setup_logging
 from search.objective import Objective
-from search.promotion import LevelResult, always_promoted, is_promoted, policy_at
+from search.promotion import always_promoted, candidate_results, is_promoted, policy_at
 from search.recipes import run_space, trial_policy
 from search.trial import git_sha, now_iso, versions
 from spaces.policy import Policy
@@ -122,30 +121,19 @@ def multi_fidelity(scored: dict[str, dict], promoted: set[int], s0: int, s1: int
 
 def promoted_trials(run: Run, space: SearchSpace, fraction: float, min_results: int = 1) -> set[int]:
     """Trials ``search.promotion`` would promote from the records' (level-0) metrics, decided online in
-    trial order among complete trials; baselines always."""
-    objectives = list(space.objectives)
-    results: list[LevelResult] = []
+    trial order among complete trials (a duplicate proposal ranked in its earliest twin's place);
+    baselines always."""
+    records = sorted((r for r in run.records if r.status == "complete"), key=lambda r: r.trial)
+    results, stands_for = candidate_results(records, lambda r: r.metrics, space)
     promoted: set[int] = set()
-    twins: dict[int, int] = {}
-    for rec in sorted((r for r in run.records if r.status == "complete"), key=lambda r: r.trial):
-        if rec.cached_from is not None and rec.cached_from >= 0:  # a duplicate proposal counts once
-            twins[rec.trial] = rec.cached_from
+    for rec in records:
+        if rec.trial not in stands_for:  # metrics without the objectives
             continue
-        try:
-            values = tuple(float(rec.metrics[m]) for m in objectives)
-        except (KeyError, TypeError, ValueError):
-            continue
-        violation = sum(max(0.0, float(c.violation(rec.metrics))) for c in space.parsed_constraints)
-        violation = violation if math.isfinite(violation) else 1e12
-        results.append(LevelResult(rec.trial, values, violation <= 0, violation))
-        if always_promoted(rec.baseline) or is_promoted(results, rec.trial, space.directions, fraction, min_results):
+        so_far = [r for r in results if r.trial <= rec.trial]
+        if always_promoted(rec.baseline) or is_promoted(so_far, stands_for[rec.trial], space.directions, fraction,
+                                                        min_results):
             promoted.add(rec.trial)
-    return promoted | {t for t, twin in twins.items() if twin in promoted}
-
-
-def _json_safe(d: dict[str, Any]) -> dict[str, Any]:
-    """NaN (an undefined correlation) as ``None``: JSON has no NaN."""
-    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in d.items()}
+    return promoted
 
 
 def correlations(values: dict[str, dict[int, float]], final: dict[int, float]) -> dict[str, dict[str, Any]]:
@@ -155,8 +143,8 @@ def correlations(values: dict[str, dict[int, float]], final: dict[int, float]) -
         trials = sorted(t for t in by_trial if t in final)
         x = [by_trial[t] for t in trials]
         y = [final[t] for t in trials]
-        out[name] = {"tau": _json_safe(kendall_tau(x, y).to_dict()), "rho": _json_safe(spearman_rho(x, y).to_dict()),
-                     "n": len(trials)}
+        out[name] = json_safe({"tau": kendall_tau(x, y).to_dict(), "rho": spearman_rho(x, y).to_dict(),
+                               "n": len(trials)})
     return out
 
 

@@ -37,7 +37,7 @@ import dataclasses
 import json
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,17 +120,16 @@ def _candidate_key(record: TrialRecord) -> str:
     return json.dumps(params, sort_keys=True, default=str) if params else f"trial:{record.trial}"
 
 
-def _collect(run_dir: str | Path, steps: int, space: Any) -> tuple[list[LevelResult], dict[int, int]]:
-    """:func:`level_results` and, for every trial seen, the trial that stands for its candidate."""
+def candidate_results(records: Iterable[TrialRecord], metrics_of: Callable[[TrialRecord], Mapping[str, Any] | None],
+                      space: Any) -> tuple[list[LevelResult], dict[int, int]]:
+    """The distinct candidates' results among ``records`` (``complete`` or ``running``), each record's
+    metrics at the level given by ``metrics_of`` (``None`` or empty: not at that level), and, for every
+    record taken, the trial that stands for its candidate (the earliest with the same search params)."""
     objectives = list(space.objectives)
     seen: dict[str, LevelResult] = {}
     keys: dict[int, str] = {}
-    for path in sorted((Path(run_dir) / "records").glob("trial-*.json")):
-        try:
-            record = TrialRecord.from_dict(json.loads(path.read_text()), source=str(path))
-        except Exception:  # noqa: BLE001 - a record mid-replacement or of another schema
-            continue
-        metrics = (record.levels or {}).get(str(steps))
+    for record in records:
+        metrics = metrics_of(record)
         if record.status not in ("complete", "running") or not metrics:
             continue
         try:
@@ -142,6 +141,19 @@ def _collect(run_dir: str | Path, steps: int, space: Any) -> tuple[list[LevelRes
         if key not in seen or record.trial < seen[key].trial:
             seen[key] = LevelResult(record.trial, values, violation <= 0, violation)
     return list(seen.values()), {t: seen[k].trial for t, k in keys.items()}
+
+
+def _readable_records(run_dir: str | Path) -> Iterator[TrialRecord]:
+    for path in sorted((Path(run_dir) / "records").glob("trial-*.json")):
+        try:
+            yield TrialRecord.from_dict(json.loads(path.read_text()), source=str(path))
+        except Exception:  # noqa: BLE001 - a record mid-replacement or of another schema
+            continue
+
+
+def _collect(run_dir: str | Path, steps: int, space: Any) -> tuple[list[LevelResult], dict[int, int]]:
+    """:func:`level_results` and, for every trial seen, the trial that stands for its candidate."""
+    return candidate_results(_readable_records(run_dir), lambda r: (r.levels or {}).get(str(steps)), space)
 
 
 def level_results(run_dir: str | Path, steps: int, space: Any) -> list[LevelResult]:
@@ -173,5 +185,5 @@ def promote(run_dir: str | Path, space: Any, trial: int, steps: int, baseline: s
     return decision
 
 
-__all__ = ["ALWAYS_PROMOTED", "LevelResult", "always_promoted", "is_promoted", "level_results", "levels_of",
-           "policy_at", "promote", "promotion_order", "slots"]
+__all__ = ["ALWAYS_PROMOTED", "LevelResult", "always_promoted", "candidate_results", "is_promoted", "level_results",
+           "levels_of", "policy_at", "promote", "promotion_order", "slots"]

@@ -30,7 +30,9 @@ def _run(root: Path, rows: list[tuple]) -> Path:
     write_document(tiny_space().to_dict(), root / "config.yaml")
     for trial, acc, flops, label, twin in rows:
         metrics = {"accuracy": acc, "flops": flops, "accuracy_drop": 95.0 - acc}
-        write_record(root, TrialRecord(trial=trial, status="complete", policy={}, metrics=metrics, feasible=True,
+        params = {"proposal": trial if twin is None else twin}  # a duplicate proposal has its twin's params
+        write_record(root, TrialRecord(trial=trial, status="complete", policy={"provenance": {"params": params}},
+                                       metrics=metrics, feasible=True,
                                        policy_hash=f"h{trial if twin is None else twin}", baseline=label,
                                        cached_from=twin))
     return root
