@@ -7,7 +7,8 @@ epochs of the space's ``budget.final`` schedule, KD from the same teacher: the a
 the one code path ``autocompress finalize`` and ``audit`` use. Three families:
 
 1. **searched**: ``autocompress search`` (objectives accuracy, FLOPs, latency at b1 and b128 by
-   default; ``--set`` to change them), then ``autocompress audit`` of up to ``--max-searched``
+   default; ``--set`` to change them; its sensitivity seeds are allocated at the space's FLOPs
+   targets and at each ``--peer-flops`` fraction, the targets FastNAS is given), then ``autocompress audit`` of up to ``--max-searched``
    points spread along FLOPs (a noise-free cost; every finalized point is timed later, together)
    from the front of the searched trials (seeds included, baselines not; the space's proxy-drop
    constraint is not applied, the benchmark compares the whole cost range, but points more than

@@ -76,6 +76,16 @@ def adapt_once(name: str, overrides: list[str], out: Path, device: str) -> Path:
     return weights
 
 
+def peer_seed_targets(space: SearchSpace, peer_flops: list[float]) -> list[float] | None:
+    """The space's sensitivity-seed FLOPs targets plus the peer's FLOPs fractions (headline (b) compares
+    at matched FLOPs, and FastNAS is given those fractions as its targets: the search gets seeds
+    allocated at them too). None when the space seeds by another metric, or has no seeds."""
+    seeds = space.search.seeds
+    if seeds is None or seeds.metric != "flops":
+        return None
+    return sorted({float(t) for t in (*seeds.targets, *peer_flops) if 0 < t < 1})
+
+
 def prepare(args: argparse.Namespace) -> Context:
     """Adapt the checkpoint once, then write the search space that starts from it (``OUT/space.yaml``)."""
     out = args.out.resolve()
@@ -84,6 +94,9 @@ def prepare(args: argparse.Namespace) -> Context:
     overrides = [*DEFAULT_OVERRIDES, *args.overrides, f"model.checkpoint={adapted}", "model.adapt=null",
                  f"search.trials={args.trials}"]
     space = load_space(name, overrides=overrides)
+    targets = peer_seed_targets(space, args.peer_flops)
+    if targets is not None:
+        space = load_space(name, overrides=[*overrides, f"search.seeds.targets=[{','.join(map(repr, targets))}]"])
     space_file = out / "space.yaml"
     doc = space.to_dict()
     doc["name"] = f"{name}-headline"
@@ -92,4 +105,4 @@ def prepare(args: argparse.Namespace) -> Context:
     return Context(out=out, space=space, space_file=space_file, adapted=adapted, device=args.device)
 
 
-__all__ = ["Context", "SPACES", "adapt_once", "prepare"]
+__all__ = ["Context", "SPACES", "adapt_once", "peer_seed_targets", "prepare"]

@@ -139,3 +139,19 @@ def test_near_fractions_picks_the_front_point_at_each_peer_flops():
     run = SimpleNamespace(info=SimpleNamespace(reference={"flops": 100.0}))
     assert [r.trial for r in near_fractions(recs, run, [0.5, 0.65, 0.49])] == [1, 2]
     assert near_fractions(recs, SimpleNamespace(info=SimpleNamespace(reference={})), [0.5]) == []
+
+
+@pytest.mark.parametrize("name", ["resnet20-cifar10", "resnet56-cifar10", "quickstart"])
+def test_the_search_is_seeded_at_the_peer_flops_too(name):
+    from _headline.context import peer_seed_targets
+
+    from spaces.space import load_space
+
+    space = load_space(name)
+    targets = peer_seed_targets(space, [0.5, 0.65])
+    assert targets == sorted({*space.search.seeds.targets, 0.5, 0.65})
+    seeded = load_space(name, overrides=[f"search.seeds.targets=[{','.join(map(repr, targets))}]"])
+    assert seeded.search.seeds.targets == tuple(targets)
+    assert peer_seed_targets(load_space(name, overrides=["search.seeds=null"]), [0.5]) is None
+    bops = load_space(name, overrides=["search.seeds.metric=bops"])
+    assert peer_seed_targets(bops, [0.5]) is None  # BOPs seeds are not at FLOPs fractions
