@@ -19,7 +19,10 @@ Exact trial counts
     ``count + ask`` happens under an exclusive file lock that lives next to a file storage
     (``study.db.search-lock`` / ``study.log.search-lock``) or, for a network database, in the run directory, so
     all workers on one machine agree on how many trials remain. Workers on other machines sharing a
-    network database additionally re-check after asking (see :func:`is_surplus`).
+    network database additionally re-check after asking (see :func:`is_surplus`). The one exception
+    is a dead trial's retry (:func:`next_is_retry`): when its worker died after the others had already
+    started enough trials to fill the count, the retry still runs, so the study ends with one more
+    complete trial per such death rather than without that baseline, seed or proposal.
 """
 
 from __future__ import annotations
@@ -374,6 +377,23 @@ def requeue(study: optuna.Study, trial: FrozenTrial) -> bool:
                                       trial.system_attrs.get("failed_trial", trial.number))
         storage.set_trial_system_attr(new._trial_id, "retry_history", history)  # noqa: SLF001
     return True
+
+
+def is_retry(study: optuna.Study, trial: optuna.Trial | FrozenTrial) -> bool:
+    """Whether ``trial`` is the re-queued retry of a trial whose worker died (:func:`requeue`)."""
+    frozen = trial if isinstance(trial, FrozenTrial) else study._storage.get_trial(trial._trial_id)  # noqa: SLF001
+    return "failed_trial" in frozen.system_attrs
+
+
+def next_is_retry(study: optuna.Study) -> bool:
+    """Whether the queued trial ``ask`` pops next (the lowest-numbered WAITING one) is a retry.
+
+    Such a retry runs even when the study already holds its requested count of complete and
+    running trials: its worker died after the others had filled the count, and its parameters (a
+    baseline, a seed or a proposal the sampler already made) would otherwise never be scored.
+    """
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    return bool(waiting) and is_retry(study, min(waiting, key=lambda t: t.number))
 
 
 def fail_dead_local_trials(study: optuna.Study,

@@ -52,7 +52,9 @@ from search.backends._study import (
     count_states,
     create_study,
     enqueue_baselines,
+    is_retry,
     is_surplus,
+    next_is_retry,
     open_storage,
     parse_storage,
     recoverable,
@@ -97,14 +99,14 @@ class _Session:
 
     def next_trial(self) -> optuna.Trial | str:
         """Under the study lock: a new trial to run, ``"done"`` (the study holds its trials, or only
-        trials running elsewhere that nobody could recover are missing) or ``"wait"`` (the missing
-        trials run in other workers whose death would be noticed: wait, and run their retries)."""
+        trials running elsewhere that nobody could recover are missing) or ``"wait"`` (trials still run
+        in other workers whose death would be noticed, a retry past the count included: wait, so the
+        exports cover them, and run their retries)."""
         with file_lock(self.lock):
             self.recover_dead()
             counts = count_states(self.study)
-            if counts[TrialState.COMPLETE] >= self.ctx.trials:
-                return "done"
-            if counts[TrialState.COMPLETE] + counts[TrialState.RUNNING] >= self.ctx.trials:
+            filled = counts[TrialState.COMPLETE] + counts[TrialState.RUNNING] >= self.ctx.trials
+            if filled and not next_is_retry(self.study):  # a dead trial's retry runs past the count
                 running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
                 return "wait" if any(recoverable(t) for t in running) else "done"
             with warnings.catch_warnings():  # heartbeat outside Study.optimize: we run optuna's thread
@@ -154,7 +156,7 @@ def run_worker(ctx: SearchContext, *, main: bool = True, storage: optuna.storage
                 continue
             waiting = False
             assert isinstance(trial, optuna.Trial)
-            if not s.shared_lock and is_surplus(study, trial.number, ctx.trials):
+            if not s.shared_lock and not is_retry(study, trial) and is_surplus(study, trial.number, ctx.trials):
                 trial.set_user_attr(ATTR_ERROR, "Surplus: another machine's worker filled the requested count")
                 study.tell(trial, state=TrialState.PRUNED)
                 continue

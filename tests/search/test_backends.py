@@ -8,7 +8,11 @@ exercised in ``test_driver.py``.
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -226,6 +230,47 @@ def test_ctrl_c_leaves_resumable_study(tmp_path, space):
     retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == 2]
     assert len(retried) == 1 and retried[0].state == TrialState.COMPLETE
     assert retried[0].user_attrs["baseline"] == "uniform-prune-0.5"
+
+
+def test_a_retry_runs_when_its_worker_died_after_the_count_filled(tmp_path, space):
+    """Another worker's trial and the dead worker's trial fill the count; the dead one's retry still
+    runs (it would otherwise stay queued for ever: a lost baseline, seed or proposal)."""
+    run = tmp_path / "run"
+    run_search(space, run, trials=4, objective_factory=Factory(), progress=False)
+    study = _study(run)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    # a worker on another machine (no heartbeat: nobody here could notice its death) and a dead one here
+    for worker in ("elsewhere:1", f"{socket.gethostname()}:{gone.pid}"):
+        study.enqueue_trial(study.trials[0].params)
+        trial = study.ask()
+        trial.set_user_attr("worker", {"id": worker, "start": None})
+    live, dead = study.trials[-2:]
+    r = run_search(space, run, trials=5, objective_factory=Factory(), progress=False, timeout_s=120)
+    assert (r.complete, r.ran) == (5, 1)
+    study = _study(run)
+    retry = [t for t in study.trials if t.system_attrs.get("failed_trial") == dead.number]
+    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE
+    assert study.trials[dead.number].state == TrialState.FAIL
+    assert study.trials[live.number].state == TrialState.RUNNING  # left to its worker
+    assert TrialState.WAITING not in _states(study)
+
+
+def test_a_worker_waits_for_a_retry_running_past_the_count(tmp_path, space, caplog):
+    """The study holds its count, but a retry still runs in a live worker here: the exports must
+    cover it, so a worker that finds the count complete waits (here until its timeout)."""
+    run = tmp_path / "run"
+    run_search(space, run, trials=4, objective_factory=Factory(), progress=False)
+    study = _study(run)
+    study.enqueue_trial(study.trials[0].params)
+    retry = study.ask()
+    study._storage.set_trial_system_attr(retry._trial_id, "failed_trial", 0)  # noqa: SLF001
+    retry.set_user_attr("worker", {"id": f"{socket.gethostname()}:{os.getpid()}", "start": None})
+    caplog.set_level("INFO", logger="search")
+    t0 = time.monotonic()
+    r = run_search(space, run, trials=4, objective_factory=Factory(), progress=False, timeout_s=2)
+    assert time.monotonic() - t0 >= 2 and r.ran == 0
+    assert "waiting for the last trials" in caplog.text
 
 
 def test_resume_refuses_another_space(tmp_path, space):
