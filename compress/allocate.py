@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -58,6 +59,8 @@ Metric = Literal["flops", "params", "bops", "latency"]
 METRICS = ("flops", "params", "bops", "latency")
 FLOAT = LayerBits(32, 32)
 _REL = 1e-9
+#: the least goal move (x target) of :func:`allocate_expressible` once a move changed nothing
+_MIN_STEP = 0.01
 #: requested ratios -> the ratios a search space really applies for them
 Express = Callable[[Mapping[str, float]], Mapping[str, float]]
 
@@ -285,17 +288,20 @@ def allocate(smap, cost: CostModel, target: float, *, grid: Sequence[float], gro
                       round(loss, 4), ratios, bits)
 
 
-def allocate_expressible(smap, cost: CostModel, target: float, *, express: Express, rounds: int = 6,
+def allocate_expressible(smap, cost: CostModel, target: float, *, express: Express, rounds: int = 10,
                          **kwargs) -> Allocation:
     """:func:`allocate`, then the ratios as the search space can express them.
 
     ``express`` maps requested ratios to the ratios the space really applies (e.g. ``lambda r:
     spaces.space.params_for_ratios(space, dims, r).achieved``). When those miss the target, the
-    allocation is redone for a target moved by the miss, for a few ``rounds``; the result is the
-    expressed allocation with the most cost within ``target`` (its ``ratios``, ``fraction`` and
-    ``loss`` are the expressed ones). ``ValueError`` when no round lands within the target.
+    allocation is redone for a goal moved by the miss, for up to ``rounds`` rounds; a space whose
+    expressed cost jumps with the goal (global ratio + offsets) gets goals bisected between one that
+    lands within the target and one beyond (:func:`_next_goal`). The result is the expressed
+    allocation with the most cost within ``target`` (its ``ratios``, ``fraction`` and ``loss`` are
+    the expressed ones). ``ValueError`` when no round lands within the target.
     """
-    goal, best = target, None
+    goal, best, last = target, None, None
+    lo, hi = 0.0, math.inf  # goals known to express within / beyond the target
     label = kwargs.pop("label", None) or f"seed-{cost.metric}-{target:g}"
     for _ in range(rounds):
         try:
@@ -304,17 +310,32 @@ def allocate_expressible(smap, cost: CostModel, target: float, *, express: Expre
             break
         ratios = {g: float(r) for g, r in express(a.ratios).items() if r > 0}
         fraction = cost.fraction(ratios, a.bits)
-        if fraction <= target * (1 + 1e-6) and (best is None or fraction > best.fraction):
+        feasible = fraction <= target * (1 + 1e-6)
+        if feasible and (best is None or fraction > best.fraction):
             delta = sum(smap.prune_loss(g, ratios.get(g, 0.0)) - smap.prune_loss(g, a.ratios.get(g, 0.0))
                         for g in set(ratios) | set(a.ratios) if g in smap.prune)
             best = dataclasses.replace(a, target=float(target), ratios=ratios, fraction=round(fraction, 6),
                                        loss=round(a.loss + delta, 4))
-        if abs(fraction - target) <= 1e-3 * target:
+        if feasible and target - fraction <= 1e-3 * target:  # close enough, from below
             break
-        goal = min(1.0, goal + target - fraction)
+        lo, hi = (max(lo, goal), hi) if feasible else (lo, min(hi, goal))
+        goal, last = _next_goal(goal, target - fraction, lo, hi, stalled=ratios == last, target=target), ratios
     if best is None:
         raise ValueError(f"no allocation the space can express meets the {cost.metric} target {target:g}")
     return best
+
+
+def _next_goal(goal: float, step: float, lo: float, hi: float, *, stalled: bool, target: float) -> float:
+    """The next goal of :func:`allocate_expressible`: moved by the miss; once a feasible and an
+    infeasible goal bracket the target, halfway between them when the move leaves the bracket or
+    changed nothing; unbracketed, at least :data:`_MIN_STEP` x target when the last move changed nothing."""
+    proposal = goal + step
+    if lo > 0 and hi < math.inf:
+        if stalled or not lo < proposal < hi:
+            proposal = (lo + hi) / 2
+    elif stalled:
+        proposal = goal + math.copysign(max(abs(step), _MIN_STEP * target), step)
+    return min(1.0, proposal)
 
 
 def seed_allocations(smap, cost: CostModel, targets: Sequence[float] = (0.3, 0.5, 0.7), *,
