@@ -9,13 +9,14 @@ the one code path ``autocompress finalize`` and ``audit`` use. Three families:
 1. **searched**: ``autocompress search`` (objectives accuracy, FLOPs, latency at b1 and b128 by
    default; ``--set`` to change them; its sensitivity seeds are allocated at the space's FLOPs
    targets and at each ``--peer-flops`` fraction, the targets FastNAS is given), then ``autocompress
-   audit`` of up to ``--max-searched`` points spread along FLOPs (a noise-free cost; every finalized
-   point is timed later, together) from the front of the searched trials (seeds included, baselines
-   not; the space's proxy-drop constraint is not applied, the benchmark compares the whole cost
-   range, but points more than ``--front-max-drop`` proxy points below the original are left out),
-   plus the front point nearest each ``--peer-flops`` fraction (headline (b) compares at matched
-   FLOPs), plus a stratified sample of ``--audit-sample`` other feasible trials (each fine-tuned
-   ``E`` epochs); the audited front points are the finalized ones;
+   audit`` of up to ``--max-searched`` points spread along each cost objective (FLOPs and the
+   latency at each batch; every finalized point is timed again later, together) from the front of
+   the searched trials (seeds included, baselines not; the space's proxy-drop constraint is not
+   applied, the benchmark compares the whole cost range, but points more than ``--front-max-drop``
+   proxy points below the original are left out), plus the front point nearest each ``--peer-flops``
+   fraction (headline (b) compares at matched FLOPs), plus a stratified sample of ``--audit-sample``
+   other feasible trials (each fine-tuned ``E`` epochs); the audited front points are the finalized
+   ones;
 2. **uniform**: the same ratio on every prunable channel group (block and stage groups) for each
    ``--uniform-ratios`` x ``--uniform-precisions`` (float, int8);
 3. **peer**: NVIDIA ModelOpt FastNAS (``benchmarks/peer_fastnas.py``; ``pip install -e '.[bench]'``)
@@ -70,8 +71,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--front-max-drop", type=float, default=10.0,
                     help="searched front points more than this many proxy points below the original are not "
                          "finalized (default 10)")
-    ap.add_argument("--max-searched", type=int, default=6, help="searched points finalized when the front is "
-                                                                "larger (spread along latency; default 6)")
+    ap.add_argument("--max-searched", type=int, default=6, help="searched points finalized per cost objective "
+                    "when the front is larger (spread along FLOPs and each latency; default 6)")
     ap.add_argument("--threads", type=int, default=2, help="threads for timing (default 2)")
     ap.add_argument("--rounds", type=int, default=20, help="interleaved timing rounds per point and batch")
     ap.add_argument("--no-latency", action="store_true", help="skip the timing phase")

@@ -123,7 +123,7 @@ def searched(ctx: Context, args: argparse.Namespace) -> None:
     _cli("search", str(ctx.space_file), "--out", run, "--trials", str(args.trials))
     loaded = load_run(ctx.run_dir)
     front = within_drop(whole_front(loaded), loaded, args.front_max_drop)
-    chosen = spread(front, args.max_searched, "flops")
+    chosen = spread_costs(front, args.max_searched, [m for m, _ in loaded.objectives if m != "accuracy"])
     chosen += [r for r in near_fractions(front, loaded, args.peer_flops) if r not in chosen]  # matched FLOPs (b)
     audit_set = sorted({r.trial for r in chosen} | set(_sampled(loaded, args.audit_sample)))
     _cli("audit", run, "--epochs", f"{args.budget_epochs:g}", "--trials", ",".join(map(str, audit_set)))
@@ -199,6 +199,14 @@ def spread(records: list[Any], n: int, key: str) -> list[Any]:
     return [ordered[i] for i in picks]
 
 
+def spread_costs(records: list[Any], n: int, keys: list[str]) -> list[Any]:
+    """The union of :func:`spread` along each cost in ``keys`` (FLOPs and the latency at each batch),
+    by trial: a front spread along FLOPs alone holds only float points when the INT8 ones sit in its
+    middle, and headline (a) compares at matched measured speed-up."""
+    picked = {r.trial: r for key in keys for r in spread(records, n, key)}
+    return [picked[t] for t in sorted(picked)]
+
+
 def _point_from_audit(ctx: Context, label: str, policy: Policy, record: AuditRecord, epochs: float) -> None:
     """A searched point the audit already fine-tuned with this budget: stored without training again."""
     if record.epochs is None or float(record.epochs) != float(epochs):
@@ -210,5 +218,5 @@ def _point_from_audit(ctx: Context, label: str, policy: Policy, record: AuditRec
                            "proxy": dict(record.search_metrics), "from_audit": True})
 
 
-__all__ = ["check_peer", "finalize_point", "peer", "searched", "spread", "uniform", "uniform_policy",
+__all__ = ["check_peer", "finalize_point", "peer", "searched", "spread", "spread_costs", "uniform", "uniform_policy",
            "near_fractions", "whole_front", "with_space_kd", "within_drop"]

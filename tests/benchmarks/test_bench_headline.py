@@ -66,6 +66,18 @@ def test_spread_picks_evenly_along_the_key():
     assert spread(recs[:3], 4, "latency") == sorted(recs[:3], key=lambda r: r.metrics["latency"])
 
 
+def test_spread_costs_covers_every_cost_once():
+    from _headline.families import spread_costs
+
+    # float points spread along FLOPs; the INT8 ones (fast at b128) sit in the FLOPs middle
+    recs = [SimpleNamespace(trial=i, metrics={"flops": f, "latency@128": lat})
+            for i, (f, lat) in enumerate([(1, 1.0), (2, 0.2), (3, 0.25), (4, 0.9), (5, 0.95), (6, 0.9), (7, 1.0)])]
+    by_flops = [r.trial for r in spread(recs, 3, "flops")]
+    assert by_flops == [0, 3, 6]
+    both = [r.trial for r in spread_costs(recs, 3, ["flops", "latency@128"])]
+    assert both == sorted(set(both)) and 1 in both and set(by_flops) <= set(both)
+
+
 def test_help_works_without_the_peer():
     done = subprocess.run([sys.executable, str(BENCH / "bench_headline.py"), "--help"], capture_output=True,
                           text=True, timeout=60)
