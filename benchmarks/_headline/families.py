@@ -142,11 +142,12 @@ def whole_front(run: Any) -> list[Any]:
     """The searched trials (sensitivity seeds included; the original and the uniform baselines are the
     uniform family's business) that no other dominates, over the whole cost range: the space's
     constraints (a filter for the user's pick, on proxy accuracy, which overstates the final drop) are
-    not applied. One trial per policy (cached repeats dropped), sorted by trial number."""
+    not applied. One trial per policy (cached repeats, of a baseline too, dropped), sorted by trial number."""
     names = [m for m, _ in run.objectives]
     recs, seen = [], set()
     for r in sorted(run.records, key=lambda r: r.trial):
         if (r.baseline or "").startswith(("original", "uniform")):
+            seen.add(r.policy_hash)  # a searched trial that repeats a baseline's policy is that baseline
             continue
         if r.status == "complete" and r.policy_hash not in seen and all(
                 isinstance(r.metrics.get(m), (int, float)) for m in names):

@@ -131,7 +131,7 @@ def test_whole_front_ignores_constraints_and_baselines_and_repeats():
     run = SimpleNamespace(objectives=[("accuracy", "maximize"), ("latency", "minimize")], records=[
         rec(0, 92.0, 1.0, baseline="original"), rec(1, 80.0, 0.4, baseline="uniform-prune-0.3"),
         rec(2, 85.0, 0.5, feasible=False, baseline="seed-flops-0.5"), rec(3, 90.0, 0.8),
-        rec(4, 90.0, 0.8, h="h3"), rec(5, 70.0, 0.9)])
+        rec(4, 90.0, 0.8, h="h3"), rec(5, 70.0, 0.9), rec(6, 92.0, 1.0, h="h0")])  # 6 repeats the original
     assert [r.trial for r in whole_front(run)] == [2, 3]
 
 
