@@ -95,7 +95,7 @@ def prepare(args: argparse.Namespace) -> Context:
                  f"search.trials={args.trials}"]
     space = load_space(name, overrides=overrides)
     targets = peer_seed_targets(space, args.peer_flops)
-    if targets is not None:
+    if targets is not None and tuple(targets) != space.search.seeds.targets:
         space = load_space(name, overrides=[*overrides, f"search.seeds.targets=[{','.join(map(repr, targets))}]"])
     space_file = out / "space.yaml"
     doc = space.to_dict()

@@ -61,6 +61,8 @@ MAX_VIOLATION = 1e12
 ATTR_WORKER = "worker"
 ATTR_BASELINE = "baseline"
 ATTR_ERROR = "error"
+#: system attribute of a retry: the number of the first trial whose worker died with these parameters
+ATTR_FAILED_TRIAL = "failed_trial"
 ATTR_RECORD = "record"
 ATTR_METRICS = "metrics"
 STUDY_ATTR_BASELINES = "autocompress:baselines_enqueued"
@@ -369,20 +371,14 @@ def requeue(study: optuna.Study, trial: FrozenTrial) -> bool:
     user_attrs = {k: v for k, v in trial.user_attrs.items() if k == ATTR_BASELINE}
     study.enqueue_trial(params, user_attrs=user_attrs)
     waiting = [t for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-               if t.system_attrs.get("fixed_params") == params and "failed_trial" not in t.system_attrs]
+               if t.system_attrs.get("fixed_params") == params and ATTR_FAILED_TRIAL not in t.system_attrs]
     if waiting:
         new = waiting[-1]
         storage = study._storage  # noqa: SLF001
-        storage.set_trial_system_attr(new._trial_id, "failed_trial",  # noqa: SLF001
-                                      trial.system_attrs.get("failed_trial", trial.number))
+        storage.set_trial_system_attr(new._trial_id, ATTR_FAILED_TRIAL,  # noqa: SLF001
+                                      trial.system_attrs.get(ATTR_FAILED_TRIAL, trial.number))
         storage.set_trial_system_attr(new._trial_id, "retry_history", history)  # noqa: SLF001
     return True
-
-
-def is_retry(study: optuna.Study, trial: optuna.Trial | FrozenTrial) -> bool:
-    """Whether ``trial`` is the re-queued retry of a trial whose worker died (:func:`requeue`)."""
-    frozen = trial if isinstance(trial, FrozenTrial) else study._storage.get_trial(trial._trial_id)  # noqa: SLF001
-    return "failed_trial" in frozen.system_attrs
 
 
 def next_is_retry(study: optuna.Study) -> bool:
@@ -393,7 +389,7 @@ def next_is_retry(study: optuna.Study) -> bool:
     baseline, a seed or a proposal the sampler already made) would otherwise never be scored.
     """
     waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-    return bool(waiting) and is_retry(study, min(waiting, key=lambda t: t.number))
+    return bool(waiting) and ATTR_FAILED_TRIAL in min(waiting, key=lambda t: t.number).system_attrs
 
 
 def fail_dead_local_trials(study: optuna.Study,
@@ -454,12 +450,15 @@ def is_surplus(study: optuna.Study, trial_number: int, target: int) -> bool:
 
     Trials ahead of it (complete, or running or queued with a smaller number) already fill the
     target. A queued (WAITING) trial with a smaller number is one a worker was popping while this
-    one was created (``ask`` takes queued trials first): it runs, so it counts. Only needed when
-    workers of several machines share a network database without a common lock.
+    one was created (``ask`` takes queued trials first): it runs, so it counts. A dead trial's
+    retry is never surplus. Only needed when workers of several machines share a network database
+    without a common lock.
     """
     ahead = 0
     for t in study.get_trials(deepcopy=False,
                               states=(TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)):
+        if t.number == trial_number and ATTR_FAILED_TRIAL in t.system_attrs:
+            return False  # a dead trial's retry runs past the count (see next_is_retry)
         if t.state == TrialState.COMPLETE or t.number < trial_number:
             ahead += 1
     return ahead >= target

@@ -52,7 +52,6 @@ from search.backends._study import (
     count_states,
     create_study,
     enqueue_baselines,
-    is_retry,
     is_surplus,
     next_is_retry,
     open_storage,
@@ -156,7 +155,7 @@ def run_worker(ctx: SearchContext, *, main: bool = True, storage: optuna.storage
                 continue
             waiting = False
             assert isinstance(trial, optuna.Trial)
-            if not s.shared_lock and not is_retry(study, trial) and is_surplus(study, trial.number, ctx.trials):
+            if not s.shared_lock and is_surplus(study, trial.number, ctx.trials):
                 trial.set_user_attr(ATTR_ERROR, "Surplus: another machine's worker filled the requested count")
                 study.tell(trial, state=TrialState.PRUNED)
                 continue
