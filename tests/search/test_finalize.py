@@ -12,7 +12,7 @@ from autocompress.rundir import RunInfo, TrialRecord, write_record, write_run_in
 from search.finalize import final_policy
 from search.picking import FinalizeError, choose_trial, parse_pick
 from spaces.space import baseline_params, policy_from_params
-from tests.search._tiny_space import tiny_space
+from tests.search._tiny_space import baseline_policy, tiny_space
 
 # ----- picks ------------------------------------------------------------------------------------
 
@@ -151,3 +151,40 @@ def test_cli_reports_bad_picks_clearly(tmp_path, capsys):
     assert "none of the 4 feasible complete trials" in capsys.readouterr().err
     assert main(["finalize", str(tmp_path / "nope")]) == 2
     assert "no such run directory" in capsys.readouterr().err
+
+
+def test_the_final_fine_tune_replays_whatever_ran_before_it(tmp_path):
+    """``finetune_and_measure`` (finalize, audit, the headline benchmark) seeds the global RNG as the
+    search objective does, so an INT8 policy's final fine-tune gives the same model whatever the
+    process drew before (a benchmark's earlier points moved a later INT8 point by 1 pt, and its
+    recipe then failed ``apply --verify``), and the same accuracy as the objective's replay."""
+    import dataclasses
+
+    import torch
+
+    from search.baseline import Baseline
+    from search.finalize import finetune_and_measure
+    from search.objective import Objective
+
+    # BN recalibration on more batches than the calib split holds: augmented train images, whose
+    # crops and flips come from the global RNG; the final metrics use the whole val split
+    space = tiny_space(budget__val_limit=None, budget__bn_recal_batches=8)
+    objective = Objective(space, tmp_path / "run", progress=False)
+    pruned = baseline_policy(objective, "uniform-prune-0.5")  # pruned: BN is recalibrated before the fine-tune
+    policy = final_policy(pruned.replace(quant=baseline_policy(objective, "uniform-int8").quant), space)
+    policy = policy.replace(finetune=dataclasses.replace(policy.finetune, seed=3))
+    assert policy.quant.active
+    baseline = Baseline(space, tmp_path / "run", progress=False)
+    results, states = [], []
+    for draw in (1, 2):
+        torch.manual_seed(100 + draw)
+        torch.rand(draw * 7)  # whatever an earlier point left in the global RNG
+        out, metrics, _ = finetune_and_measure(baseline, policy, latency=False)
+        results.append(metrics)
+        states.append({k: v.clone() for k, v in out.model.state_dict().items() if torch.is_tensor(v)})
+    assert states[0].keys() == states[1].keys()
+    differ = [k for k in states[0] if not torch.equal(states[0][k], states[1][k])]
+    assert not differ, f"the final model depends on the global RNG: {differ[:5]}"
+    assert results[0]["val_accuracy"] == results[1]["val_accuracy"]
+    replayed = objective.evaluate(policy, seed=3, cache=False)
+    assert replayed["accuracy"] == results[0]["val_accuracy"]
