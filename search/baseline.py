@@ -32,13 +32,13 @@ from torch import nn
 from autocompress.errors import UserError
 from autocompress.metrics import at_batch
 from autocompress.rundir import atomic_path, atomic_write_json, file_lock
-from compress.apply import Compressed, calibration_batches
+from compress.apply import Compressed, apply, calibration_batches
 from compress.data import DataBundle, get_dataset
 from compress.measure import LatencySetup, Measurement, measure
 from compress.models import build_model, load_checkpoint, load_pretrained, quantizable_layers
 from compress.prune import PruneGroup, list_groups
 from compress.train import fit
-from spaces.policy import FinetuneSpec, ModelSpec, QuantSpec
+from spaces.policy import FinetuneSpec, ModelSpec, Policy, QuantSpec
 from spaces.space import Dim, SearchSpace, expand
 
 log = logging.getLogger("search.baseline")
@@ -139,6 +139,15 @@ class Baseline:
         """The val batches every trial is scored on (``budget.val_limit`` images, fixed order)."""
         b = self.space.budget
         return self.data.loader("val", b.eval_batch_size, shuffle=False, limit=b.val_limit)
+
+    def apply_policy(self, policy: Policy, *, finetune: bool = True) -> Compressed:
+        """``policy`` applied to the original model (fine-tuned when ``finetune``), the global RNG
+        seeded with the policy's fine-tune seed first: BN recalibration draws augmented crops from
+        it (and QAT folds those statistics into INT8 weights), so the search objective, finalize
+        and audit get the same model for the same policy whatever the process drew before."""
+        torch.manual_seed(policy.finetune.seed if policy.finetune.seed is not None else 0)
+        return apply(policy, self.model, data=self.data, finetune=finetune, device=self.device,
+                     progress=self.progress, bn_recal_batches=self.space.budget.bn_recal_batches)
 
     def measure(self, compressed: Compressed | nn.Module, *, loader: Iterable | None = None,
                 quant: QuantSpec | None = None, latency: bool | None = None, costs: bool = True) -> Measurement:

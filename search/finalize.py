@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from autocompress.rundir import atomic_write_json, load_run
-from compress.apply import Compressed, apply, calibration_batches
+from compress.apply import Compressed, calibration_batches
 from compress.artifact import save_compressed
 from compress.export import export_compressed
 from search.baseline import Baseline
@@ -122,12 +122,8 @@ def finetune_and_measure(baseline: Baseline, policy: Policy, *,
     ``autocompress audit``; ``metrics`` are val and test accuracy, costs and (``latency``, always in
     ``finalize``) the measured latency ratio against the original."""
     _ = baseline.reference  # prepared (and timed) outside the fine-tune
-    # seeded as the search objective seeds a trial, so the result does not depend on what the process
-    # drew before (timing draws a time-dependent number of inputs) and `apply --verify` replays it
-    torch.manual_seed(policy.finetune.seed if policy.finetune.seed is not None else 0)
     t0 = time.perf_counter()
-    out = apply(policy, baseline.model, data=baseline.data, finetune=True, device=baseline.device,
-                progress=baseline.progress, bn_recal_batches=baseline.space.budget.bn_recal_batches)
+    out = baseline.apply_policy(policy)  # seeded as the objective's trials: `apply --verify` replays it
     finetune_s = time.perf_counter() - t0
     return out, _final_metrics(baseline, out, latency=latency), finetune_s
 

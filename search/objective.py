@@ -23,11 +23,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from autocompress.rundir import atomic_write_json
-from compress.apply import apply
 from compress.data import DataBundle
 from search.baseline import Baseline
 from spaces.policy import Policy
@@ -130,7 +128,7 @@ class Objective:
         """
         policy = self.effective_policy(policy, seed)
         if not cache:
-            return self._run(policy, seed)
+            return self._run(policy)
         hit = self.cached(policy)
         if hit is not None:
             self.cache_hits += 1
@@ -138,20 +136,18 @@ class Objective:
             return Metrics(hit["metrics"], hit.get("times"), cached=True,
                            cached_from=hit.get("trial") if hit.get("trial") is not None else -1,
                            notes=hit.get("notes"), policy=hit["policy"])
-        result = self._run(policy, seed)
+        result = self._run(policy)
         self.evaluations += 1
         atomic_write_json(self.cache_path(policy), {"v": CACHE_VERSION, "trial": trial, "hash": policy.hash(),
                                                     "metrics": dict(result), "times": result.times,
                                                     "notes": result.notes, "policy": result.policy})
         return result
 
-    def _run(self, policy: Policy, seed: int) -> Metrics:
+    def _run(self, policy: Policy) -> Metrics:
         _ = self.reference  # prepared (and timed) outside the trial's phases
         t_total = time.perf_counter()
-        torch.manual_seed(seed)
         compress_it = policy.prune.active or policy.quant.active
-        out = apply(policy, self.model, data=self.data, finetune=compress_it, device=self.device,
-                    progress=self.progress, bn_recal_batches=self.space.budget.bn_recal_batches)
+        out = self.baseline.apply_policy(policy, finetune=compress_it)  # seeded: effective_policy's seed
         measured = self.baseline.measure(out)
         times = {**{k: float(v) for k, v in out.timings.items()}, **measured.times}
         times["total"] = round(time.perf_counter() - t_total, 3)
