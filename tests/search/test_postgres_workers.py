@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 
 from autocompress.rundir import read_records
 from reports.tables import read_csv
-from search.backends._study import open_storage, parse_storage
+from search.backends._study import ATTR_BASELINE, open_storage, parse_storage
 from tests._postgres import postgres_server, skip_reason
 
 REPO = Path(__file__).resolve().parents[2]
@@ -48,8 +48,11 @@ def _search(out: Path, url: str) -> list[str]:
 
 
 def _running_of(study: optuna.Study, worker: str) -> int | None:
-    """Number of a RUNNING trial of ``worker`` (``host:pid``), if there is one."""
+    """Number of a RUNNING trial of ``worker`` (``host:pid``), if there is one. Not the ``original``
+    baseline: it is not fine-tuned and ends within a second, so a kill could land after it completed."""
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if t.user_attrs.get(ATTR_BASELINE) == "original":
+            continue
         tag = t.user_attrs.get("worker")
         if isinstance(tag, dict) and tag.get("id") == worker:
             return t.number
