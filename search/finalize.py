@@ -15,12 +15,15 @@ speed-up reported (``compress.measure.measure`` through :class:`search.baseline.
 the search), and exported: ``RUN/final/{policy.yaml, model.pt}``
 (``compress.artifact.save_compressed``), ``model.onnx`` (``compress.export.export_compressed``:
 the ORT-native INT8 ONNX for x86 INT8 policies, verified by its accuracy on val),
+``model.torchscript.pt`` (the PyTorch deploy model traced and frozen, ``compress.torchscript``:
+what latency backend ``torchscript`` times; ``torch.jit.load`` it without this package),
 ``recipe.yaml`` (replayable, with provenance) and ``metrics.json``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import time
 from pathlib import Path
@@ -32,6 +35,7 @@ from autocompress.rundir import atomic_write_json, load_run
 from compress.apply import Compressed, calibration_batches
 from compress.artifact import save_compressed
 from compress.export import export_compressed
+from compress.torchscript import TorchScriptError, export_torchscript
 from search.baseline import Baseline
 from search.picking import FinalizeError, choose_trial, parse_pick
 from search.recipes import recipe_policy, run_space
@@ -97,6 +101,9 @@ def finalize(run_dir: str | Path, pick: str = "knee", *, trial: int | None = Non
         onnx_info = _export_onnx(out, final_dir / "model.onnx", baseline.data, baseline.input_size)
     else:
         (final_dir / "model.onnx").unlink(missing_ok=True)  # never leave a stale export beside new weights
+    example = torch.randn(1, 3, baseline.input_size, baseline.input_size)
+    ts_info = torchscript_artifact(out.deploy, final_dir / "model.torchscript.pt", example,
+                                   baseline.data.loader("val", 64, shuffle=False))
     record = run.record(number)
     provenance = {**chosen.provenance, "finalized_from_trial": number, "pick": why,
                   "search_metrics": dict(record.metrics)}
@@ -105,7 +112,7 @@ def finalize(run_dir: str | Path, pick: str = "knee", *, trial: int | None = Non
                "epochs": policy.finetune.epochs, "steps": getattr(out.train_result, "steps", None),
                "kd_alpha": policy.distill.alpha, **measured,
                "search_metrics": dict(record.metrics), "precision": dict(out.precision), "notes": list(out.notes),
-               "finetune_seconds": round(finetune_s, 2), "onnx": onnx_info,
+               "finetune_seconds": round(finetune_s, 2), "onnx": onnx_info, "torchscript": ts_info,
                "files": sorted({p.name for p in final_dir.iterdir() if p.is_file() and not p.name.startswith(".")}
                                | {"metrics.json"})}
     atomic_write_json(final_dir / "metrics.json", metrics)
@@ -180,4 +187,20 @@ def _export_onnx(out: Compressed, path: Path, data: Any, input_size: int) -> dic
     return info
 
 
-__all__ = ["DEFAULT_KD_ALPHA", "final_policy", "final_schedule", "finalize", "finetune_and_measure"]
+def torchscript_artifact(deploy: torch.nn.Module, path: Path, example: torch.Tensor, verify_loader: Any,
+                         verify_batches: int = 4) -> dict[str, Any]:
+    """Write ``model.torchscript.pt``, the deploy model traced and frozen
+    (:func:`compress.torchscript.export_torchscript`, checked against it on ``verify_batches``
+    batches of ``verify_loader``); a failure is reported (``error``), not raised: the weights are kept."""
+    path.unlink(missing_ok=True)  # never leave a stale export beside new weights
+    try:
+        report = export_torchscript(deploy, path, example,
+                                    verify_batches=itertools.islice(verify_loader, verify_batches))
+    except TorchScriptError as exc:
+        log.warning("TorchScript export failed: %s", exc)
+        return {"path": None, "error": str(exc)}
+    return {**dataclasses.asdict(report), "path": path.name}
+
+
+__all__ = ["DEFAULT_KD_ALPHA", "final_policy", "final_schedule", "finalize", "finetune_and_measure",
+           "torchscript_artifact"]

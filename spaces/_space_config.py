@@ -292,8 +292,9 @@ class LatencyBudget:
 
     ``measure: auto`` measures only when an objective or constraint needs latency.
     ``device``: ``cpu``, ``cuda`` or ``cuda:N``. ``backend``: ``torch`` (CPU or CUDA, CUDA events),
-    ``onnxruntime`` (CPU) or ``tensorrt`` (CUDA only: an engine built from the exported ONNX;
-    ``pip install -e '.[gpu]'``).
+    ``torchscript`` (CPU: candidate and original traced and frozen, ``compress.torchscript``, the
+    form ``finalize`` exports as ``model.torchscript.pt``), ``onnxruntime`` (CPU) or ``tensorrt``
+    (CUDA only: an engine built from the exported ONNX; ``pip install -e '.[gpu]'``).
     ``batch``: one batch size or a list of distinct ones (``[1, 128]``): the first is the primary
     batch (metric ``latency``), each other ``B`` is measured too (metric ``latency@B``), each with
     ``rounds`` interleaved rounds, back to back under one hold of the latency lock.
@@ -301,7 +302,7 @@ class LatencyBudget:
 
     measure: Literal["auto", "always", "never"] = "auto"
     device: str = "cpu"
-    backend: Literal["torch", "onnxruntime", "tensorrt"] = "torch"
+    backend: Literal["torch", "torchscript", "onnxruntime", "tensorrt"] = "torch"
     batch: int | tuple[int, ...] = 1
     threads: int | None = 2
     rounds: int = 20
@@ -327,10 +328,10 @@ class LatencyBudget:
         _check(errors, re.fullmatch(r"cpu|cuda(:\d+)?", self.device) is not None, "device", self.device,
                "allowed cpu, cuda, cuda:N")
         _check(errors, self.backend != "tensorrt" or self.on_cuda, "backend", self.backend,
-               "tensorrt runs on a GPU only: allowed torch, onnxruntime with device cpu; "
+               "tensorrt runs on a GPU only: allowed torch, torchscript, onnxruntime with device cpu; "
                "torch, tensorrt with device cuda")
-        _check(errors, self.backend != "onnxruntime" or not self.on_cuda, "backend", self.backend,
-               "onnxruntime is timed on the CPU only: allowed torch, tensorrt with device cuda")
+        _check(errors, self.backend not in ("onnxruntime", "torchscript") or not self.on_cuda, "backend",
+               self.backend, f"{self.backend} is timed on the CPU only: allowed torch, tensorrt with device cuda")
         if isinstance(self.batch, list):
             object.__setattr__(self, "batch", tuple(self.batch))
         errors.extend(_batch_errors(self.batch))

@@ -6,6 +6,9 @@
 (b) the same against FastNAS at matched FLOPs (the searched upper envelope interpolated at each
     FastNAS point's FLOPs);
 (c) the fastest point within 1.0 pt of the original's test accuracy, per batch, with its speed-ups.
+
+(a) and (c) are computed on eager-torch speed-ups (``headline``) and again on TorchScript ones
+(``headline.torchscript``: both the point and the original traced and frozen).
 """
 
 from __future__ import annotations
@@ -63,13 +66,13 @@ def _family(points: list[dict[str, Any]], family: str) -> list[dict[str, Any]]:
     return [p for p in points if p["family"] == family]
 
 
-def advantage_vs_uniform(points: list[dict[str, Any]], batch: int) -> dict[str, Any]:
-    """Headline (a) at one batch."""
-    uni = [(s, _acc(p)) for p in _family(points, "uniform") if (s := _speedup(p, batch)) is not None]
+def advantage_vs_uniform(points: list[dict[str, Any]], batch: int, backend: str = "torch") -> dict[str, Any]:
+    """Headline (a) at one batch (speed-ups timed on ``backend``)."""
+    uni = [(s, _acc(p)) for p in _family(points, "uniform") if (s := _speedup(p, batch, backend)) is not None]
     curve = envelope(uni, larger_x_better=True)
     rows = []
     for p in _family(points, "searched"):
-        s = _speedup(p, batch)
+        s = _speedup(p, batch, backend)
         if s is None or not SPEEDUP_RANGE[0] <= s <= SPEEDUP_RANGE[1]:
             continue
         ref = interp(curve, s)
@@ -97,24 +100,30 @@ def advantage_vs_fastnas(points: list[dict[str, Any]]) -> dict[str, Any]:
             "mean": float(np.mean(adv)) if adv else None, "min": float(np.min(adv)) if adv else None}
 
 
-def fastest_within(points: list[dict[str, Any]], batch: int, within: float = WITHIN_PT) -> dict[str, Any] | None:
-    """Headline (c): the fastest point (at ``batch``) whose test accuracy is within ``within`` pt of the
-    original's."""
-    ok = [p for p in points if _speedup(p, batch) is not None
+def fastest_within(points: list[dict[str, Any]], batch: int, within: float = WITHIN_PT,
+                   backend: str = "torch") -> dict[str, Any] | None:
+    """Headline (c): the fastest point (at ``batch``, on ``backend``) whose test accuracy is within
+    ``within`` pt of the original's."""
+    ok = [p for p in points if _speedup(p, batch, backend) is not None
           and float(p["final"]["reference_test_accuracy"]) - _acc(p) <= within]
     if not ok:
         return None
-    best = max(ok, key=lambda p: _speedup(p, batch))
+    best = max(ok, key=lambda p: _speedup(p, batch, backend))
     return {"label": best["label"], "family": best["family"], "accuracy": _acc(best),
             "drop": float(best["final"]["reference_test_accuracy"]) - _acc(best),
-            "speedup": {str(b): _speedup(best, b) for b in (1, 128)},
-            "onnxruntime_speedup": {str(b): _speedup(best, b, "onnxruntime") for b in (1, 128)}}
+            "speedup": {str(b): _speedup(best, b, backend) for b in (1, 128)},
+            **{f"{other}_speedup": {str(b): _speedup(best, b, other) for b in (1, 128)}
+               for other in ("torch", "torchscript", "onnxruntime") if other != backend}}
 
 
 def summarize(points: list[dict[str, Any]]) -> dict[str, Any]:
+    """(a), (b), (c) on eager-torch speed-ups, and (a), (c) again on TorchScript ones (``torchscript``)."""
     return {"a_vs_uniform": {str(b): advantage_vs_uniform(points, b) for b in (1, 128)},
             "b_vs_fastnas": advantage_vs_fastnas(points),
-            "c_fastest_within_1pt": {str(b): fastest_within(points, b) for b in (1, 128)}}
+            "c_fastest_within_1pt": {str(b): fastest_within(points, b) for b in (1, 128)},
+            "torchscript": {
+                "a_vs_uniform": {str(b): advantage_vs_uniform(points, b, "torchscript") for b in (1, 128)},
+                "c_fastest_within_1pt": {str(b): fastest_within(points, b, backend="torchscript") for b in (1, 128)}}}
 
 
 def write(ctx: Context, args: argparse.Namespace, *, wall_s: float, argv: list[str]) -> dict[str, Any]:
@@ -166,13 +175,13 @@ def _machine(args: argparse.Namespace) -> dict[str, Any]:
 def table(result: dict[str, Any]) -> str:
     """The points as a Markdown table, then the headline lines."""
     head = ("| point | family | test top-1 | drop | FLOPs | params | size | speed-up b1 | speed-up b128 | "
-            "ORT b1 | ORT b128 |\n|---|---|---|---|---|---|---|---|---|---|---|")
+            "TorchScript b1 | TorchScript b128 | ORT b1 | ORT b128 |\n" + "|---" * 13 + "|")
     lines = [head]
     for p in result["points"]:
         f = p["final"]
         cells = [p["label"], p["family"], f"{_acc(p):.2f}", f"{f['reference_test_accuracy'] - _acc(p):+.2f}",
                  f"{f['flops'] / 1e6:.1f}M", f"{f['params'] / 1e3:.0f}k", f"{f['size'] / 1e3:.0f}kB",
-                 *(_cell(p, b, "torch") for b in (1, 128)), *(_cell(p, b, "onnxruntime") for b in (1, 128))]
+                 *(_cell(p, b, be) for be in ("torch", "torchscript", "onnxruntime") for b in (1, 128))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n\n" + _headline_text(result["headline"])
 
@@ -185,18 +194,28 @@ def _cell(p: dict[str, Any], batch: int, backend: str) -> str:
     return f"{t['speedup']:.2f}x [{lo:.2f}, {hi:.2f}]"
 
 
+def _a_lines(a_by_batch: dict[str, Any], where: str) -> list[str]:
+    return [f"(a) b{b}{where}: searched vs uniform at matched speed-up (1.5-4x, {a['n']} points): "
+            + (f"mean {a['mean']:+.2f} pt, min {a['min']:+.2f} pt" if a["n"] else "no point in range")
+            for b, a in a_by_batch.items()]
+
+
+def _c_lines(c_by_batch: dict[str, Any], where: str) -> list[str]:
+    return [f"(c) b{batch}{where}: " + ("no point within 1 pt" if c is None else
+            f"{c['label']} ({c['family']}): {c['accuracy']:.2f} ({c['drop']:+.2f} pt), speed-up "
+            + " / ".join(f"{s:.2f}x b{b}" if s is not None else f"- b{b}" for b, s in c["speedup"].items()))
+            for batch, c in c_by_batch.items()]
+
+
 def _headline_text(h: dict[str, Any]) -> str:
-    out = []
-    for b, a in h["a_vs_uniform"].items():
-        out.append(f"(a) b{b}: searched vs uniform at matched speed-up (1.5-4x, {a['n']} points): "
-                   + (f"mean {a['mean']:+.2f} pt, min {a['min']:+.2f} pt" if a["n"] else "no point in range"))
+    out = _a_lines(h["a_vs_uniform"], "")
     b = h["b_vs_fastnas"]
     out.append(f"(b) searched vs FastNAS at matched FLOPs ({b['n']} points): "
                + (f"mean {b['mean']:+.2f} pt, min {b['min']:+.2f} pt" if b["n"] else "no point in range"))
-    for batch, c in h["c_fastest_within_1pt"].items():
-        out.append(f"(c) b{batch}: " + ("no point within 1 pt" if c is None else
-                   f"{c['label']} ({c['family']}): {c['accuracy']:.2f} ({c['drop']:+.2f} pt), speed-up "
-                   f"{c['speedup']['1']:.2f}x b1 / {c['speedup']['128']:.2f}x b128"))
+    out += _c_lines(h["c_fastest_within_1pt"], "")
+    ts = h.get("torchscript")
+    if ts:
+        out += _a_lines(ts["a_vs_uniform"], " TorchScript") + _c_lines(ts["c_fastest_within_1pt"], " TorchScript")
     return "\n".join(out)
 
 
@@ -206,22 +225,23 @@ def _figure(points: list[dict[str, Any]], path: Any) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8.4), sharey=True)
     markers = {"searched": "o", "uniform": "s", "fastnas": "^"}
-    for ax, batch in zip(axes, (1, 128)):
-        for i, fam in enumerate(FAMILIES):
-            for precision, filled in (("float", False), ("int8", True)):
-                pts = [(s, _acc(p)) for p in _family(points, fam)
-                       if p["precision"] == precision and (s := _speedup(p, batch))]
-                if pts:
-                    color = f"C{i}"
-                    ax.scatter(*zip(*pts), marker=markers[fam], edgecolors=color,
-                               facecolors=color if filled else "none", label=f"{fam} {precision}")
-        ax.set_xscale("log")
-        ax.set_xlabel(f"measured speed-up at batch {batch} (torch CPU)")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("test top-1 after the final fine-tune (%)")
-    axes[0].legend()
+    for row, (backend, what) in zip(axes, (("torch", "torch CPU, eager"), ("torchscript", "TorchScript CPU, frozen"))):
+        for ax, batch in zip(row, (1, 128)):
+            for i, fam in enumerate(FAMILIES):
+                for precision, filled in (("float", False), ("int8", True)):
+                    pts = [(s, _acc(p)) for p in _family(points, fam)
+                           if p["precision"] == precision and (s := _speedup(p, batch, backend))]
+                    if pts:
+                        color = f"C{i}"
+                        ax.scatter(*zip(*pts), marker=markers[fam], edgecolors=color,
+                                   facecolors=color if filled else "none", label=f"{fam} {precision}")
+            ax.set_xscale("log")
+            ax.set_xlabel(f"measured speed-up at batch {batch} ({what})")
+            ax.grid(alpha=0.3)
+        row[0].set_ylabel("test top-1 after the final fine-tune (%)")
+    axes[0][0].legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

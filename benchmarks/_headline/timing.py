@@ -1,5 +1,7 @@
 """Time every point against the original, interleaved in this one process (nothing else should run):
-torch on the CPU at batch 1 and 128, and for INT8 points ONNX Runtime against the fp32 ONNX original."""
+on the CPU at batch 1 and 128, eager torch (the deploy module as ``apply`` returns it), TorchScript
+(the point and the original both traced and frozen: ``model.torchscript.pt``) and, for INT8 points,
+ONNX Runtime (the ORT-native INT8 ONNX against the fp32 ONNX original)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from spaces.policy import Policy
 log = logging.getLogger("bench_headline")
 
 BATCHES = (1, 128)
+BACKENDS = ("torch", "torchscript", "onnxruntime")  # onnxruntime for INT8 points only
 
 
 def _ratio(r: Any) -> dict[str, Any]:
@@ -27,7 +30,8 @@ def _ratio(r: Any) -> dict[str, Any]:
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
-    return {"threads": args.threads, "rounds": args.rounds, "batches": list(BATCHES), "onnx_int8": "ort-native"}
+    return {"threads": args.threads, "rounds": args.rounds, "batches": list(BATCHES), "onnx_int8": "ort-native",
+            "backends": list(BACKENDS)}
 
 
 def time_point(ctx: Context, point: dict[str, Any], args: argparse.Namespace,
@@ -40,7 +44,7 @@ def time_point(ctx: Context, point: dict[str, Any], args: argparse.Namespace,
     out = apply(policy, original, data=ctx.baseline.data, finetune=False, progress=False, bn_recal_batches=0)
     s = ctx.baseline.input_size
     timings: dict[str, Any] = {"torch": {}, **_settings(args)}
-    backends = ["torch", "onnxruntime"] if policy.quant.active else ["torch"]
+    backends = [b for b in BACKENDS if policy.quant.active or b != "onnxruntime"]
     calib = calib if calib is not None else calibration_batches(ctx.baseline.data)
     for backend in backends:
         timings[backend] = {}
@@ -69,4 +73,4 @@ def time_points(ctx: Context, args: argparse.Namespace) -> None:
         ctx.save_point(label, point)
 
 
-__all__ = ["BATCHES", "time_point", "time_points"]
+__all__ = ["BACKENDS", "BATCHES", "time_point", "time_points"]

@@ -8,17 +8,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from compress.measure._runners import OrtRunner, Runner, TorchRunner
+from compress.measure._runners import OrtRunner, Runner, TorchRunner, TorchScriptRunner
 from compress.measure._tensorrt import tensorrt_runner
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
+BACKENDS = ("torch", "torchscript", "onnxruntime", "tensorrt")
 
 
 def make_runner(obj: Any, example: torch.Tensor, *, backend: str = "torch", device: str = "cpu",
                 threads: int | None = None, cuda_graph: bool = True) -> Runner:
     """A runner for ``obj``. ``tensorrt`` builds an engine from a module (exported to a temporary
     ONNX file) or an ``.onnx`` path (:mod:`._tensorrt`); otherwise sessions and ``.onnx`` paths use
-    ONNX Runtime, and modules use ``backend`` (``"onnxruntime"`` exports them to a temporary ONNX file)."""
+    ONNX Runtime, and modules use ``backend`` (``"torchscript"`` traces and freezes them, CPU only;
+    ``"onnxruntime"`` exports them to a temporary ONNX file)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend = {backend!r}: allowed {', '.join(BACKENDS)}")
     if threads is not None and threads < 1:
@@ -27,6 +28,8 @@ def make_runner(obj: Any, example: torch.Tensor, *, backend: str = "torch", devi
         return obj
     if backend == "tensorrt":
         return tensorrt_runner(obj, example, device=device, threads=threads)
+    if isinstance(obj, nn.Module) and backend == "torchscript":
+        return TorchScriptRunner(obj, example, device=device, threads=threads)
     if isinstance(obj, nn.Module) and backend == "torch":
         return TorchRunner(obj, example, device=device, threads=threads, cuda_graph=cuda_graph)
     return OrtRunner(obj, example, device=device, threads=threads)

@@ -152,6 +152,24 @@ class TorchRunner(Runner):
         self._graph = self._output = None  # frees the graph's memory pool
 
 
+class TorchScriptRunner(TorchRunner):
+    """A module traced on the example and frozen (:func:`compress.torchscript.freeze_torchscript`),
+    timed on the CPU like :class:`TorchRunner`: the PyTorch deploy form without Python per operator.
+    Both sides of a comparison are frozen, so the ratio is what compression buys in that form."""
+
+    backend = "torchscript"
+    mode = "frozen"
+
+    def __init__(self, model: nn.Module, example: torch.Tensor, *, device: str = "cpu", threads: int | None = None):
+        from compress.torchscript import freeze_torchscript
+
+        if torch.device(device).type != "cpu":
+            raise ValueError(f"device = {device!r}: the torchscript backend is timed on the CPU only")
+        with torch.inference_mode(False):
+            frozen = freeze_torchscript(model, example.cpu())
+        super().__init__(frozen, example.cpu(), device="cpu", threads=threads, cuda_graph=False)
+
+
 def session_options(threads: int | None) -> Any:
     """ONNX Runtime options for timing: fixed thread pools, no busy-waiting between runs.
 

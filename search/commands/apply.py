@@ -9,6 +9,9 @@ Writes to DIR:
   top-1 on the val split (all of it, or ``--eval-limit`` images) against the PyTorch
   fake-quant simulation it was built from, within ``--onnx-tolerance`` points; float models by
   top-1 agreement and logits on 256 val images;
+* ``model.torchscript.pt``: the PyTorch deploy model traced and frozen (``compress.torchscript``;
+  ``torch.jit.load`` runs it without this package), checked against it; ``--latency-backend
+  torchscript`` times this form of it against the original's;
 * ``metrics.json``: accuracy before/after on val and test; ``before`` and ``after``, the original's
   and the compressed model's ``compress.measure.Measurement`` (metric names: ``flops``, ``params``,
   ``size``, ``bops``; after also ``flops_ratio`` and ``latency_ratio`` vs. the original, timed
@@ -91,8 +94,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--latency-batch", type=batch_list, default=(1,), metavar="B[,B...]",
                    help="batch size(s) for the latency comparison, e.g. 1,128 (default 1)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for the latency comparison")
-    p.add_argument("--latency-backend", default=None, choices=("torch", "onnxruntime"),
-                   help="time the PyTorch deploy model (torch, default), or model.onnx in ONNX Runtime against the "
+    p.add_argument("--latency-backend", default=None, choices=("torch", "torchscript", "onnxruntime"),
+                   help="time the PyTorch deploy model (torch, default), it and the original traced and frozen "
+                        "(torchscript, the form of model.torchscript.pt), or model.onnx in ONNX Runtime against the "
                         "original's fp32 ONNX (onnxruntime)")
     p.add_argument("--onnx-tolerance", type=float, default=None, metavar="PT",
                    help="INT8 model.onnx: allowed |ORT - PyTorch| val top-1 difference in points (default 0.5)")
@@ -234,6 +238,7 @@ def _run(args: argparse.Namespace, policy, ckpt: Path, data_args: tuple[str, str
     from compress.measure import LatencySetup
     from compress.models import CheckpointError, build_model, load_checkpoint, quantizable_layers
     from compress.prune import list_groups
+    from search.finalize import torchscript_artifact
     from search.recipes import replay_policy
 
     t_start = time.perf_counter()
@@ -262,6 +267,8 @@ def _run(args: argparse.Namespace, policy, ckpt: Path, data_args: tuple[str, str
     save_compressed(out, result.policy, result.model)
     example = next(iter(data.loader("val", args.latency_batch[0], shuffle=False)))[0]
     onnx_report = _export(args, result, data, out / "model.onnx", example[:1])
+    ts_report = torchscript_artifact(result.deploy, out / "model.torchscript.pt", example[:1],
+                                     data.loader("val", 64, shuffle=False, limit=args.eval_limit))
     export_s = time.perf_counter() - t0
 
     setup = None if args.no_latency else LatencySetup(backend=args.latency_backend or "torch",
@@ -278,6 +285,7 @@ def _run(args: argparse.Namespace, policy, ckpt: Path, data_args: tuple[str, str
         "notes": notes + result.notes,
         "train": _plain(result.train_result),
         "onnx": onnx_report,
+        "torchscript": ts_report,
         "timings": {**result.timings, "export": round(export_s, 3),
                     "total": round(time.perf_counter() - t_start, 3)},
     }
@@ -396,5 +404,8 @@ def _summary(m: dict[str, Any]) -> str:
                      + (f", top-1 agreement {agree:.2%}" if agree is not None else ""))
     else:
         lines.append(f"onnx: VERIFICATION FAILED: {onnx.get('error')}")
+    ts = m.get("torchscript") or {}
+    lines.append(f"torchscript: {ts['path']} verified on {ts['verified_samples']} images, max |logit difference| "
+                 f"{ts['max_abs_diff']:.2g}" if ts.get("path") else f"torchscript: EXPORT FAILED: {ts.get('error')}")
     lines.append("timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in m["timings"].items()))
     return "\n".join(lines)

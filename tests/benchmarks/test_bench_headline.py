@@ -59,6 +59,25 @@ def test_headline_lines_from_points():
     assert "| s1 | searched | 87.50 |" in text and "(a) b1" in text and "(c) b128: s3" in text
 
 
+def test_torchscript_lines_use_the_torchscript_speedups():
+    points = [point("u1", "uniform", 88.0, 1.5, 1.5, 60), point("u2", "uniform", 84.0, 3.0, 3.0, 40),
+              point("s1", "searched", 89.5, 1.2, 1.2, 45), point("s2", "searched", 89.2, 1.1, 1.1, 50)]
+    ts = {"s1": (1.6, 1.3), "s2": (2.5, 2.0), "u1": (1.8, 1.6), "u2": (3.5, 3.2)}
+    for p in points:  # frozen, s2 (slower eagerly) is the faster one, and s2 lies in 1.5-4x at b1
+        p["latency"]["torchscript"] = {str(b): {"speedup": s, "speedup_ci": [s, s]}
+                                       for b, s in zip((1, 128), ts[p["label"]])}
+    h = report.summarize(points)
+    assert h["c_fastest_within_1pt"]["1"]["label"] == "s1"  # eager torch: unchanged
+    c = h["torchscript"]["c_fastest_within_1pt"]["1"]
+    assert c["label"] == "s2" and c["speedup"] == {"1": 2.5, "128": 2.0} and c["torch_speedup"]["1"] == 1.1
+    a = h["torchscript"]["a_vs_uniform"]["1"]  # uniform (1.8-3.5x) at 2.5x: 88 - 4 * 0.7 / 1.7; s1 is below it
+    assert a["n"] == 1 and a["points"][0]["label"] == "s2"
+    assert a["points"][0]["advantage"] == pytest.approx(89.2 - (88 - 4 * 0.7 / 1.7))
+    text = report.table({"points": points, "headline": h})
+    assert "| 2.50x [2.50, 2.50] | 2.00x [2.00, 2.00] | - | - |" in text
+    assert "(c) b1 TorchScript: s2 (searched): 89.20 (+0.80 pt), speed-up 2.50x b1 / 2.00x b128" in text
+
+
 def test_spread_picks_evenly_along_the_key():
     recs = [SimpleNamespace(trial=i, metrics={"latency": 1.0 - i / 10}) for i in range(10)]
     picked = spread(recs, 4, "latency")

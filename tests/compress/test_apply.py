@@ -167,9 +167,12 @@ def _cli(tmp_path: Path, trained, policy: Policy, *extra: str) -> Path:
 def _check_outputs(out: Path, quantized: bool) -> dict:
     from compress.artifact import load_compressed
 
-    for name in ("policy.yaml", "model.pt", "model.onnx", "metrics.json", "summary.txt", "apply.log"):
+    for name in ("policy.yaml", "model.pt", "model.onnx", "model.torchscript.pt", "metrics.json", "summary.txt",
+                 "apply.log"):
         assert (out / name).is_file(), name
     m = json.loads((out / "metrics.json").read_text())
+    assert m["torchscript"]["path"] == "model.torchscript.pt" and m["torchscript"]["top1_agreement"] == 1.0
+    assert "torchscript: model.torchscript.pt verified" in (out / "summary.txt").read_text()
     for split in ("val", "test"):
         assert {"top1", "top5"} <= set(m["accuracy"]["before"][split]) and "top1" in m["accuracy"]["after"][split]
     for key in ("flops", "params", "size", "bops"):
@@ -203,6 +206,14 @@ def test_cli_apply_no_finetune_writes_everything(tmp_path, trained):
     after_onnx = m["accuracy"]["after_onnx"]
     assert after_onnx["test"] == {"top1": round(onnx_m["ort_test_accuracy"], 3), "n": 128}
     assert after_onnx["val"]["n"] == 128 and "val top1 % onnx" in (out / "summary.txt").read_text()
+
+
+def test_cli_apply_times_the_frozen_forms_with_the_torchscript_backend(tmp_path, trained):
+    policy = uniform_block_inner("resnet20", 0.5, input_size=SIZE)
+    out = _cli(tmp_path, trained, policy, "--no-finetune", "--eval-limit", "64", "--threads", "1",
+               "--latency-backend", "torchscript")
+    m = _check_outputs(out, quantized=False)
+    assert m["latency_timing"]["backend"] == "torchscript" and m["after"]["latency_ratio"] > 0
 
 
 @pytest.mark.slow

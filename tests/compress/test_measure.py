@@ -26,6 +26,7 @@ from compress.measure import (
     model_size_bytes,
 )
 from compress.measure._busy import busy_verdict
+from compress.measure._make_runner import make_runner
 from compress.models import MODELS, get_model, quantizable_layers
 from spaces.policy import LayerBits, PolicyError, QuantSpec
 from tests.conftest import lock_attempt_in_child
@@ -263,6 +264,22 @@ def test_onnxruntime_backend(tmp_path):
     assert measure_latency(str(path), x, runs=3, **FAST).backend == "onnxruntime"
     r = compare_latency(sess, model, x, rounds=2, block_s=0.01, **FAST)
     assert r.a.backend == "onnxruntime" and r.b.backend == "torch" and r.ratio > 0
+
+
+def test_torchscript_backend_times_frozen_forms_of_both():
+    from compress.measure._runners import TorchScriptRunner
+
+    light, heavy = conv_stack(8), conv_stack(32)
+    x = torch.randn(1, 3, 32, 32)
+    runner = make_runner(light, x, backend="torchscript", threads=1)
+    assert isinstance(runner, TorchScriptRunner) and runner.mode == "frozen"
+    assert isinstance(runner.model, torch.jit.ScriptModule) and not isinstance(light, torch.jit.ScriptModule)
+    with torch.inference_mode():
+        torch.testing.assert_close(runner.output(), light(x))
+    r = compare_latency(heavy, light, x, backend="torchscript", rounds=4, block_s=0.02, **FAST)
+    assert r.a.backend == r.b.backend == "torchscript" and r.ratio > 1.5
+    with pytest.raises(ValueError, match="CPU only"):
+        make_runner(light, x, backend="torchscript", device="cuda")
 
 
 def test_latency_argument_errors(tmp_path):

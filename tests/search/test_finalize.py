@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import torch
 import pytest
 
 from autocompress.pareto import knee_index
@@ -130,11 +131,18 @@ def test_finalize_tiny_run_end_to_end(tmp_path):
     assert recipe.prune.kept and recipe.provenance["finalized_from_trial"] == 1
     assert (final / "model.pt").is_file() and (final / "policy.yaml").is_file()
     assert m["onnx"].get("path") == "model.onnx" and (final / "model.onnx").is_file(), m["onnx"]
+    ts = m["torchscript"]
+    assert ts["path"] == "model.torchscript.pt" and ts["top1_agreement"] == 1.0, ts
+    assert {"model.onnx", "model.torchscript.pt"} <= set(m["files"])
 
     from compress.artifact import load_compressed
 
     policy, model = load_compressed(final)
     assert policy.prune.kept == recipe.prune.kept
+    x = torch.randn(3, 3, space.model.input_size, space.model.input_size)
+    with torch.no_grad():  # the frozen artefact runs on its own and computes what the weights do
+        torch.testing.assert_close(torch.jit.load(str(final / "model.torchscript.pt"))(x), model.eval()(x),
+                                   rtol=1e-3, atol=1e-3)
     with pytest.raises(FinalizeError, match="none of the"):
         finalize(run_dir, "max accuracy where flops_ratio <= 0.01", progress=False)
     assert np.isfinite(m["val_accuracy"])
