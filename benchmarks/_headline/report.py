@@ -224,6 +224,7 @@ def _figure(points: list[dict[str, Any]], path: Any) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     fig, axes = plt.subplots(2, 2, figsize=(11, 8.4), sharey=True)
     markers = {"searched": "o", "uniform": "s", "fastnas": "^"}
@@ -238,6 +239,9 @@ def _figure(points: list[dict[str, Any]], path: Any) -> None:
                         ax.scatter(*zip(*pts), marker=markers[fam], edgecolors=color,
                                    facecolors=color if filled else "none", label=f"{fam} {precision}")
             ax.set_xscale("log")
+            for axis in (ax.xaxis.set_major_formatter, ax.xaxis.set_minor_formatter):
+                axis(FuncFormatter(lambda v, _pos: f"{v:g}x"))
+            ax.tick_params(axis="x", which="minor", labelsize=7)
             ax.set_xlabel(f"measured speed-up at batch {batch} ({what})")
             ax.grid(alpha=0.3)
         row[0].set_ylabel("test top-1 after the final fine-tune (%)")
