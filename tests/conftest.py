@@ -141,3 +141,17 @@ def shared_checkpoint(depth: int) -> Path:
     if not files:
         pytest.skip(NO_SHARED)
     return files[0]
+
+
+def resnet20_with_bn_stats(size: int = 8) -> torch.nn.Module:
+    """A seeded random ResNet-20 (10 classes) whose BatchNorm statistics come from one pass over random
+    ``size`` x ``size`` images (non-trivial, as in a trained network), in eval mode."""
+    from compress.models import get_model
+
+    torch.manual_seed(0)
+    m = get_model("resnet20", num_classes=10)
+    with torch.no_grad():
+        m.train()
+        for x, _ in random_batches(1, 32, size, seed=7):
+            m(x)
+    return m.eval()

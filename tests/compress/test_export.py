@@ -17,12 +17,11 @@ from compress.export import (
     verify_onnx,
     verify_onnx_accuracy,
 )
-from compress.models import get_model
 from compress.quantize import convert
 from spaces.policy import LayerBits, QuantSpec
 from tests.compress.conftest import SIZE as DIGITS
 from tests.compress.conftest import train_resnet20
-from tests.conftest import random_batches
+from tests.conftest import random_batches, resnet20_with_bn_stats
 
 SIZE = 8
 
@@ -33,13 +32,7 @@ def _batches(n: int = 3, bs: int = 16, seed: int = 1) -> list[tuple[torch.Tensor
 
 @pytest.fixture(scope="module")
 def float_model() -> nn.Module:
-    torch.manual_seed(0)
-    m = get_model("resnet20", num_classes=10)
-    with torch.no_grad():  # non-trivial BN statistics, as in a trained network
-        m.train()
-        for x, _ in _batches(1, 32, seed=7):
-            m(x)
-    return m.eval()
+    return resnet20_with_bn_stats(SIZE)
 
 
 @pytest.fixture(scope="module")

@@ -7,25 +7,18 @@ import pytest
 import torch
 from torch import nn
 
-from compress.models import get_model
 from compress.prune import prune
 from compress.quantize import convert
 from compress.torchscript import TorchScriptError, export_torchscript, freeze_torchscript
 from spaces.policy import LayerBits, PruneSpec, QuantSpec
-from tests.conftest import random_batches
+from tests.conftest import random_batches, resnet20_with_bn_stats
 
 SIZE = 8
 
 
 @pytest.fixture(scope="module")
 def resnet() -> nn.Module:
-    torch.manual_seed(0)
-    m = get_model("resnet20", num_classes=10)
-    with torch.no_grad():  # non-trivial BN statistics, as in a trained network
-        m.train()
-        for x, _ in random_batches(1, 32, SIZE, seed=7):
-            m(x)
-    return m.eval()
+    return resnet20_with_bn_stats(SIZE)
 
 
 def _forms(resnet: nn.Module) -> dict[str, nn.Module]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import torch
 import pytest
+import torch
 
 from autocompress.pareto import knee_index
 from autocompress.rundir import RunInfo, TrialRecord, write_record, write_run_info
