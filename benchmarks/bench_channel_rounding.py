@@ -1,0 +1,106 @@
+"""Channel rounding on x86 INT8: how much faster a pruned policy runs when every kept channel count is
+a multiple of ``round_to`` (``prune.round_to``), timed in one process against the original.
+
+For each recipe (``--recipes``, e.g. a headline run's ``results/recipes/*.yaml``) and each ``--round-to``
+value, the recipe's structure is rebuilt with that rounding (its kept indices dropped, so the rounding
+takes effect), applied to the checkpoint without fine-tuning (weights do not change the speed), and
+timed against the original, interleaved, in eager torch and TorchScript (both sides frozen) at batch 1
+and 128 (``compress.measure.compare_latency``). FLOPs of each variant are reported beside it, since
+rounding up keeps more channels. Writes ``--out`` JSON and prints a table::
+
+    python benchmarks/bench_channel_rounding.py --checkpoint runs/headline-r56/adapt/baseline/model.pt \\
+        --recipes benchmarks/results/headline-r56/recipes/uniform-0.2-int8.yaml \\
+        benchmarks/results/headline-r56/recipes/uniform-0.4-int8.yaml --out runs/rounding-r56.json
+
+Speed is all it measures: accuracy of a rounded policy needs its own fine-tune (``autocompress apply``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+log = logging.getLogger("bench_channel_rounding")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", type=Path, required=True, help="the original's weights (e.g. the adapted model)")
+    ap.add_argument("--recipes", type=Path, nargs="+", required=True, help="policy files to time")
+    ap.add_argument("--data-dir", type=Path, default=Path.home() / ".cache" / "autocompress" / "cifar10-jpeg75",
+                    help="ImageFolder data the INT8 calibration draws from (default: the CIFAR-10 JPEG copy)")
+    ap.add_argument("--round-to", type=int, nargs="+", default=[1, 8, 16], help="multiples to try (default 1 8 16)")
+    ap.add_argument("--backends", nargs="+", default=["torch", "torchscript"], choices=["torch", "torchscript"])
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 128])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--out", type=Path, required=True, help="JSON results")
+    args = ap.parse_args(argv)
+    bad = [str(p) for p in [args.checkpoint, *args.recipes] if not p.is_file()]
+    if bad:
+        ap.error(f"not a file: {', '.join(bad)}")
+    if not (args.data_dir / "train").is_dir():
+        ap.error(f"--data-dir {args.data_dir}: no train/ folder (ImageFolder layout expected)")
+    if any(r < 1 for r in args.round_to):
+        ap.error(f"--round-to {args.round_to}: every value must be >= 1")
+    return args
+
+
+def _variant(policy: Any, round_to: int) -> Any:
+    return policy.replace(prune=dataclasses.replace(policy.prune, round_to=round_to, kept={}))
+
+
+def time_variant(policy: Any, original: Any, data: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """FLOPs ratio and speed-ups (per backend and batch) of ``policy`` applied to ``original``."""
+    import torch
+
+    from compress.apply import apply
+    from compress.measure import compare_latency, count_flops
+    from compress.measure._service import float_structure
+
+    size = policy.model.input_size
+    out = apply(policy, original, data=data, finetune=False, progress=False, bn_recal_batches=0)
+    row: dict[str, Any] = {"flops_ratio": count_flops(float_structure(out.model), size) / count_flops(original, size)}
+    for backend in args.backends:
+        for batch in args.batches:
+            r = compare_latency(out.deploy, original, torch.randn(batch, 3, size, size), backend=backend,
+                                threads=args.threads, rounds=args.rounds)
+            row[f"{backend}@{batch}"] = {"speedup": 1 / r.ratio, "speedup_ci": [1 / r.ci_high, 1 / r.ci_low],
+                                         "ms": r.a.median_ms, "original_ms": r.b.median_ms, "busy": r.busy}
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    sys.path.insert(0, str(REPO))
+    from compress.data import get_dataset
+    from compress.models import build_model, load_checkpoint
+    from search._logging import setup_logging
+    from spaces.policy import Policy
+
+    setup_logging()
+    results = []
+    for path in args.recipes:
+        policy = Policy.load(path)
+        original = load_checkpoint(build_model(policy.model), args.checkpoint).eval()
+        data = get_dataset("imagefolder", args.data_dir, input_size=policy.model.input_size)
+        for rt in args.round_to:
+            row = {"recipe": str(path), "round_to": rt, **time_variant(_variant(policy, rt), original, data, args)}
+            results.append(row)
+            cells = " ".join(f"{k} {v['speedup']:.2f}x" for k, v in row.items() if isinstance(v, dict))
+            log.info("%s round_to=%d: FLOPs x%.3f %s", path.stem, rt, row["flops_ratio"], cells)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"command": "python benchmarks/bench_channel_rounding.py " + " ".join(
+        sys.argv[1:] if argv is None else argv), "threads": args.threads, "rounds": args.rounds,
+        "results": results}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
