@@ -22,6 +22,7 @@ what latency backend ``torchscript`` times; ``torch.jit.load`` it without this p
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
 import logging
@@ -193,6 +194,8 @@ def torchscript_artifact(deploy: torch.nn.Module, path: Path, example: torch.Ten
     (:func:`compress.torchscript.export_torchscript`, checked against it on ``verify_batches``
     batches of ``verify_loader``); a failure is reported (``error``), not raised: the weights are kept."""
     path.unlink(missing_ok=True)  # never leave a stale export beside new weights
+    if any(t.device.type != "cpu" for t in [*deploy.parameters(), *deploy.buffers()]):
+        deploy = copy.deepcopy(deploy).cpu()  # fine-tuned on a GPU: the artefact is traced on the CPU
     try:
         report = export_torchscript(deploy, path, example,
                                     verify_batches=itertools.islice(verify_loader, verify_batches))
