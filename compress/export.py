@@ -114,11 +114,19 @@ def _run_ort(session, x: torch.Tensor) -> np.ndarray:
     return session.run(None, {name: x.detach().cpu().float().numpy()})[0]
 
 
-def _inputs(loader: Iterable, n: int) -> Iterable[torch.Tensor]:
+def loader_inputs(loader: Iterable, n: int) -> Iterable[torch.Tensor]:
+    """The input tensors of the first ``n`` batches of ``loader`` (``(x, y)`` pairs or tensors)."""
     for i, batch in enumerate(loader):
         if i >= n:
             break
         yield batch[0] if isinstance(batch, (tuple, list)) else batch
+
+
+def dynamic_batches(example: torch.Tensor) -> list[torch.Tensor]:
+    """Inputs of VERIFY_BATCH_SIZES (1 and 3) built from ``example``: an export with a broken
+    dynamic batch axis fails on them."""
+    one = example[:1]
+    return [one, torch.cat([one, example[-1:], one * 0.5])]
 
 
 def _compare(model: nn.Module, session, batches: Iterable[torch.Tensor], quantized: bool,
@@ -199,12 +207,10 @@ def verify_onnx(model: nn.Module, path: str | Path, example: torch.Tensor, *, ve
     except Exception as exc:
         raise ExportError(f"{path}: ONNX Runtime cannot load the exported model: {exc}") from exc
 
-    one = example[:1]
-    dyn = [one, torch.cat([one, example[-1:], one * 0.5])]
-    _compare(model, session, dyn, reduced, path)
+    _compare(model, session, dynamic_batches(example), reduced, path)
     samples, top1, max_abs, rel = 0, None, 0.0, 0.0
     if verify_loader is not None:
-        samples, top1, max_abs, rel = _compare(model, session, _inputs(verify_loader, verify_batches), reduced,
+        samples, top1, max_abs, rel = _compare(model, session, loader_inputs(verify_loader, verify_batches), reduced,
                                                path)
         if samples == 0:
             raise ExportError(f"{path}: verify_loader yielded no batches")

@@ -29,11 +29,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-log = logging.getLogger(__name__)
+from compress.export import FLOAT_ABS_FLOOR, FLOAT_REL_TOL, dynamic_batches, loader_inputs
 
-VERIFY_BATCH_SIZES = (1, 3)
-REL_TOLERANCE = 1e-3  # max |logit difference| <= REL_TOLERANCE x the largest |logit| (at least ABS_FLOOR)
-ABS_FLOOR = 1e-4
+log = logging.getLogger(__name__)
 
 
 class TorchScriptError(RuntimeError):
@@ -78,19 +76,11 @@ def freeze_torchscript(model: nn.Module, example: torch.Tensor) -> torch.jit.Scr
         model.train(was_training)
 
 
-def _inputs(example: torch.Tensor, batches: Iterable) -> list[torch.Tensor]:
-    """The verification inputs: ``example``'s first row repeated to each of VERIFY_BATCH_SIZES,
-    then the image tensors of ``batches`` (``(x, y)`` pairs or tensors)."""
-    row = example[:1]
-    out = [row.repeat(n, *([1] * (row.dim() - 1))) for n in VERIFY_BATCH_SIZES]
-    out += [b[0] if isinstance(b, (tuple, list)) else b for b in batches]
-    return out
-
-
 def verify_torchscript(scripted: torch.jit.ScriptModule, model: nn.Module, inputs: list[torch.Tensor],
                        *, what: str) -> tuple[int, float, float, float]:
     """Compare ``scripted`` with ``model`` on ``inputs``: top-1 must agree everywhere and the logits
-    within REL_TOLERANCE of their largest magnitude. Returns ``(samples, agreement, max_abs_diff,
+    within the float export rule of :mod:`compress.export` (FLOAT_REL_TOL of their largest magnitude,
+    at least FLOAT_ABS_FLOOR). Returns ``(samples, agreement, max_abs_diff,
     allowed)``; raises :class:`TorchScriptError`."""
     n = agree = 0
     diff = scale = 0.0
@@ -105,7 +95,7 @@ def verify_torchscript(scripted: torch.jit.ScriptModule, model: nn.Module, input
             agree += int((ref.argmax(1) == got.argmax(1)).sum())
             diff = max(diff, float((ref - got).abs().max()))
             scale = max(scale, float(ref.abs().max()))
-    allowed = max(REL_TOLERANCE * scale, ABS_FLOOR)
+    allowed = max(FLOAT_REL_TOL * scale, FLOAT_ABS_FLOOR)
     if agree < n or diff > allowed:
         raise TorchScriptError(f"{what}: TorchScript vs PyTorch top-1 agreement {agree}/{n}, max |logit difference| "
                                f"{diff:.3g}; allowed {n}/{n} and <= {allowed:.3g}")
@@ -113,10 +103,11 @@ def verify_torchscript(scripted: torch.jit.ScriptModule, model: nn.Module, input
 
 
 def export_torchscript(model: nn.Module, path: str | Path, example: torch.Tensor, *,
-                       verify_batches: Iterable = ()) -> TorchScriptReport:
+                       verify_loader: Iterable = (), verify_batches: int = 4) -> TorchScriptReport:
     """Write ``model`` traced on ``example`` and frozen to ``path`` (``torch.jit.save``), reload it and
     verify it against ``model`` (:func:`verify_torchscript`) on dynamic batch sizes 1 and 3 and on
-    ``verify_batches``. Raises :class:`TorchScriptError` (the file is removed then)."""
+    the first ``verify_batches`` batches of ``verify_loader``, as :func:`compress.export.export_onnx`
+    does. Raises :class:`TorchScriptError` (the file is removed then)."""
     path = Path(path)
     frozen = freeze_torchscript(model, example)
     with _quiet():
@@ -124,8 +115,8 @@ def export_torchscript(model: nn.Module, path: str | Path, example: torch.Tensor
     try:
         with _quiet():
             loaded = torch.jit.load(str(path), map_location="cpu")
-        n, agreement, diff, allowed = verify_torchscript(loaded, model, _inputs(example, verify_batches),
-                                                         what=str(path))
+        inputs = [*dynamic_batches(example), *loader_inputs(verify_loader, verify_batches)]
+        n, agreement, diff, allowed = verify_torchscript(loaded, model, inputs, what=str(path))
     except Exception:
         path.unlink(missing_ok=True)
         raise

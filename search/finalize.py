@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import itertools
 import logging
 import time
 from pathlib import Path
@@ -197,8 +196,8 @@ def torchscript_artifact(deploy: torch.nn.Module, path: Path, example: torch.Ten
     if any(t.device.type != "cpu" for t in [*deploy.parameters(), *deploy.buffers()]):
         deploy = copy.deepcopy(deploy).cpu()  # fine-tuned on a GPU: the artefact is traced on the CPU
     try:
-        report = export_torchscript(deploy, path, example,
-                                    verify_batches=itertools.islice(verify_loader, verify_batches))
+        report = export_torchscript(deploy, path, example, verify_loader=verify_loader,
+                                    verify_batches=verify_batches)
     except TorchScriptError as exc:
         log.warning("TorchScript export failed: %s", exc)
         return {"path": None, "error": str(exc)}

@@ -33,7 +33,7 @@ def test_export_reloads_and_matches_the_module_at_any_batch(resnet, form, tmp_pa
     model = _forms(resnet)[form]
     path = tmp_path / "m.pt"
     verify = random_batches(2, 16, SIZE, seed=3)
-    report = export_torchscript(model, path, torch.randn(1, 3, SIZE, SIZE), verify_batches=verify)
+    report = export_torchscript(model, path, torch.randn(1, 3, SIZE, SIZE), verify_loader=verify)
     assert report.verified_samples == 1 + 3 + 32 and report.top1_agreement == 1.0
     assert report.max_abs_diff <= report.allowed_abs_diff and report.size_bytes == path.stat().st_size
     loaded = torch.jit.load(str(path))  # needs nothing of this package
@@ -66,7 +66,7 @@ def test_a_trace_that_disagrees_is_refused_and_not_left_on_disk(tmp_path):
     path = tmp_path / "m.pt"
     example = torch.ones(1, 3, SIZE, SIZE)
     with pytest.raises(TorchScriptError, match=r"m\.pt: TorchScript vs PyTorch top-1 agreement"):
-        export_torchscript(_SignBranch(), path, example, verify_batches=[-torch.ones(4, 3, SIZE, SIZE)])
+        export_torchscript(_SignBranch(), path, example, verify_loader=[-torch.ones(4, 3, SIZE, SIZE)])
     assert not path.exists()
 
 
