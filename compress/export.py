@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from compress._verify import FLOAT_ABS_FLOOR, FLOAT_REL_TOL, VERIFY_BATCH_SIZES, dynamic_batches, loader_inputs
 from compress.measure._runners import session_options
 from compress.models import quantizable_layers
 from compress.onnx_int8 import Int8ExportError, export_onnx_int8, needs_int8_onnx
@@ -56,9 +57,6 @@ MIN_TOP1_AGREEMENT = 0.995
 MIN_TOP1_AGREEMENT_INT8 = 0.97
 #: INT8 exports: |ORT top-1 - PyTorch top-1| allowed, in percentage points
 ACCURACY_TOLERANCE = 0.5
-FLOAT_REL_TOL = 1e-3
-FLOAT_ABS_FLOOR = 1e-4
-VERIFY_BATCH_SIZES = (1, 3)
 
 
 class ExportError(RuntimeError):
@@ -112,21 +110,6 @@ def is_reduced_precision(model: nn.Module) -> bool:
 def _run_ort(session, x: torch.Tensor) -> np.ndarray:
     name = session.get_inputs()[0].name
     return session.run(None, {name: x.detach().cpu().float().numpy()})[0]
-
-
-def loader_inputs(loader: Iterable, n: int) -> Iterable[torch.Tensor]:
-    """The input tensors of the first ``n`` batches of ``loader`` (``(x, y)`` pairs or tensors)."""
-    for i, batch in enumerate(loader):
-        if i >= n:
-            break
-        yield batch[0] if isinstance(batch, (tuple, list)) else batch
-
-
-def dynamic_batches(example: torch.Tensor) -> list[torch.Tensor]:
-    """Inputs of VERIFY_BATCH_SIZES (1 and 3) built from ``example``: an export with a broken
-    dynamic batch axis fails on them."""
-    one = example[:1]
-    return [one, torch.cat([one, example[-1:], one * 0.5])]
 
 
 def _compare(model: nn.Module, session, batches: Iterable[torch.Tensor], quantized: bool,

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from compress.export import FLOAT_ABS_FLOOR, FLOAT_REL_TOL, dynamic_batches, loader_inputs
+from compress._verify import FLOAT_ABS_FLOOR, FLOAT_REL_TOL, dynamic_batches, loader_inputs
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def freeze_torchscript(model: nn.Module, example: torch.Tensor) -> torch.jit.Scr
 def verify_torchscript(scripted: torch.jit.ScriptModule, model: nn.Module, inputs: list[torch.Tensor],
                        *, what: str) -> tuple[int, float, float, float]:
     """Compare ``scripted`` with ``model`` on ``inputs``: top-1 must agree everywhere and the logits
-    within the float export rule of :mod:`compress.export` (FLOAT_REL_TOL of their largest magnitude,
+    within the float export rule of :mod:`compress._verify` (FLOAT_REL_TOL of their largest magnitude,
     at least FLOAT_ABS_FLOOR). Returns ``(samples, agreement, max_abs_diff,
     allowed)``; raises :class:`TorchScriptError`."""
     n = agree = 0
