@@ -4,7 +4,7 @@ same final fine-tune, timed the same way.
 Every candidate starts from the same shared checkpoint, adapted once to the JPEG data (the space's
 ``model.adapt``; cached in ``OUT/adapt``); every candidate gets the same final fine-tune (``E``
 epochs of the space's ``budget.final`` schedule, KD from the same teacher: the adapted model) through
-the one code path ``autocompress finalize`` and ``audit`` use. Three families:
+the one code path ``autocompress finalize`` and ``audit`` use. Four families:
 
 1. **searched**: ``autocompress search`` (objectives accuracy, FLOPs, latency at b1 and b128 by
    default; ``--set`` to change them; its sensitivity seeds are allocated at the space's FLOPs
@@ -19,7 +19,11 @@ the one code path ``autocompress finalize`` and ``audit`` use. Three families:
    ones;
 2. **uniform**: the same ratio on every prunable channel group (block and stage groups) for each
    ``--uniform-ratios`` x ``--uniform-precisions`` (float, int8);
-3. **peer**: NVIDIA ModelOpt FastNAS (``benchmarks/peer_fastnas.py``; ``pip install -e '.[bench]'``)
+3. **depth**: the same number of residual blocks dropped from the end of every stage (``prune.drop``;
+   never a stage's first block), for each ``--depths`` x ``--depth-ratios`` (the uniform channel
+   ratio on top, default none) x ``--uniform-precisions``; only for spaces that search depth
+   (``prune.depth`` > 0, e.g. ``resnet56-cifar10``), skipped otherwise;
+4. **peer**: NVIDIA ModelOpt FastNAS (``benchmarks/peer_fastnas.py``; ``pip install -e '.[bench]'``)
    at ``--peer-flops``, each also with INT8 through our converter.
 
 Then every point is timed in one process, interleaved against the original (torch CPU, ``--threads``,
@@ -50,6 +54,7 @@ log = logging.getLogger("bench_headline")
 SPACES = {"resnet20": "resnet20-cifar10", "resnet56": "resnet56-cifar10"}
 UNIFORM_RATIOS = (0.2, 0.3, 0.4, 0.5, 0.6)
 PEER_FLOPS = (0.5, 0.65)
+DEPTHS = (2, 4)
 BATCHES = (1, 128)
 SPEEDUP_RANGE = (1.5, 4.0)
 
@@ -62,10 +67,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, required=True, help="output directory (a rerun resumes)")
     ap.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
                     help="override a field of the search space (repeatable)")
-    ap.add_argument("--families", nargs="+", default=["searched", "uniform", "peer"],
-                    choices=["searched", "uniform", "peer"], help="which families to run (default all)")
+    ap.add_argument("--families", nargs="+", default=["searched", "uniform", "depth", "peer"],
+                    choices=["searched", "uniform", "depth", "peer"], help="which families to run (default all)")
     ap.add_argument("--uniform-ratios", type=float, nargs="+", default=list(UNIFORM_RATIOS))
     ap.add_argument("--uniform-precisions", nargs="+", default=["float", "int8"], choices=["float", "int8"])
+    ap.add_argument("--depths", type=int, nargs="+", default=list(DEPTHS),
+                    help="depth family: blocks dropped per stage (at most the space's prune.depth)")
+    ap.add_argument("--depth-ratios", type=float, nargs="+", default=[0.0],
+                    help="depth family: uniform channel ratio applied on top (default 0)")
     ap.add_argument("--peer-flops", type=float, nargs="+", default=list(PEER_FLOPS))
     ap.add_argument("--audit-sample", type=int, default=6, help="non-Pareto trials the audit adds (default 6)")
     ap.add_argument("--front-max-drop", type=float, default=10.0,
@@ -111,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         if "peer" in args.families:
             families.check_peer()  # before any long work: say how to install the peer
         ctx = prepare(args)
+        if "depth" in args.families:
+            families.check_depths(ctx, args)
     except UserError as exc:
         print(f"bench_headline: {exc}", file=sys.stderr)
         return 2
@@ -118,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         families.searched(ctx, args)
     if "uniform" in args.families:
         families.uniform(ctx, args)
+    if "depth" in args.families:
+        families.depth(ctx, args)
     if "peer" in args.families:
         families.peer(ctx, args)
     recipes.refresh(ctx, args.budget_epochs)  # every finalized point's recipe replays with `apply --verify`

@@ -22,7 +22,7 @@ from compress._timing import phase
 from compress.distill import DistillLoss, build_teacher, freeze
 from compress.models import CifarResNet, ImageNetResNet, build_model, quantizable_layers
 from compress.models.checkpoint import load_state_dict_checked
-from compress.prune import convert_option_a, list_groups, prune, rebuild
+from compress.prune import block_errors, convert_option_a, list_groups, prune, rebuild
 from compress.quantize import check_bits, convert, fake_quantize
 from compress.train import bn_recalibrate, fit
 from spaces._schema import FieldError
@@ -84,7 +84,7 @@ def num_classes_of(model: nn.Module) -> int | None:
 def validate(policy: Policy, model: nn.Module) -> None:
     """Raise :class:`PolicyError` naming every field of ``policy`` that does not fit ``model``.
 
-    Checks the model name and class count, prune group names and ratios, quantizable layer
+    Checks the model name and class count, dropped blocks, prune group names and ratios, quantizable layer
     names, distillation feature layers, and the backend's supported bit-widths.
     """
     errors: list[FieldError] = []
@@ -97,6 +97,7 @@ def validate(policy: Policy, model: nn.Module) -> None:
         policy.check_against(groups, quantizable_layers(model), model_name=model_name_of(model))
     except PolicyError as exc:
         errors.extend(exc.errors)
+    errors.extend(block_errors(policy.prune.drop, model))
     errors.extend(_backend_errors(policy, model))
     if errors:
         raise PolicyError(errors)
@@ -119,11 +120,12 @@ def apply(policy: Policy, model: nn.Module, *, data: Any = None, teacher: nn.Mod
           calib_batches: int = CALIB_BATCHES, bn_recal_batches: int = 20) -> Compressed:
     """Compress ``model`` as ``policy`` says; ``model`` itself is never modified.
 
-    Order: validate -> prune (``kept`` recorded into the returned policy; a policy that already
-    has ``kept`` is replayed exactly) -> BN recalibration on calib batches (when pruned) ->
-    fake-quantize (QAT) when quantization is active -> fine-tune with ``policy.finetune``
-    (distillation from ``teacher``, default the uncompressed input, when ``policy.distill`` is
-    active; skipped with ``finetune=False``) -> convert for ``policy.quant.backend``.
+    Order: validate -> prune (blocks of ``prune.drop`` removed, then channels; ``kept`` recorded
+    into the returned policy; a policy that already has ``kept`` is replayed exactly) -> BN
+    recalibration on calib batches (when pruned) -> fake-quantize (QAT) when quantization is
+    active -> fine-tune with ``policy.finetune`` (distillation from ``teacher``, default the
+    uncompressed input, when ``policy.distill`` is active; skipped with ``finetune=False``) ->
+    convert for ``policy.quant.backend``.
 
     Args:
         data: a ``compress.data.DataBundle``; needed for fine-tuning, calibration (quantization,
@@ -249,8 +251,8 @@ def rebuild_compressed(policy: Policy, state_dict: Mapping[str, torch.Tensor], *
                        source: str = "<state_dict>") -> nn.Module:
     """Re-create the trainable model that :func:`apply` returned, from its policy and weights.
 
-    Builds ``policy.model``, replays ``policy.prune.kept`` (exact channel indices), wraps the
-    quantized layers in fake-quant modules when ``policy.quant`` is active, and loads
+    Builds ``policy.model``, drops ``policy.prune.drop``, replays ``policy.prune.kept`` (exact channel
+    indices), wraps the quantized layers in fake-quant modules when ``policy.quant`` is active, and loads
     ``state_dict`` strictly (a mismatch lists keys and shapes). Fake-quant activation ranges
     are not part of the state_dict: pass ``calib_loader`` to calibrate them (``convert``
     re-calibrates on its own). No pickled modules are involved.
@@ -262,8 +264,8 @@ def rebuild_compressed(policy: Policy, state_dict: Mapping[str, torch.Tensor], *
     # pruned models (and artifacts, which save_compressed writes option-A converted) hold the
     # converted structure; an unpruned apply() result may still have its padding shortcuts
     converted_keys = set(convert_option_a(model).state_dict()) - set(model.state_dict())
-    if policy.prune.kept or converted_keys & set(state_dict):
-        model = rebuild(model, policy.prune.kept, input_size=policy.model.input_size)
+    if policy.prune.kept or policy.prune.drop or converted_keys & set(state_dict):
+        model = rebuild(model, policy.prune.kept, input_size=policy.model.input_size, drop=policy.prune.drop)
     # fake-quant layers keep the float layers' state_dict keys: load first, then calibrate
     load_state_dict_checked(model, state_dict, source=source)
     if policy.quant.active:

@@ -87,12 +87,13 @@ def save_compressed(out_dir: str | Path, policy: Policy, model: nn.Module, *,
 
 def rebuild_float(policy: Policy, state_dict: Mapping[str, torch.Tensor], *, source: str = "<state_dict>",
                   calib_loader: Iterable | None = None) -> nn.Module:
-    """Default rebuild: ``build_model`` -> ``rebuild(kept)`` -> checked load -> fake-quant if quantized.
+    """Default rebuild: ``build_model`` -> ``rebuild(kept, drop)`` -> checked load -> fake-quant if quantized.
 
     Fake-quant layers keep the float layers' state_dict keys, so weights load into the float
     structure first; activation ranges are not stored (pass ``calib_loader`` to calibrate).
     """
-    model = rebuild(build_model(policy.model), policy.prune.kept, input_size=policy.model.input_size)
+    model = rebuild(build_model(policy.model), policy.prune.kept, input_size=policy.model.input_size,
+                    drop=policy.prune.drop)
     load_state_dict_checked(model, state_dict, source=source)
     if policy.quant.active:
         model = fake_quantize(model, policy.quant, calib_loader)

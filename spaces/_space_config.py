@@ -179,6 +179,11 @@ class SpacePrune:
         of them rarely prunes very little or very much), and the offsets move channels
         between groups at a given FLOPs level, so even a short search covers the front from
         end to end. Offsets of 0 everywhere is uniform pruning.
+
+    ``depth`` (default 0: off) adds one dim per stage, ``depth/<stage>`` in 0..depth: how many
+    residual blocks the stage drops, its last ones first and never its first block (which may
+    change the width or resolution). Dropped blocks remove whole operators, which channel
+    pruning cannot: that is what batch-1 latency on a CPU needs.
     """
 
     granularity: Literal["block", "stage", "both", "none"] = "block"
@@ -190,9 +195,11 @@ class SpacePrune:
     pin: dict[str, float] = field(default_factory=dict)
     parametrization: Literal["independent", "global"] = "independent"
     offset: Range = Range(-0.2, 0.2, 0.1)
+    depth: int = 0
 
     def __post_init__(self) -> None:
         errors: list[FieldError] = []
+        _check(errors, self.depth >= 0, "depth", self.depth, "must be an integer >= 0 (blocks dropped per stage)")
         _range_errors(errors, "ratio", self.ratio)
         lo, hi = _range_bounds(self.ratio)
         _check(errors, 0.0 <= lo and hi < 1.0, "ratio", to_dict(self.ratio), "allowed 0 <= ratio < 1")

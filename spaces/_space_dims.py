@@ -11,6 +11,7 @@ Parameter names are stable strings::
     prune/global           global ratio                   (parametrization: global)
     prune/offset/layer2    offset of one group's ratio    (parametrization: global)
     prune/criterion        categorical, when several criteria are given
+    depth/layer2           blocks dropped from a stage's end (prune.depth > 0; never its first block)
     wbits/layer2.0.conv1   weight bits of one layer       (share: layer)
     wbits/layer3           weight bits of a stage         (share: stage; conv1 / linear are their own stage)
     wbits/model            weight bits of every layer     (share: model)
@@ -24,17 +25,20 @@ dims: samplers never vary them, and the trial's params record every value that w
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from spaces._schema import FieldError
 from spaces._space_config import Range, SearchSpace, SpaceError
-from spaces.policy import COUPLED_BACKENDS, DistillSpec, LayerBits, Policy, PruneSpec, QuantSpec
+from spaces.policy import COUPLED_BACKENDS, DistillSpec, LayerBits, Policy, PruneSpec, QuantSpec, in_dropped_block
 
 FLOAT_BITS = 32
 GLOBAL = "prune/global"
 OFFSET = "prune/offset/"
+DEPTH = "depth/"
+_BLOCK_GROUP = re.compile(r"^(layer\d+)\.(\d+)\.")
 
 
 @dataclass(frozen=True)
@@ -157,7 +161,7 @@ def _prune_dims(space: SearchSpace, groups: Any) -> list[Dim]:
     cfg = space.prune
     counts, kinds = _normalise_groups(groups)
     if cfg.granularity == "none" and not cfg.pin:
-        return []
+        return _depth_dims(space, counts)
     active_kinds = {"block": {"block"}, "stage": {"stage"}, "both": {"block", "stage"}, "none": set()}[cfg.granularity]
     active = [g for g in counts if _group_kind(g, kinds) in active_kinds]
     pinned: dict[str, float] = {}
@@ -182,7 +186,37 @@ def _prune_dims(space: SearchSpace, groups: Any) -> list[Dim]:
                 dims.append(_range_dim(f"prune/{g}", cfg.ratio, (g,)))
     if len(cfg.criteria) > 1 and dims:
         dims.append(Dim("prune/criterion", "categorical", choices=tuple(cfg.criteria)))
+    return dims + _depth_dims(space, counts)
+
+
+def _depth_dims(space: SearchSpace, counts: Mapping[str, int]) -> list[Dim]:
+    """``depth/<stage>``: 0..``prune.depth`` blocks dropped from the stage's end; ``targets`` are the
+    stage's droppable blocks in order (all but the first; the blocks are read off the block groups'
+    names, ``layer2.3.conv1`` -> ``layer2.3``)."""
+    if space.prune.depth <= 0:
+        return []
+    stages: dict[str, dict[str, None]] = {}
+    for g in counts:
+        m = _BLOCK_GROUP.match(g)
+        if m:
+            stages.setdefault(m.group(1), {})[f"{m.group(1)}.{m.group(2)}"] = None
+    dims = []
+    for stage, blocks in stages.items():
+        droppable = tuple(sorted(blocks, key=lambda b: int(b.rsplit(".", 1)[1])))[1:]
+        k = min(space.prune.depth, len(droppable))
+        if k:
+            dims.append(Dim(f"{DEPTH}{stage}", "int", low=0, high=k, step=1, targets=droppable))
     return dims
+
+
+def dropped_blocks(dims: Sequence[Dim], params: Mapping[str, Any]) -> tuple[str, ...]:
+    """The blocks the ``depth/*`` values of ``params`` drop: the last k targets of each stage's dim."""
+    out: list[str] = []
+    for d in dims:
+        if d.name.startswith(DEPTH):
+            k = int(params[d.name])
+            out.extend(d.targets[len(d.targets) - k:] if k > 0 else ())
+    return tuple(out)
 
 
 def _quant_dims(space: SearchSpace, layers: Sequence[str]) -> list[Dim]:
@@ -270,26 +304,28 @@ def policy_from_params(space: SearchSpace, dims: Sequence[Dim], params: Mapping[
     if errors:
         raise SpaceError(errors, "policy_from_params")
 
+    drop = dropped_blocks(dims, params)
     ratios: dict[str, float] = {}
     bits_w: dict[str, int] = {}
     bits_a: dict[str, int] = {}
     for d in dims:
         value = params[d.name]
         kind, _, _key = d.name.partition("/")
+        targets = [t for t in d.targets if in_dropped_block(t, drop) is None]  # nothing of a dropped block
         if d.name.startswith(OFFSET):
-            for g in d.targets:
+            for g in targets:
                 r = global_ratio(space, float(params[GLOBAL]), float(value))
                 if r > 0:
                     ratios[g] = r
         elif kind == "prune" and d.name not in ("prune/criterion", GLOBAL):
-            for g in d.targets:
+            for g in targets:
                 if float(value) > 0:
                     ratios[g] = round(float(value), 10)
         elif kind == "wbits":
-            for layer in d.targets:
+            for layer in targets:
                 bits_w[layer] = int(value)
         elif kind == "abits":
-            for layer in d.targets:
+            for layer in targets:
                 bits_a[layer] = int(value)
     criterion = params.get("prune/criterion", space.prune.criteria[0])
     layers: dict[str, LayerBits] = {}
@@ -315,7 +351,7 @@ def policy_from_params(space: SearchSpace, dims: Sequence[Dim], params: Mapping[
     )
     return Policy(
         model=space.model.spec(),
-        prune=PruneSpec(criterion=criterion, round_to=space.prune.round_to, ratios=ratios),
+        prune=PruneSpec(criterion=criterion, round_to=space.prune.round_to, ratios=ratios, drop=drop),
         quant=quant,
         distill=distill,
         finetune=space.budget.finetune,
@@ -365,11 +401,13 @@ def suggest_policy(space: SearchSpace, dims: Sequence[Dim], trial: TrialLike) ->
     return policy_from_params(space, dims, params)
 
 
-def _baseline(dims: Sequence[Dim], *, ratio: float, bits: int) -> dict[str, Any]:
+def _baseline(dims: Sequence[Dim], *, ratio: float, bits: int, depth: int = 0) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for d in dims:
         if d.fixed:
             out[d.name] = d.choices[0] if d.kind == "categorical" else d.low
+        elif d.name.startswith(DEPTH):
+            out[d.name] = d.snap(depth)
         elif d.name == "prune/criterion":
             out[d.name] = d.choices[0]
         elif d.name.startswith(OFFSET):
@@ -383,11 +421,11 @@ def _baseline(dims: Sequence[Dim], *, ratio: float, bits: int) -> dict[str, Any]
     return out
 
 
-def uniform_params(dims: Sequence[Dim], ratio: float, bits: int = 32) -> dict[str, Any]:
-    """Params for a uniform policy: every free prune dim at ``ratio`` and every free bit dim at
-    ``bits`` (snapped to the grid), distillation as the baselines have it (:func:`baseline_params`).
-    Used for baselines and uniform sweeps."""
-    return _baseline(dims, ratio=ratio, bits=bits)
+def uniform_params(dims: Sequence[Dim], ratio: float, bits: int = 32, depth: int = 0) -> dict[str, Any]:
+    """Params for a uniform policy: every free prune dim at ``ratio``, every free bit dim at
+    ``bits`` and every ``depth/*`` dim at ``depth`` blocks (snapped to the grid), distillation as
+    the baselines have it (:func:`baseline_params`). Used for baselines and uniform sweeps."""
+    return _baseline(dims, ratio=ratio, bits=bits, depth=depth)
 
 
 def baseline_params(space: SearchSpace, dims: Sequence[Dim]) -> list[tuple[str, dict[str, Any]]]:

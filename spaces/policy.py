@@ -92,20 +92,30 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class PruneSpec:
-    """Structured pruning: fraction of channels removed per group (0 <= r < 1).
+    """Structured pruning: whole residual blocks dropped, and a fraction of channels removed per group.
 
-    ``kept`` records the exact kept channel indices per group once pruning has run, so a
-    saved model can be rebuilt without pickling modules.
+    ``drop`` names residual blocks (``layer2.5``) removed entirely (depth pruning: fewer operators,
+    which is what batch-1 latency needs); only blocks whose shortcut is the identity qualify.
+    ``ratios`` (0 <= r < 1) then prune channels of the shallower network, so they may not name a
+    group inside a dropped block. ``kept`` records the exact kept channel indices per group once
+    pruning has run, so a saved model can be rebuilt without pickling modules.
     """
 
     criterion: Literal["l1", "bn_scale", "taylor"] = "l1"
     round_to: int = 1
     ratios: dict[str, float] = field(default_factory=dict)
     kept: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    drop: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         errors: list[FieldError] = []
         _check(errors, self.round_to >= 1, "round_to", self.round_to, "must be an integer >= 1")
+        _check(errors, len(set(self.drop)) == len(self.drop), "drop", list(self.drop), "block names must be distinct")
+        for key in ("ratios", "kept"):
+            for name in getattr(self, key):
+                block = in_dropped_block(name, self.drop)
+                _check(errors, block is None, join_path(key, name), name,
+                       f"belongs to dropped block {block!r} (prune.drop); remove it or keep the block")
         for name, r in self.ratios.items():
             _check(errors, 0.0 <= r < 1.0, join_path("ratios", name), r, "allowed 0 <= ratio < 1")
         for name, idx in self.kept.items():
@@ -117,7 +127,12 @@ class PruneSpec:
 
     @property
     def active(self) -> bool:
-        return any(r > 0 for r in self.ratios.values()) or bool(self.kept)
+        return any(r > 0 for r in self.ratios.values()) or bool(self.kept) or bool(self.drop)
+
+
+def in_dropped_block(name: str, drop: Sequence[str]) -> str | None:
+    """The block of ``drop`` that module or group ``name`` lies inside (``layer2.5.conv1`` -> ``layer2.5``)."""
+    return next((b for b in drop if name == b or name.startswith(b + ".")), None)
 
 
 @dataclass(frozen=True)
@@ -239,11 +254,22 @@ class Policy:
         if self.version != POLICY_VERSION:
             raise PolicyError([FieldError("version", self.version,
                                           f"this autocompress reads policy version {POLICY_VERSION}")])
+        errors: list[FieldError] = []
+        for path, names in (("quant.layers", list(self.quant.layers)), ("distill.feature_layers",
+                                                                        list(self.distill.feature_layers))):
+            for name in names:
+                block = in_dropped_block(name, self.prune.drop)
+                _check(errors, block is None, join_path(path, name), name,
+                       f"belongs to dropped block {block!r} (prune.drop); remove it or keep the block")
+        if errors:
+            raise PolicyError(errors)
 
     # ----- serialisation -------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         d = to_dict(self)
         d = {"version": d.pop("version"), **d}
+        if not d["prune"].get("drop"):  # written only when used: recipes (and hashes) without it are unchanged
+            d["prune"].pop("drop", None)
         return d
 
     @classmethod
@@ -280,6 +306,8 @@ class Policy:
     def summary(self) -> str:
         """One line for tables and hover text."""
         parts = [self.model.name]
+        if self.prune.drop:
+            parts.append(f"drop {len(self.prune.drop)} blocks")
         if self.prune.ratios:
             rs = [r for r in self.prune.ratios.values()]
             parts.append(f"prune {self.prune.criterion} mean {sum(rs) / len(rs):.2f} max {max(rs):.2f}")

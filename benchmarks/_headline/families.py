@@ -12,6 +12,7 @@ import numpy as np
 from _headline.context import Context
 from _headline.recipes import save_recipe
 
+from autocompress.errors import UserError
 from autocompress.pareto import non_dominated
 from autocompress.rundir import AuditRecord, load_run, pareto_records, read_audit_records
 from search.audit import select_trials
@@ -73,6 +74,36 @@ def uniform(ctx: Context, args: argparse.Namespace) -> None:
             label = f"uniform-{ratio:g}-{precision}"
             finalize_point(ctx, label, "uniform", uniform_policy(ctx, ratio, precision), args.budget_epochs,
                            {"ratio": ratio})
+
+
+# ----- depth ---------------------------------------------------------------------------------
+def depth_policy(ctx: Context, depth: int, ratio: float, precision: str) -> Policy:
+    """``depth`` blocks dropped from the end of every stage, ``ratio`` on every remaining channel group,
+    float or every remaining layer INT8."""
+    dims = ctx.baseline.dims
+    params = uniform_params(dims, ratio, bits=8 if precision == "int8" else 32, depth=depth)
+    return with_space_kd(policy_from_params(ctx.space, dims, params), ctx)
+
+
+def check_depths(ctx: Context, args: argparse.Namespace) -> None:
+    """Raise a one-line :class:`UserError` (before any long work) for ``--depths`` the space cannot drop."""
+    allowed = ctx.space.prune.depth
+    too_deep = [k for k in args.depths if not 0 < k <= allowed]
+    if allowed > 0 and too_deep:
+        raise UserError(f"--depths {' '.join(map(str, too_deep))}: allowed 1..{allowed} (prune.depth of "
+                        f"{ctx.space_file})")
+
+
+def depth(ctx: Context, args: argparse.Namespace) -> None:
+    if ctx.space.prune.depth <= 0:
+        log.info("depth family skipped: the space does not search depth (prune.depth = 0)")
+        return
+    for precision in args.uniform_precisions:
+        for k in args.depths:
+            for ratio in args.depth_ratios:
+                label = f"depth-{k}-{ratio:g}-{precision}"
+                finalize_point(ctx, label, "depth", depth_policy(ctx, k, ratio, precision), args.budget_epochs,
+                               {"depth": k, "ratio": ratio})
 
 
 # ----- peer -----------------------------------------------------------------------------------

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 import torch_pruning as tp
 from torch import nn
 
 from compress.prune._criteria import SCORERS, LossFn, accumulate_gradients
+from compress.prune._depth import drop_blocks
 from compress.prune._groups import PruneGroup, _GroupInfo, build_graph, discover
 from compress.prune._option_a import convert_option_a, has_option_a
 from spaces._schema import FieldError, join_path
@@ -84,13 +85,15 @@ def _apply_kept(model: nn.Module, dg: tp.DependencyGraph, infos: Mapping[str, _G
                 p.requires_grad_(False)
 
 
-def rebuild(model: nn.Module, kept: Mapping[str, Iterable[int]], *, input_size: InputSize = 32) -> nn.Module:
+def rebuild(model: nn.Module, kept: Mapping[str, Iterable[int]], *, input_size: InputSize = 32,
+            drop: Sequence[str] = ()) -> nn.Module:
     """A new, option-A converted copy of ``model`` pruned to exactly the ``kept`` channel indices.
 
     ``kept`` maps group name to the indices (into the unpruned group) that stay, as recorded
-    by :func:`prune`. This is how a saved compressed model is re-created without pickling.
+    by :func:`prune`; the residual blocks ``drop`` are removed first, as :func:`prune` does.
+    This is how a saved compressed model is re-created without pickling.
     """
-    work = convert_option_a(model)
+    work = convert_option_a(drop_blocks(model, drop) if drop else model)
     dg = build_graph(work, input_size)
     infos = {i.group.name: i for i in discover(work, dg)}
     _check_kept(kept, infos)
@@ -108,13 +111,14 @@ def prune(model: nn.Module, spec: PruneSpec, *, input_size: InputSize, data: Ite
     ``bn_scale``, or ``taylor`` from up to ``taylor_batches`` ``(x, y)`` batches of ``data``
     with ``loss_fn``, default cross-entropy), the top ``keep_count(n, ratio, round_to)`` stay.
     ``kept`` records the kept indices of every group with a ratio > 0. When ``spec.kept`` is
-    already filled (a finalized recipe), those exact indices are replayed instead.
-    The result is always option-A converted (see :func:`convert_option_a`).
+    already filled (a finalized recipe), those exact indices are replayed instead. The residual
+    blocks ``spec.drop`` are removed before anything else (channel groups are those of the
+    shallower network). The result is always option-A converted (see :func:`convert_option_a`).
     """
     if spec.kept:
-        new = rebuild(model, spec.kept, input_size=input_size)
+        new = rebuild(model, spec.kept, input_size=input_size, drop=spec.drop)
         return new, dict(getattr(new, KEPT_ATTR))
-    work = convert_option_a(model)
+    work = convert_option_a(drop_blocks(model, spec.drop) if spec.drop else model)
     dg = build_graph(work, input_size)
     infos = {i.group.name: i for i in discover(work, dg)}
     _check_ratios(spec, infos)

@@ -186,3 +186,27 @@ def test_the_search_is_seeded_at_the_peer_flops_too(name):
     assert peer_seed_targets(load_space(name, overrides=["search.seeds=null"]), [0.5]) is None
     bops = load_space(name, overrides=["search.seeds.metric=bops"])
     assert peer_seed_targets(bops, [0.5]) is None  # BOPs seeds are not at FLOPs fractions
+
+
+def test_depth_family_drops_the_same_blocks_in_every_stage():
+    from _headline.families import check_depths, depth_policy
+
+    from autocompress.errors import UserError
+    from compress.models import get_model, quantizable_layers
+    from compress.prune import list_groups
+    from spaces.space import expand, load_space
+
+    space = load_space("resnet56-cifar10", overrides=["model.adapt=null", "prune.depth=4"])
+    model = get_model("resnet56")
+    dims = expand(space, list_groups(model), quantizable_layers(model))
+    ctx = SimpleNamespace(baseline=SimpleNamespace(dims=dims), space=space, space_file="space.yaml")
+    policy = depth_policy(ctx, 3, 0.0, "int8")
+    assert policy.prune.drop == tuple(f"layer{s}.{i}" for s in (1, 2, 3) for i in (6, 7, 8))
+    assert not policy.prune.ratios and policy.quant.active
+    kept_layers = [n for n in quantizable_layers(model) if not n.startswith(tuple(b + "." for b in policy.prune.drop))]
+    assert sorted(policy.quant.layers) == sorted(kept_layers)
+    assert policy.distill.alpha == space.distill.alpha
+    assert depth_policy(ctx, 2, 0.2, "float").prune.ratios and not depth_policy(ctx, 2, 0.2, "float").quant.active
+    check_depths(ctx, SimpleNamespace(depths=[1, 4]))
+    with pytest.raises(UserError, match=r"--depths 5 0: allowed 1..4 \(prune.depth of space.yaml\)"):
+        check_depths(ctx, SimpleNamespace(depths=[2, 5, 0]))

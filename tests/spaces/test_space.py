@@ -25,6 +25,7 @@ from spaces.space import (
     policy_from_params,
     space_from_dict,
     suggest_policy,
+    uniform_params,
 )
 
 BUILTINS = ("quickstart", "resnet20-cifar10", "resnet56-cifar10", "resnet18-imagenet", "resnet50-imagenet")
@@ -450,3 +451,44 @@ def test_cli_spaces_and_space_show(capsys):
     assert "prune/offset/layer3.2.conv1" in text and "wbits/model" in text and "{8, 32}" in text
     assert main(["space", "show", "quickstart", "--set", "prune.pin.layer9=0.1"]) == 2
     assert main(["space", "show", "no-such-space"]) == 2
+
+
+# ----- depth (prune.depth -> depth/<stage> dims -> prune.drop) ------------------------------------------
+@pytest.mark.parametrize("model", ["resnet20", "resnet56", "resnet18", "resnet50"])
+def test_depth_dims_drop_the_last_blocks_of_each_stage(model):
+    groups, layers, _ = model_info(model)
+    space = space_from_dict(space_dict(model, prune={"granularity": "both", "depth": 2,
+                                                     "ratio": {"low": 0.0, "high": 0.5, "step": 0.1}}))
+    dims = expand(space, groups, layers)
+    depth = {d.name: d for d in dims if d.name.startswith("depth/")}
+    stages = sorted({g.split(".")[0] for g in groups if g.startswith("layer")})
+    assert sorted(depth) == [f"depth/{s}" for s in stages]
+    last = {s: max(int(g.split(".")[1]) for g in groups if g.startswith(s + ".")) for s in stages}
+    for s in stages:
+        d = depth[f"depth/{s}"]
+        assert (d.kind, d.low, d.high) == ("int", 0, min(2, last[s]))
+        assert f"{s}.0" not in d.targets and d.targets[0] == f"{s}.1"  # never a stage's first block
+    params = {d.name: d.snap(0.3) for d in dims if not d.name.startswith("depth/")}
+    params.update({d: 0 for d in depth} | {"depth/layer2": 2 if last["layer2"] >= 2 else 1, "depth/layer3": 1})
+    policy = policy_from_params(space, dims, params)
+    want = [f"layer2.{last['layer2'] - 1}"] if last["layer2"] >= 2 else []
+    assert policy.prune.drop == (*want, f"layer2.{last['layer2']}", f"layer3.{last['layer3']}")
+    inside = tuple(b + "." for b in policy.prune.drop)
+    assert policy.prune.ratios and not any(g.startswith(inside) for g in policy.prune.ratios)
+    assert policy.quant.layers and not any(n.startswith(inside) for n in policy.quant.layers)
+    policy.check_against(groups, layers, model_name=model)
+    # uniform params drop the same number of blocks per stage; baselines drop none
+    uniform = policy_from_params(space, dims, uniform_params(dims, 0.2, 8, 1))
+    assert len(uniform.prune.drop) == len(stages)
+    assert all(not policy_from_params(space, dims, p).prune.drop for _, p in baseline_params(space, dims))
+
+
+def test_depth_off_by_default_and_validated():
+    groups, layers, _ = model_info("resnet20")
+    assert not [d for d in expand(space_from_dict(space_dict()), groups, layers) if d.name.startswith("depth/")]
+    with pytest.raises(SpaceError, match=r"prune.depth = -1: must be an integer >= 0"):
+        space_from_dict(space_dict(prune={"granularity": "block", "depth": -1}))
+    # depth alone (no channel pruning) still searches depth
+    dims = expand(space_from_dict(space_dict(prune={"granularity": "none", "depth": 5})), groups, layers)
+    assert [(d.name, d.high) for d in dims if d.name.startswith(("depth/", "prune/"))] == [
+        ("depth/layer1", 2), ("depth/layer2", 2), ("depth/layer3", 2)]
