@@ -38,7 +38,7 @@ from reports.tables import pareto_frame, read_csv, trials_frame, write_exports
 from search.recipes import trial_policy
 from search.sensitivity import FILENAME as SENSITIVITY_FILE
 from spaces._schema import to_dict
-from spaces.policy import Policy, PolicyError
+from spaces.policy import Policy, PolicyError, in_dropped_block
 
 DATA_VERSION = 1
 MAX_POLICIES = 12
@@ -216,7 +216,10 @@ def _policies(run: Run, front: pd.DataFrame, objectives: list[tuple[str, str]]) 
             "summary": p.summary(),
             "baseline": run.record(t).baseline or "",
             "groups": groups,
-            "prune_ratios": [p.prune.ratios.get(g, 0.0) for g in groups],
+            # a group inside a dropped block (prune.drop) has lost every channel
+            "prune_ratios": [1.0 if in_dropped_block(g, p.prune.drop) else p.prune.ratios.get(g, 0.0)
+                             for g in groups],
+            "dropped_blocks": list(p.prune.drop),
             "prune_criterion": p.prune.criterion,
             "layers": layers,
             "w_bits": [p.quant.bits_for(n).w for n in layers],

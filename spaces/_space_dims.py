@@ -434,7 +434,9 @@ def baseline_params(space: SearchSpace, dims: Sequence[Dim]) -> list[tuple[str, 
     ``original`` (no compression), ``uniform-prune-0.25`` and ``uniform-prune-0.5`` (every free
     prune dim at that ratio, snapped to the grid and labelled with the snapped ratio, e.g.
     ``uniform-prune-0.3`` on a 0.1 grid; only when the space prunes) and
-    ``uniform-int8`` (every free bit dim at 8, snapped; only when the space quantizes).
+    ``uniform-drop-K`` (K = half the largest ``depth/*`` range, at least 1, blocks dropped from every
+    stage's end; only when the space searches depth) and ``uniform-int8`` (every free bit dim at 8,
+    snapped; only when the space quantizes).
     Pinned dims keep their pinned value. Duplicates (after snapping) are dropped.
 
     **Like for like.** The baselines are scored under the same proxy recipe as every searched
@@ -454,6 +456,10 @@ def baseline_params(space: SearchSpace, dims: Sequence[Dim]) -> list[tuple[str, 
             # labelled with the ratio actually applied (0.25 on a 0.1 grid is 0.3)
             applied = ratio_dims[0].snap(r) if ratio_dims else r
             out.append((f"uniform-prune-{applied:g}", _baseline(dims, ratio=r, bits=FLOAT_BITS)))
+    depth_dims = [d for d in free if d.name.startswith(DEPTH)]
+    if depth_dims:  # fewer blocks, nothing else: half the space's depth range in every stage
+        k = max(1, int(max(float(d.high) for d in depth_dims)) // 2)
+        out.append((f"uniform-drop-{k}", _baseline(dims, ratio=0.0, bits=FLOAT_BITS, depth=k)))
     if bitdims and any(8 in (d.choices or ()) for d in bitdims):
         out.append(("uniform-int8", _baseline(dims, ratio=0.0, bits=8)))
     seen: list[dict[str, Any]] = []

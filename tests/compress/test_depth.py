@@ -11,6 +11,7 @@ from compress.artifact import load_compressed, save_compressed
 from compress.measure import count_flops
 from compress.models import MODELS, get_model, quantizable_layers
 from compress.prune import DroppedBlock, drop_blocks, droppable_blocks, list_groups
+from compress.torchscript import freeze_torchscript
 from spaces.policy import LayerBits, ModelSpec, Policy, PolicyError, PruneSpec, QuantSpec
 from tests.compress.test_prune import make, side, xs
 
@@ -97,6 +98,8 @@ def test_apply_drop_prune_int8_replays_and_saves(digits16, tmp_path):
     x = next(iter(digits16.loader("val", 8)))[0]
     with torch.no_grad():
         assert out.deploy(x).shape == (8, 10)
+        # the deployable forms trace through the dropped blocks
+        assert torch.allclose(freeze_torchscript(out.deploy, x)(x), out.deploy(x))
     flops = count_flops(out.model.eval(), 16)
     base = count_flops(model, 16)
     assert flops < 0.75 * base

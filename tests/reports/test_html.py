@@ -211,3 +211,26 @@ def test_duration_phases_follow_the_records(tmp_path):
 def test_failed_trials_listed_with_reasons(report):
     text = report.read_text()
     assert "Failed trials" in text and "DivergenceError: loss became nan at step 7</code>: trials 14" in text
+
+
+def test_dropped_blocks_show_as_fully_pruned_groups(run_dir):
+    """A front policy that drops residual blocks (``prune.drop``) plots their groups at ratio 1.0."""
+    import dataclasses
+
+    from autocompress.rundir import read_records, write_record
+    from spaces.policy import Policy
+
+    records = read_records(run_dir)
+    data = report_data(run_dir)
+    trial = data["policies"][0]["trial"]
+    rec = next(r for r in records if r.trial == trial)
+    policy = Policy.from_dict(rec.policy)
+    ratios = {g: r for g, r in policy.prune.ratios.items() if not g.startswith("layer2.2.")}
+    layers = {n: b for n, b in policy.quant.layers.items() if not n.startswith("layer2.2.")}
+    dropped = policy.replace(prune=dataclasses.replace(policy.prune, ratios=ratios, drop=("layer2.2",)),
+                             quant=dataclasses.replace(policy.quant, layers=layers))
+    write_record(run_dir, dataclasses.replace(rec, policy=dropped.to_dict()))
+    pol = next(p for p in report_data(run_dir)["policies"] if p["trial"] == trial)
+    assert pol["dropped_blocks"] == ["layer2.2"] and "drop 1 blocks" in pol["summary"]
+    ratio = dict(zip(pol["groups"], pol["prune_ratios"]))
+    assert ratio["layer2.2.conv1"] == 1.0 and ratio["layer2.1.conv1"] == ratios.get("layer2.1.conv1", 0.0)

@@ -477,10 +477,12 @@ def test_depth_dims_drop_the_last_blocks_of_each_stage(model):
     assert policy.prune.ratios and not any(g.startswith(inside) for g in policy.prune.ratios)
     assert policy.quant.layers and not any(n.startswith(inside) for n in policy.quant.layers)
     policy.check_against(groups, layers, model_name=model)
-    # uniform params drop the same number of blocks per stage; baselines drop none
+    # uniform params drop the same number of blocks per stage; of the baselines, only uniform-drop-1 drops
     uniform = policy_from_params(space, dims, uniform_params(dims, 0.2, 8, 1))
     assert len(uniform.prune.drop) == len(stages)
-    assert all(not policy_from_params(space, dims, p).prune.drop for _, p in baseline_params(space, dims))
+    dropping = {label: policy_from_params(space, dims, p).prune.drop for label, p in baseline_params(space, dims)}
+    assert {label for label, d in dropping.items() if d} == {"uniform-drop-1"}
+    assert dropping["uniform-drop-1"] == tuple(f"{s}.{last[s]}" for s in stages)
 
 
 def test_depth_off_by_default_and_validated():
@@ -492,3 +494,14 @@ def test_depth_off_by_default_and_validated():
     dims = expand(space_from_dict(space_dict(prune={"granularity": "none", "depth": 5})), groups, layers)
     assert [(d.name, d.high) for d in dims if d.name.startswith(("depth/", "prune/"))] == [
         ("depth/layer1", 2), ("depth/layer2", 2), ("depth/layer3", 2)]
+
+
+def test_depth_spaces_get_a_block_drop_baseline():
+    groups, layers, _ = model_info("resnet56")
+    space = load_space("resnet56-cifar10", overrides=["model.adapt=null"])
+    dims = expand(space, groups, layers)
+    labelled = dict(baseline_params(space, dims))
+    assert list(labelled) == ["original", "uniform-prune-0.3", "uniform-prune-0.5", "uniform-drop-2", "uniform-int8"]
+    drop = policy_from_params(space, dims, labelled["uniform-drop-2"])
+    assert drop.prune.drop == tuple(f"layer{s}.{i}" for s in (1, 2, 3) for i in (7, 8))
+    assert not drop.prune.ratios and not drop.quant.active
