@@ -63,9 +63,11 @@ def test_needs_int8_onnx():
     assert not needs_int8_onnx(dataclasses.replace(INT8, backend="cuda"), layers)
 
 
-def test_int8_export_runs_int8_kernels_and_matches_the_simulation(pruned_int8, digits16, tmp_path):
+@pytest.mark.parametrize("weight_type", ["s8", "u8"])
+def test_int8_export_runs_int8_kernels_and_matches_the_simulation(pruned_int8, digits16, tmp_path, weight_type):
     path = tmp_path / "q.onnx"
-    info = export_onnx_int8(pruned_int8.model, INT8, calibration_batches(digits16, 2), path)
+    info = export_onnx_int8(pruned_int8.model, INT8, calibration_batches(digits16, 2), path, weight_type=weight_type)
+    assert info.weight_type == weight_type
     assert info.padded_convs == 3  # the three 8-channel stage-1 block convs, widened to 16
     assert len(info.int8_layers) == 20 and info.float_layers == () and info.calibrated_ranges == 20
     # ONNX Runtime fuses the QDQ graph into integer kernels (nothing runs in float but the pooling glue)
@@ -101,26 +103,53 @@ def test_channel_padding_is_exact(pruned_int8, digits16, tmp_path):
     np.testing.assert_allclose(a, b, atol=1e-5)
 
 
-def test_our_ranges_float_layers_and_sub8_weight_grid(trained, digits16, tmp_path):
+@pytest.mark.parametrize("weight_type", ["s8", "u8"])
+def test_our_ranges_float_layers_and_sub8_weight_grid(trained, digits16, tmp_path, weight_type):
     quant = QuantSpec(backend="x86", default=LayerBits(8, 8),
                       layers={"conv1": LayerBits(32, 32), "layer2.0.conv2": LayerBits(4, 8)})
     path = tmp_path / "mixed.onnx"
     fq = apply(uniform_block_inner("resnet20", 0.5, quant=quant, input_size=SIZE), trained, data=digits16,
                finetune=False, **FAST).model
-    info = export_onnx_int8(fq, quant, calibration_batches(digits16, 2), path)
-    assert info.float_layers == ("conv1",)
+    info = export_onnx_int8(fq, quant, calibration_batches(digits16, 2), path, weight_type=weight_type)
+    assert info.float_layers == ("conv1",) and info.weight_type == weight_type
     proto, inits, producer = _graph(path)
     # the float layer keeps float weights
     weight, scale = _weight(_conv(proto, "conv1"), inits, producer)
     assert scale is None and weight.dtype == np.float32
-    # a 4-bit layer: int8 storage holding the 4-bit grid, every channel reaching +-7
+    # a 4-bit layer: 8-bit storage (int8, or uint8 around zero point 128) holding the 4-bit grid, every
+    # channel reaching +-7
     node = _conv(proto, "layer2.0.conv2")
     weight, scale = _weight(node, inits, producer)
-    assert weight.dtype == np.int8 and np.abs(weight).max() == 7
-    assert (np.abs(weight).reshape(len(weight), -1).max(1) == 7).all()
+    assert weight.dtype == (np.int8 if weight_type == "s8" else np.uint8)
+    grid = weight.astype(np.int32) - (0 if weight_type == "s8" else 128)
+    assert np.abs(grid).max() == 7 and (np.abs(grid).reshape(len(grid), -1).max(1) == 7).all()
     # its input range is the one the fake-quant layer calibrated
     layer = fq.get_submodule("layer2.0.conv2")
     q = producer[producer[node.input[0]].input[0]]
     assert q.op_type == "QuantizeLinear"
     want_scale, want_zero = act_qparams(float(layer.act_lo), float(layer.act_hi), 8)
     assert inits[q.input[1]] == pytest.approx(want_scale, rel=1e-5) and int(inits[q.input[2]]) == want_zero
+
+
+def test_weight_type_follows_the_cpu(tmp_path, monkeypatch):
+    """u8s8 weights where the CPU has VNNI/AMX, u8u8 on x86 CPUs without (their u8s8 kernels saturate)."""
+    import platform
+
+    from compress import onnx_int8
+
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    cases = {"flags\t\t: fpu sse avx2 fma\n": False, "flags\t\t: avx2 avx512f avx512_vnni\n": True,
+             "flags\t\t: avx2 avx_vnni\n": True, "flags\t\t: avx2 amx_int8 amx_tile\n": True,
+             "processor\t: 0\n": True}
+    for text, vnni in cases.items():
+        (tmp_path / "cpuinfo").write_text(text)
+        assert onnx_int8.cpu_has_vnni(tmp_path / "cpuinfo") is vnni, text
+    assert onnx_int8.cpu_has_vnni(tmp_path / "missing") is True
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    assert onnx_int8.cpu_has_vnni(tmp_path / "cpuinfo") is True
+    monkeypatch.setattr(onnx_int8, "cpu_has_vnni", lambda: False)
+    assert onnx_int8.resolve_weight_type("auto") == "u8" and onnx_int8.resolve_weight_type("s8") == "s8"
+    monkeypatch.setattr(onnx_int8, "cpu_has_vnni", lambda: True)
+    assert onnx_int8.resolve_weight_type("auto") == "s8"
+    with pytest.raises(ValueError, match="weight_type = 'int4': allowed auto, s8, u8"):
+        onnx_int8.resolve_weight_type("int4")
