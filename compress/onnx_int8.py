@@ -20,8 +20,8 @@ module writes that graph instead, from *our* calibration:
    calibration chose (``TensorQuantOverrides``); the remaining tensors (residual-add inputs,
    logits) get ORT's MinMax calibration on the same calibration batches. Float layers (16/32
    bits) are excluded (``nodes_to_exclude``) and stay float between DequantizeLinear/QuantizeLinear.
-   Weights are int8 (u8s8, what the VNNI/AMX kernels of x86 run) on CPUs with VNNI or AMX, and uint8
-   (u8u8, zero point 128, the same grid values) on x86 CPUs without them: there ORT's u8s8 kernels
+   Weights are int8 (u8s8, what the VNNI kernels of x86 run) on CPUs with VNNI, and uint8
+   (u8u8, zero point 128, the same grid values) on x86 CPUs without: there ORT's u8s8 kernels
    multiply-add pairs into int16 with saturation (``vpmaddubsw``), which on a ResNet-20 (50% pruned,
    digits) cost 8 pt of top-1 against the PyTorch model on an AVX2 EPYC; u8u8 matched it within 0.1 pt
    (``weight_type``: ``auto``, ``s8``, ``u8``; ``auto`` decides for the CPU that exports, which is
@@ -239,18 +239,13 @@ def _quiet_root() -> Iterator[None]:
         root.removeFilter(flt)
 
 
-def cpu_has_vnni(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
-    """True unless this is an x86 CPU whose flags show neither VNNI (``avx512_vnni``, ``avx_vnni``) nor
-    AMX (``amx_int8``): only there do ORT's u8s8 kernels saturate. Non-x86 CPUs and an unreadable
-    ``cpuinfo`` count as True (int8 weights, ORT's default)."""
+def cpu_has_vnni() -> bool:
+    """True unless this is an x86 CPU without VNNI (AVX512-VNNI or AVX-VNNI; torch's own check, the one
+    :func:`compress.quantize.convert` uses for its activation range): only there do ORT's u8s8
+    kernels saturate. Non-x86 CPUs count as True (int8 weights, ORT's default)."""
     if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
         return True
-    try:
-        text = Path(cpuinfo).read_text()
-    except OSError:
-        return True
-    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), None)
-    return flags is None or bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags))
+    return bool(torch.cpu._is_vnni_supported())
 
 
 def resolve_weight_type(weight_type: str) -> str:
@@ -328,7 +323,7 @@ def export_onnx_int8(model: nn.Module, quant: QuantSpec, calib: Iterable, path: 
     ranges of integer layers come from the model's calibrated fake-quant layers, or from
     calibrating a copy on these batches; the other tensors are calibrated by ORT on them.
     ``weight_method`` rounds weights as :func:`compress.quantize.convert` does. ``weight_type``:
-    ``s8`` (u8s8), ``u8`` (u8u8) or ``auto`` (``s8`` where the CPU has VNNI/AMX, see
+    ``s8`` (u8s8), ``u8`` (u8u8) or ``auto`` (``s8`` where the CPU has VNNI, see
     :func:`cpu_has_vnni`). Steps and the reasons for them: module docstring. Raises
     :class:`Int8ExportError`.
     """
