@@ -48,7 +48,8 @@ def _targets(d) -> str:
     t = list(d.targets)
     if len(t) <= 1:
         return "" if not t or d.name.endswith("/" + t[0]) else t[0]
-    return f"{len(t)} layers: {t[0]} .. {t[-1]}"
+    what = "blocks, the last first" if d.name.startswith("depth/") else "layers"
+    return f"{len(t)} {what}: {t[0]} .. {t[-1]}"
 
 
 def run_show(args: argparse.Namespace) -> int:

@@ -449,6 +449,8 @@ def test_cli_spaces_and_space_show(capsys):
     assert main(["space", "show", "quickstart"]) == 0
     text = capsys.readouterr().out
     assert "prune/offset/layer3.2.conv1" in text and "wbits/model" in text and "{8, 32}" in text
+    assert main(["space", "show", "resnet56-cifar10"]) == 0
+    assert "8 blocks, the last first: layer3.1 .. layer3.8" in capsys.readouterr().out
     assert main(["space", "show", "quickstart", "--set", "prune.pin.layer9=0.1"]) == 2
     assert main(["space", "show", "no-such-space"]) == 2
 
