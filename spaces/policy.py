@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -112,10 +112,7 @@ class PruneSpec:
         _check(errors, self.round_to >= 1, "round_to", self.round_to, "must be an integer >= 1")
         _check(errors, len(set(self.drop)) == len(self.drop), "drop", list(self.drop), "block names must be distinct")
         for key in ("ratios", "kept"):
-            for name in getattr(self, key):
-                block = in_dropped_block(name, self.drop)
-                _check(errors, block is None, join_path(key, name), name,
-                       f"belongs to dropped block {block!r} (prune.drop); remove it or keep the block")
+            errors.extend(dropped_block_errors(key, getattr(self, key), self.drop))
         for name, r in self.ratios.items():
             _check(errors, 0.0 <= r < 1.0, join_path("ratios", name), r, "allowed 0 <= ratio < 1")
         for name, idx in self.kept.items():
@@ -133,6 +130,14 @@ class PruneSpec:
 def in_dropped_block(name: str, drop: Sequence[str]) -> str | None:
     """The block of ``drop`` that module or group ``name`` lies inside (``layer2.5.conv1`` -> ``layer2.5``)."""
     return next((b for b in drop if name == b or name.startswith(b + ".")), None)
+
+
+def dropped_block_errors(path: str, names: Iterable[str], drop: Sequence[str]) -> list[FieldError]:
+    """One error per name under ``path`` that lies inside a block of ``drop``."""
+    hits = ((name, in_dropped_block(name, drop)) for name in names)
+    return [FieldError(join_path(path, name), name,
+                       f"belongs to dropped block {block!r} (prune.drop); remove it or keep the block")
+            for name, block in hits if block is not None]
 
 
 @dataclass(frozen=True)
@@ -254,13 +259,9 @@ class Policy:
         if self.version != POLICY_VERSION:
             raise PolicyError([FieldError("version", self.version,
                                           f"this autocompress reads policy version {POLICY_VERSION}")])
-        errors: list[FieldError] = []
-        for path, names in (("quant.layers", list(self.quant.layers)), ("distill.feature_layers",
-                                                                        list(self.distill.feature_layers))):
-            for name in names:
-                block = in_dropped_block(name, self.prune.drop)
-                _check(errors, block is None, join_path(path, name), name,
-                       f"belongs to dropped block {block!r} (prune.drop); remove it or keep the block")
+        drop = getattr(self.prune, "drop", ())  # None while from_dict collects the errors of every section
+        errors = dropped_block_errors("quant.layers", getattr(self.quant, "layers", {}), drop) + \
+            dropped_block_errors("distill.feature_layers", getattr(self.distill, "feature_layers", ()), drop)
         if errors:
             raise PolicyError(errors)
 
