@@ -24,6 +24,7 @@ from compress.models import CifarResNet, ImageNetResNet, build_model, quantizabl
 from compress.models.checkpoint import load_state_dict_checked
 from compress.prune import block_errors, convert_option_a, list_groups, prune, rebuild
 from compress.quantize import check_bits, convert, fake_quantize
+from compress.quantize._engine import resolve_engine
 from compress.train import bn_recalibrate, fit
 from spaces._schema import FieldError
 from spaces.policy import Policy, PolicyError
@@ -51,6 +52,8 @@ class Compressed:
     notes: list[str] = field(default_factory=list)
     train_result: Any = None
     timings: dict[str, float] = field(default_factory=dict)
+    #: the PyTorch quantized engine ``deploy``'s INT8 weights are packed for (None: no x86 INT8 layer)
+    int8_engine: str | None = None
 
     def scored(self, layers: Sequence[str]) -> tuple[nn.Module, str]:
         """The model whose accuracy to report, and which one it is: ``deploy`` when it runs exactly
@@ -117,7 +120,7 @@ def _backend_errors(policy: Policy, model: nn.Module) -> list[FieldError]:
 
 def apply(policy: Policy, model: nn.Module, *, data: Any = None, teacher: nn.Module | None = None,
           finetune: bool = True, device: str = "cpu", progress: bool = True,
-          calib_batches: int = CALIB_BATCHES, bn_recal_batches: int = 20) -> Compressed:
+          calib_batches: int = CALIB_BATCHES, bn_recal_batches: int = 20, engine: str = "auto") -> Compressed:
     """Compress ``model`` as ``policy`` says; ``model`` itself is never modified.
 
     Order: validate -> prune (blocks of ``prune.drop`` removed, then channels; ``kept`` recorded
@@ -133,8 +136,11 @@ def apply(policy: Policy, model: nn.Module, *, data: Any = None, teacher: nn.Mod
         teacher: overrides the teacher built from ``policy.distill``.
         calib_batches / bn_recal_batches: batches of the ``calib`` split for quantization
             calibration / BN recalibration.
+        engine: x86 INT8 only, the PyTorch quantized engine to pack for (``auto``: the faster one
+            for this CPU; ``compress.quantize._engine``); an unknown one fails before any work.
     """
     original = model
+    resolve_engine(engine)
     validate(policy, original)
     _check_data_needs(policy, data, finetune)
     timings: dict[str, float] = {}
@@ -174,10 +180,10 @@ def apply(policy: Policy, model: nn.Module, *, data: Any = None, teacher: nn.Mod
         example = next(iter(_batches(data, "calib", 1)))[0][:1] if data is not None else \
             torch.randn(1, 3, input_size, input_size)
         calib = _batches(data, "calib", calib_batches) if data is not None else None
-        result = convert(work, policy.quant, calib, example)
+        result = convert(work, policy.quant, calib, example, engine=engine)
     notes.extend(n for n in result.notes if n)
     return Compressed(policy=policy, model=work, deploy=result.model, precision=dict(result.precision),
-                      notes=notes, train_result=train_result, timings=timings)
+                      notes=notes, train_result=train_result, timings=timings, int8_engine=result.int8_engine)
 
 
 def _check_data_needs(policy: Policy, data: Any, finetune: bool) -> None:

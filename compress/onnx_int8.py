@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import platform
 import tempfile
 import warnings
 from collections.abc import Iterable, Iterator
@@ -58,6 +57,7 @@ from compress.quantize import (
     snap_weights_to_grid,
     strip_fake_quant,
 )
+from compress.quantize._engine import cpu_has_vnni  # ORT's u8s8 kernels saturate where it is False
 from compress.quantize._quantizer import weight_qmax
 from spaces.policy import QuantSpec
 
@@ -237,15 +237,6 @@ def _quiet_root() -> Iterator[None]:
         yield
     finally:
         root.removeFilter(flt)
-
-
-def cpu_has_vnni() -> bool:
-    """True unless this is an x86 CPU without VNNI (AVX512-VNNI or AVX-VNNI; torch's own check, the one
-    :func:`compress.quantize.convert` uses for its activation range): only there do ORT's u8s8
-    kernels saturate. Non-x86 CPUs count as True (int8 weights, ORT's default)."""
-    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
-        return True
-    return bool(torch.cpu._is_vnni_supported())
 
 
 def resolve_weight_type(weight_type: str) -> str:

@@ -103,7 +103,7 @@ def finalize(run_dir: str | Path, pick: str = "knee", *, trial: int | None = Non
         (final_dir / "model.onnx").unlink(missing_ok=True)  # never leave a stale export beside new weights
     example = torch.randn(1, 3, baseline.input_size, baseline.input_size)
     ts_info = torchscript_artifact(out.deploy, final_dir / "model.torchscript.pt", example,
-                                   baseline.data.loader("val", 64, shuffle=False))
+                                   baseline.data.loader("val", 64, shuffle=False), int8_engine=out.int8_engine)
     record = run.record(number)
     provenance = {**chosen.provenance, "finalized_from_trial": number, "pick": why,
                   "search_metrics": dict(record.metrics)}
@@ -188,10 +188,12 @@ def _export_onnx(out: Compressed, path: Path, data: Any, input_size: int) -> dic
 
 
 def torchscript_artifact(deploy: torch.nn.Module, path: Path, example: torch.Tensor, verify_loader: Any,
-                         verify_batches: int = 4) -> dict[str, Any]:
+                         verify_batches: int = 4, int8_engine: str | None = None) -> dict[str, Any]:
     """Write ``model.torchscript.pt``, the deploy model traced and frozen
     (:func:`compress.torchscript.export_torchscript`, checked against it on ``verify_batches``
-    batches of ``verify_loader``); a failure is reported (``error``), not raised: the weights are kept."""
+    batches of ``verify_loader``); a failure is reported (``error``), not raised: the weights are kept.
+    ``int8_engine`` (``Compressed.int8_engine``) is recorded: the PyTorch quantized engine a process
+    must set before ``torch.jit.load`` of an INT8 model to run the kernels it was measured with."""
     path.unlink(missing_ok=True)  # never leave a stale export beside new weights
     if any(t.device.type != "cpu" for t in [*deploy.parameters(), *deploy.buffers()]):
         deploy = copy.deepcopy(deploy).cpu()  # fine-tuned on a GPU: the artefact is traced on the CPU
@@ -200,8 +202,11 @@ def torchscript_artifact(deploy: torch.nn.Module, path: Path, example: torch.Ten
                                     verify_batches=verify_batches)
     except TorchScriptError as exc:
         log.warning("TorchScript export failed: %s", exc)
-        return {"path": None, "error": str(exc)}
-    return {**dataclasses.asdict(report), "path": path.name}
+        return {"path": None, "error": str(exc), "int8_engine": int8_engine}
+    if int8_engine is not None:
+        log.info("%s: INT8 weights for PyTorch's %r quantized engine; set torch.backends.quantized.engine = %r "
+                 "before torch.jit.load", path, int8_engine, int8_engine)
+    return {**dataclasses.asdict(report), "path": path.name, "int8_engine": int8_engine}
 
 
 __all__ = ["DEFAULT_KD_ALPHA", "final_policy", "final_schedule", "finalize", "finetune_and_measure",

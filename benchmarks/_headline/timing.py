@@ -15,6 +15,7 @@ from _headline.context import Context
 from compress.apply import apply, calibration_batches
 from compress.measure import compare_latency
 from compress.onnx_int8 import latency_subject
+from compress.quantize import resolve_engine
 from spaces.policy import Policy
 
 log = logging.getLogger("bench_headline")
@@ -31,7 +32,7 @@ def _ratio(r: Any) -> dict[str, Any]:
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     return {"threads": args.threads, "rounds": args.rounds, "batches": list(BATCHES), "onnx_int8": "ort-native",
-            "backends": list(BACKENDS)}
+            "backends": list(BACKENDS), "int8_engine": resolve_engine("auto")}
 
 
 def time_point(ctx: Context, point: dict[str, Any], args: argparse.Namespace,

@@ -9,6 +9,7 @@ Backend rules are documented in :mod:`compress.quantize._bits` (:func:`check_bit
 
 from compress.quantize._bits import check_bits, describe, is_int, resolve_bits
 from compress.quantize._convert import DeployResult, convert, snap_weights_to_grid
+from compress.quantize._engine import ENGINES, cpu_has_vnni, resolve_engine, use_engine
 from compress.quantize._fake import (
     FAKE_QUANT_TYPES,
     FakeQuantConv2d,
@@ -20,7 +21,8 @@ from compress.quantize._fake import (
 from compress.quantize._quantizer import act_qparams, fake_quant_act, fake_quant_weight, weight_scale
 
 __all__ = [
-    "FAKE_QUANT_TYPES", "DeployResult", "FakeQuantConv2d", "FakeQuantLinear", "act_qparams", "calibrate",
-    "check_bits", "convert", "describe", "fake_quant_act", "fake_quant_weight", "fake_quantize", "is_int",
-    "resolve_bits", "snap_weights_to_grid", "strip_fake_quant", "weight_scale",
+    "ENGINES", "FAKE_QUANT_TYPES", "DeployResult", "FakeQuantConv2d", "FakeQuantLinear", "act_qparams", "calibrate",
+    "check_bits", "convert", "cpu_has_vnni", "describe", "fake_quant_act", "fake_quant_weight", "fake_quantize",
+    "is_int", "resolve_bits", "resolve_engine", "snap_weights_to_grid", "strip_fake_quant", "use_engine",
+    "weight_scale",
 ]

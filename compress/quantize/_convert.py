@@ -1,6 +1,8 @@
 """Real (deployable) quantization: INT8 FX models for x86, fp16/bf16 layers for CUDA.
 
-``x86``: FX graph mode post-training quantization (``prepare_fx``/``convert_fx``, x86 engine)
+``x86``: FX graph mode post-training quantization (``prepare_fx``/``convert_fx``; the weights are
+packed for the PyTorch quantized engine ``engine`` names, by default the faster one for this CPU:
+oneDNN where an x86 CPU lacks VNNI, PyTorch's ``x86`` engine elsewhere, ``compress.quantize._engine``)
 with a per-layer ``QConfigMapping``: integer layers get INT8 kernels, float layers (16/32) get
 ``None`` and stay fp32, with quantize/dequantize inserted at the boundaries. Conv-BN-ReLU is
 fused. Weights below 8 bits are first rounded to their ``w``-bit per-channel grid (the same
@@ -39,6 +41,7 @@ import torch
 from torch import nn
 
 from compress.quantize._bits import check_bits, describe, is_int, resolve_bits
+from compress.quantize._engine import cpu_has_vnni, resolve_engine, use_engine
 from compress.quantize._fake import _batches, _strip_inplace, fake_quantize, freeze_fake_quant
 from compress.quantize._quantizer import WeightMethod, weight_qmax, weight_scale
 from spaces.policy import BACKENDS, QuantSpec
@@ -56,6 +59,8 @@ class DeployResult:
     precision: dict[str, str]
     notes: list[str] = field(default_factory=list)
     target: str = "none"
+    #: x86 INT8 only: the quantized engine the weights are packed for (``compress.quantize._engine``)
+    int8_engine: str | None = None
 
     @property
     def note(self) -> str:
@@ -82,7 +87,7 @@ def _x86_qconfigs(bits_of: dict, fixed: list[str]):
     from torch.ao.quantization.observer import HistogramObserver, MinMaxObserver, PerChannelMinMaxObserver
 
     mapping = get_default_qconfig_mapping("x86")
-    act = HistogramObserver.with_args(reduce_range=not torch.cpu._is_vnni_supported())  # module docstring
+    act = HistogramObserver.with_args(reduce_range=not cpu_has_vnni())  # module docstring
     mapping.set_global(QConfig(activation=act, weight=mapping.global_qconfig.weight))
     for name, bits in bits_of.items():
         if not is_int(bits.w):
@@ -117,7 +122,7 @@ def snap_weights_to_grid(model: nn.Module, weight_bits: dict[str, int], method: 
 
 
 def _convert_x86(model: nn.Module, quant: QuantSpec, calib_loader: Iterable, example: torch.Tensor,
-                 calib_batches: int, weight_method: WeightMethod) -> DeployResult:
+                 calib_batches: int, weight_method: WeightMethod, engine: str) -> DeployResult:
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
     bits_of = resolve_bits(model, quant)
@@ -128,7 +133,7 @@ def _convert_x86(model: nn.Module, quant: QuantSpec, calib_loader: Iterable, exa
         return DeployResult(model, {n: "fp32" for n in bits_of}, notes, "x86")
     fixed = [n for n in _fixed_layers(model)]
     snap_weights_to_grid(model, {n: bits_of[n].w for n in int_layers}, weight_method)
-    torch.backends.quantized.engine = "x86"
+    engine = use_engine(engine)  # convert_fx packs the weights for it
     mapping = _x86_qconfigs(bits_of, fixed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -170,7 +175,9 @@ def _convert_x86(model: nn.Module, quant: QuantSpec, calib_loader: Iterable, exa
     if any(b.w == 16 or b.a == 16 for b in bits_of.values() if not is_int(b.w)):
         notes.append("16-bit layers run in fp32 on x86 (no fp16 CPU kernels)")
     notes.append(f"calibrated on {seen} batches (HistogramObserver activations, per-channel weights)")
-    return DeployResult(converted, precision, notes, "x86")
+    notes.append(f"INT8 kernels: PyTorch quantized engine {engine!r} (set torch.backends.quantized.engine = "
+                 f"{engine!r} before torch.jit.load of its TorchScript)")
+    return DeployResult(converted, precision, notes, "x86", engine)
 
 
 def _cast_in(module: nn.Module, args: tuple) -> tuple:
@@ -268,7 +275,7 @@ def _convert_tensorrt(model: nn.Module, quant: QuantSpec, calib_loader: Iterable
 
 def convert(model: nn.Module, quant: QuantSpec, calib_loader: Iterable | None, example: torch.Tensor, *,
             target: str | None = None, calib_batches: int = 8, half_dtype: torch.dtype = torch.float16,
-            weight_method: WeightMethod = "mse") -> DeployResult:
+            weight_method: WeightMethod = "mse", engine: str = "auto") -> DeployResult:
     """Deployable model for ``target`` (default ``quant.backend``); ``model`` is not modified.
 
     Fake-quant layers in ``model`` (after QAT) are first turned back into float layers.
@@ -276,9 +283,13 @@ def convert(model: nn.Module, quant: QuantSpec, calib_loader: Iterable | None, e
     batch used to trace); ``cuda`` and ``tensorrt`` need ``calib_loader`` only when some layer is
     below 16 bits; ``none`` returns the float model. Raises :class:`PolicyError` for bits the target
     cannot run (:func:`check_bits`). ``precision`` says what each layer really runs at.
+    ``engine`` (``x86`` only): the PyTorch quantized engine the INT8 weights are packed for, one of
+    ``compress.quantize._engine.ENGINES`` (``auto``: the faster one for this CPU); it is left set
+    process-wide and recorded in ``int8_engine``. An unknown engine is a ``ValueError``.
     """
     target = quant.backend if target is None else target
     check_bits(quant, target)
+    resolve_engine(engine)  # a bad name fails before any work
     new = _strip_inplace(copy.deepcopy(model)).eval()
     if target == "none":
         return DeployResult(new, {n: "fp32" for n in resolve_bits(new, quant)}, ["float model"], "none")
@@ -286,7 +297,7 @@ def convert(model: nn.Module, quant: QuantSpec, calib_loader: Iterable | None, e
         if calib_loader is None and quant.active:
             raise ValueError("convert(target='x86') needs calib_loader to calibrate activation ranges")
         new = new.cpu()
-        return _convert_x86(new, quant, calib_loader or [], example.cpu(), calib_batches, weight_method)
+        return _convert_x86(new, quant, calib_loader or [], example.cpu(), calib_batches, weight_method, engine)
     if target == "tensorrt":
         return _convert_tensorrt(new, quant, calib_loader, calib_batches, weight_method)
     if half_dtype not in (torch.float16, torch.bfloat16):

@@ -101,6 +101,10 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--onnx-tolerance", type=float, default=None, metavar="PT",
                    help="INT8 model.onnx: allowed |ORT - PyTorch| val top-1 difference in points (default 0.5)")
     p.add_argument("--no-latency", action="store_true", help="skip the latency comparison")
+    p.add_argument("--int8-engine", default=None, metavar="ENGINE",
+                   help="x86 INT8: the PyTorch quantized engine to pack the weights for: auto, x86, fbgemm or "
+                        "onednn (default auto: oneDNN on x86 CPUs without VNNI, where it runs large batches "
+                        "faster; PyTorch's x86 engine elsewhere); model.torchscript.pt needs it set to load")
     p.add_argument("--eval-limit", type=int, default=None,
                    help="evaluate on at most this many images per split (default: all)")
     p.add_argument("--seed", type=int, default=None, help="override the recipe's fine-tune seed")
@@ -144,11 +148,23 @@ def _file_logger(out: Path) -> logging.Handler:
     return handler
 
 
+def _check_engine(engine: str | None) -> None:
+    if engine is None:
+        return
+    from compress.quantize._engine import resolve_engine
+
+    try:
+        resolve_engine(engine)
+    except ValueError as exc:
+        raise CLIError(f"--int8-engine {engine}: {exc}") from None
+
+
 def _check_args(args: argparse.Namespace) -> None:
     """Every flag that can be checked without work: devices, numbers, folders, flag combinations."""
     from search.checks import check_data_dir, check_device, check_out_dir
 
     check_device(args.device)
+    _check_engine(args.int8_engine)
     if args.threads < 1:
         raise CLIError(f"--threads {args.threads}: must be >= 1")
     check_data_dir(args.data_dir)
@@ -159,7 +175,8 @@ def _check_args(args: argparse.Namespace) -> None:
                                             ("--normalization", args.normalization),
                                             ("--eval-limit", args.eval_limit),
                                             ("--latency-backend", args.latency_backend),
-                                            ("--onnx-tolerance", args.onnx_tolerance)) if value not in (None, False)]
+                                            ("--onnx-tolerance", args.onnx_tolerance),
+                                            ("--int8-engine", args.int8_engine)) if value not in (None, False)]
         if changed:
             raise CLIError(f"{', '.join(changed)}: not used with --verify, which re-runs the recorded search "
                            "evaluation as it was and writes nothing")
@@ -258,7 +275,8 @@ def _run(args: argparse.Namespace, policy, ckpt: Path, data_args: tuple[str, str
     log.info("apply %s to %s (%s) on %s", args.recipe, policy.model.name, ckpt, dataset)
 
     before = split_accuracy(model, data, args.eval_limit, "original")
-    result = apply(policy, model, data=data, finetune=not args.no_finetune, device=args.device, progress=True)
+    result = apply(policy, model, data=data, finetune=not args.no_finetune, device=args.device, progress=True,
+                   engine=args.int8_engine or "auto")
     layers = quantizable_layers(model)
     scored, scored_what = result.scored(layers)
     after = split_accuracy(scored, data, args.eval_limit, scored_what)
@@ -268,7 +286,8 @@ def _run(args: argparse.Namespace, policy, ckpt: Path, data_args: tuple[str, str
     example = next(iter(data.loader("val", args.latency_batch[0], shuffle=False)))[0]
     onnx_report = _export(args, result, data, out / "model.onnx", example[:1])
     ts_report = torchscript_artifact(result.deploy, out / "model.torchscript.pt", example[:1],
-                                     data.loader("val", 64, shuffle=False, limit=args.eval_limit))
+                                     data.loader("val", 64, shuffle=False, limit=args.eval_limit),
+                                     int8_engine=result.int8_engine)
     export_s = time.perf_counter() - t0
 
     setup = None if args.no_latency else LatencySetup(backend=args.latency_backend or "torch",
@@ -282,6 +301,7 @@ def _run(args: argparse.Namespace, policy, ckpt: Path, data_args: tuple[str, str
                      "after_measured_on": scored_what, "after_onnx": _onnx_accuracy(onnx_report)},
         **measured,
         "precision": result.precision,
+        "int8_engine": result.int8_engine,
         "notes": notes + result.notes,
         "train": _plain(result.train_result),
         "onnx": onnx_report,

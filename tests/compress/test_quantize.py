@@ -8,6 +8,7 @@ from torch import nn
 
 from compress.models import get_model, quantizable_layers
 from compress.quantize import (
+    ENGINES,
     FakeQuantConv2d,
     FakeQuantLinear,
     calibrate,
@@ -16,6 +17,7 @@ from compress.quantize import (
     fake_quant_weight,
     fake_quantize,
     resolve_bits,
+    resolve_engine,
     strip_fake_quant,
 )
 from spaces.policy import LayerBits, PolicyError, QuantSpec
@@ -264,6 +266,58 @@ def test_convert_x86_activations_use_all_8_bits_on_vnni():
     q = torch.quantize_per_tensor(x, float(model.conv1_input_scale_0), int(model.conv1_input_zero_point_0),
                                   torch.quint8)
     assert int(q.int_repr().max()) > 127  # PyTorch's default x86 qconfig (reduce_range) stops at 127
+
+
+@pytest.fixture
+def restore_engine():
+    """convert() leaves its engine set process-wide: put the previous one back after the test."""
+    before = torch.backends.quantized.engine
+    yield
+    torch.backends.quantized.engine = before
+
+
+def test_resolve_engine_follows_the_cpu(monkeypatch):
+    """auto: oneDNN on x86 CPUs without VNNI (measured faster there at large batches), PyTorch's x86
+    engine where there is VNNI (it runs oneDNN convolutions itself then) and off x86."""
+    import platform
+
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    for vnni, want in ((False, "onednn"), (True, "x86")):
+        monkeypatch.setattr(torch.cpu, "_is_vnni_supported", lambda v=vnni: v)
+        assert resolve_engine("auto") == resolve_engine() == want
+        assert [resolve_engine(e) for e in ("x86", "fbgemm", "onednn")] == ["x86", "fbgemm", "onednn"]
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    monkeypatch.setattr(torch.cpu, "_is_vnni_supported", lambda: False)
+    assert resolve_engine("auto") == "x86"
+    assert ENGINES == ("auto", "x86", "fbgemm", "onednn")
+    with pytest.raises(ValueError, match="int8 engine = 'mkl': allowed auto, x86, fbgemm, onednn"):
+        resolve_engine("mkl")
+
+
+@pytest.mark.parametrize("engine", ["x86", "fbgemm", "onednn"])
+def test_convert_packs_int8_weights_for_the_engine(engine, restore_engine, tmp_path):
+    """Every engine gives the same model to within INT8 rounding, records itself, stays set (so the
+    TorchScript export repacks for it on reload) and survives a TorchScript round trip."""
+    from compress.torchscript import export_torchscript
+
+    m, data = _model(), _batches(3)
+    spec = QuantSpec(backend="x86", default=LayerBits(8, 8))
+    res = convert(m, spec, data, data[0][0][:1], engine=engine)
+    assert res.int8_engine == engine and torch.backends.quantized.engine == engine
+    assert any(engine in n for n in res.notes)
+    ref = convert(m, spec, data, data[0][0][:1], engine="x86").model
+    x = torch.cat([b[0] for b in _batches(2, 32, seed=3)])
+    y = res.model(x)
+    assert _rel_err(y, m(x)) < 0.02 and _rel_err(y, ref(x)) < 0.01
+    torch.backends.quantized.engine = engine
+    report = export_torchscript(res.model, tmp_path / "m.pt", x[:1], verify_loader=[(x, None)])
+    assert report.top1_agreement == 1.0
+
+
+def test_convert_rejects_an_unknown_engine_before_work():
+    with pytest.raises(ValueError, match="int8 engine = 'avx'"):
+        convert(_model(), QuantSpec(backend="x86", default=LayerBits(8, 8)), [], torch.zeros(1, 3, SIZE, SIZE),
+                engine="avx")
 
 
 def test_convert_sub8_weights_lie_on_grid_and_match_simulation():

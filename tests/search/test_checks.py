@@ -60,6 +60,11 @@ CASES = {
                               "{t}/o", "--onnx-tolerance", "-1"], "--onnx-tolerance = -1.0: must be >= 0"),
     "apply-verify-onnx": (["apply", str(RECIPE), "--verify", "--latency-backend", "onnxruntime"],
                           "--latency-backend: not used with --verify"),
+    "apply-int8-engine": (["apply", str(RECIPE), "--checkpoint", "{t}/x.pt", "--dataset", "digits", "--out", "{t}/o",
+                           "--int8-engine", "mkl"], "--int8-engine mkl: int8 engine = 'mkl': allowed auto, x86, "
+                                                    "fbgemm, onednn"),
+    "apply-verify-engine": (["apply", str(RECIPE), "--verify", "--int8-engine", "onednn"],
+                            "--int8-engine: not used with --verify"),
     "finetune-device": (["finetune", "--device", "cuda:3", "--out", "{t}/o"], "--device = cuda:3: no CUDA device"),
     "evaluate-device": (["evaluate", "--model", "resnet20", "--device", "tpu9"], "--device = 'tpu9'"),
     "finalize-device": (["finalize", "{t}/nope", "--device", "tpu9"], "--device = 'tpu9'"),
