@@ -120,7 +120,7 @@ def _backend_errors(policy: Policy, model: nn.Module) -> list[FieldError]:
 
 def apply(policy: Policy, model: nn.Module, *, data: Any = None, teacher: nn.Module | None = None,
           finetune: bool = True, device: str = "cpu", progress: bool = True,
-          calib_batches: int = CALIB_BATCHES, bn_recal_batches: int = 20, engine: str = "auto") -> Compressed:
+          calib_batches: int = CALIB_BATCHES, bn_recal_batches: int = 20, engine: str = "x86") -> Compressed:
     """Compress ``model`` as ``policy`` says; ``model`` itself is never modified.
 
     Order: validate -> prune (blocks of ``prune.drop`` removed, then channels; ``kept`` recorded
@@ -136,8 +136,8 @@ def apply(policy: Policy, model: nn.Module, *, data: Any = None, teacher: nn.Mod
         teacher: overrides the teacher built from ``policy.distill``.
         calib_batches / bn_recal_batches: batches of the ``calib`` split for quantization
             calibration / BN recalibration.
-        engine: x86 INT8 only, the PyTorch quantized engine to pack for (``auto``: the faster one
-            for this CPU; ``compress.quantize._engine``); an unknown one fails before any work.
+        engine: x86 INT8 only, the PyTorch quantized engine to pack for (``x86``, ``fbgemm`` or
+            ``onednn``; ``compress.quantize._engine``); an unknown one fails before any work.
     """
     original = model
     resolve_engine(engine)

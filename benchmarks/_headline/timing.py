@@ -15,7 +15,6 @@ from _headline.context import Context
 from compress.apply import apply, calibration_batches
 from compress.measure import compare_latency
 from compress.onnx_int8 import latency_subject
-from compress.quantize import resolve_engine
 from spaces.policy import Policy
 
 log = logging.getLogger("bench_headline")
@@ -32,17 +31,19 @@ def _ratio(r: Any) -> dict[str, Any]:
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     return {"threads": args.threads, "rounds": args.rounds, "batches": list(BATCHES), "onnx_int8": "ort-native",
-            "backends": list(BACKENDS), "int8_engine": resolve_engine("auto")}
+            "backends": list(BACKENDS), "int8_engine": args.int8_engine}
 
 
 def time_point(ctx: Context, point: dict[str, Any], args: argparse.Namespace,
                calib: list | None = None) -> dict[str, Any]:
     """Speed-ups of one point's deploy model (its recipe applied without fine-tuning: the weights do
-    not change the speed) over the original, per backend and batch. ``calib``: the calibration batches
+    not change the speed) over the original, per backend and batch; INT8 weights packed for
+    ``args.int8_engine``. ``calib``: the calibration batches
     of the ORT-native INT8 export (default: drawn from the data here)."""
     original = ctx.baseline.model
     policy = Policy.load(point["recipe"])
-    out = apply(policy, original, data=ctx.baseline.data, finetune=False, progress=False, bn_recal_batches=0)
+    out = apply(policy, original, data=ctx.baseline.data, finetune=False, progress=False, bn_recal_batches=0,
+                engine=args.int8_engine)
     s = ctx.baseline.input_size
     timings: dict[str, Any] = {"torch": {}, **_settings(args)}
     backends = [b for b in BACKENDS if policy.quant.active or b != "onnxruntime"]

@@ -1,8 +1,8 @@
 """Real (deployable) quantization: INT8 FX models for x86, fp16/bf16 layers for CUDA.
 
 ``x86``: FX graph mode post-training quantization (``prepare_fx``/``convert_fx``; the weights are
-packed for the PyTorch quantized engine ``engine`` names, by default the faster one for this CPU:
-oneDNN where an x86 CPU lacks VNNI, PyTorch's ``x86`` engine elsewhere, ``compress.quantize._engine``)
+packed for the PyTorch quantized engine ``engine`` names, by default PyTorch's ``x86``; ``onednn``
+runs large batches faster on x86 CPUs without VNNI, ``compress.quantize._engine``)
 with a per-layer ``QConfigMapping``: integer layers get INT8 kernels, float layers (16/32) get
 ``None`` and stay fp32, with quantize/dequantize inserted at the boundaries. Conv-BN-ReLU is
 fused. Weights below 8 bits are first rounded to their ``w``-bit per-channel grid (the same
@@ -275,7 +275,7 @@ def _convert_tensorrt(model: nn.Module, quant: QuantSpec, calib_loader: Iterable
 
 def convert(model: nn.Module, quant: QuantSpec, calib_loader: Iterable | None, example: torch.Tensor, *,
             target: str | None = None, calib_batches: int = 8, half_dtype: torch.dtype = torch.float16,
-            weight_method: WeightMethod = "mse", engine: str = "auto") -> DeployResult:
+            weight_method: WeightMethod = "mse", engine: str = "x86") -> DeployResult:
     """Deployable model for ``target`` (default ``quant.backend``); ``model`` is not modified.
 
     Fake-quant layers in ``model`` (after QAT) are first turned back into float layers.
@@ -284,7 +284,7 @@ def convert(model: nn.Module, quant: QuantSpec, calib_loader: Iterable | None, e
     below 16 bits; ``none`` returns the float model. Raises :class:`PolicyError` for bits the target
     cannot run (:func:`check_bits`). ``precision`` says what each layer really runs at.
     ``engine`` (``x86`` only): the PyTorch quantized engine the INT8 weights are packed for, one of
-    ``compress.quantize._engine.ENGINES`` (``auto``: the faster one for this CPU); it is left set
+    ``compress.quantize._engine.ENGINES`` (default ``x86``, PyTorch's own); it is left set
     process-wide and recorded in ``int8_engine``. An unknown engine is a ``ValueError``.
     """
     target = quant.backend if target is None else target

@@ -1,22 +1,24 @@
-"""Which kernel library runs x86 INT8 models: PyTorch's quantized engine, chosen per CPU.
+"""Which kernel library runs x86 INT8 models: PyTorch's quantized engine.
 
 PyTorch packs quantized weights for one engine when a model is converted (and again whenever a
 packed module is deserialized: ``torch.jit.load``, ``copy.deepcopy``), under the process-wide
 ``torch.backends.quantized.engine``; the packed form then decides which kernels run.
 
-* ``x86`` (PyTorch's default): oneDNN convolutions where the CPU has AVX512-VNNI, FBGEMM elsewhere.
+* ``x86`` (PyTorch's default, and ours): oneDNN convolutions where the CPU has AVX512-VNNI, FBGEMM
+  elsewhere.
 * ``fbgemm``: FBGEMM everywhere.
-* ``onednn``: oneDNN everywhere.
-* ``auto``: ``x86`` where the CPU has VNNI (or is not x86), ``onednn`` where an x86 CPU lacks it.
-  Measured on a 2-core AMD EPYC (AVX2, no VNNI), torch 2.14, INT8 ResNet-56, TorchScript,
-  2 threads: oneDNN runs batch 128 1.6-1.7x faster than FBGEMM (132 vs 224 ms) and batch 1 about
-  12% slower (3.4 vs 3.0 ms), at the same accuracy (88.40% vs 88.44% test after calibration
-  alone). Both use 7-bit activations there (``reduce_range``, see ``_convert``).
+* ``onednn``: oneDNN everywhere. On x86 CPUs without VNNI it trades batch 1 for large batches:
+  the same INT8 ResNet-56 structures, TorchScript, 2 threads, interleaved in one process on a
+  2-core AMD EPYC (AVX2), torch 2.14: 1.5-1.7x faster than ``x86`` at batch 128 and 1.15-1.3x slower
+  at batch 1 (``benchmarks/results/headline-r56-onednn/engine-ab.json``), at the same accuracy
+  (87.79% vs 87.68% test for the depth-pruned point there). Both use 7-bit activations on such
+  CPUs (``reduce_range``, see ``_convert``).
 
-:func:`compress.quantize.convert` leaves the chosen engine set process-wide, so later repacks in
-this process (TorchScript export and reload, copies) keep it. A process that loads a saved
-``model.torchscript.pt`` must set the same engine before ``torch.jit.load``; the artifacts record
-it (``int8_engine``).
+So the engine is a deployment choice per serving batch, not part of the policy: the same
+``model.torchscript.pt`` runs either way, repacked for the engine the loading process has set.
+:func:`compress.quantize.convert` leaves the engine it packed for set process-wide, so later
+repacks in this process (TorchScript export and reload, copies) keep it; artifacts record it
+(``int8_engine``).
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ import platform
 
 import torch
 
-#: allowed values of ``engine`` (``auto`` resolves to one of the others)
-ENGINES = ("auto", "x86", "fbgemm", "onednn")
+#: allowed values of ``engine``; the first is the default
+ENGINES = ("x86", "fbgemm", "onednn")
 
 
 def cpu_has_vnni() -> bool:
@@ -37,25 +39,23 @@ def cpu_has_vnni() -> bool:
     return bool(torch.cpu._is_vnni_supported())
 
 
-def resolve_engine(engine: str = "auto") -> str:
-    """The quantized engine ``engine`` names on this CPU (``auto``: see the module docstring).
+def built_engines() -> list[str]:
+    """The quantized engines this PyTorch build has (``torch.backends.quantized.supported_engines``)."""
+    return list(torch.backends.quantized.supported_engines)
 
-    Raises ``ValueError`` for a name outside :data:`ENGINES`, or an engine this PyTorch build lacks
-    (the message lists those it has).
-    """
+
+def resolve_engine(engine: str = ENGINES[0]) -> str:
+    """``engine`` checked: ``ValueError`` for a name outside :data:`ENGINES` or one this PyTorch build
+    lacks (the message lists those it has)."""
     if engine not in ENGINES:
         raise ValueError(f"int8 engine = {engine!r}: allowed {', '.join(ENGINES)}")
-    name = ("x86" if cpu_has_vnni() else "onednn") if engine == "auto" else engine
-    supported = torch.backends.quantized.supported_engines
-    if name not in supported:
-        if engine == "auto":
-            return "x86"
+    supported = built_engines()
+    if engine not in supported:
         raise ValueError(f"int8 engine = {engine!r}: this PyTorch build has {', '.join(sorted(supported))}")
-    return name
+    return engine
 
 
-def use_engine(engine: str = "auto") -> str:
-    """Resolve ``engine`` and set it process-wide (``torch.backends.quantized.engine``); returns it."""
-    name = resolve_engine(engine)
-    torch.backends.quantized.engine = name
-    return name
+def use_engine(engine: str = ENGINES[0]) -> str:
+    """Check ``engine`` and set it process-wide (``torch.backends.quantized.engine``); returns it."""
+    torch.backends.quantized.engine = resolve_engine(engine)
+    return engine

@@ -102,9 +102,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="INT8 model.onnx: allowed |ORT - PyTorch| val top-1 difference in points (default 0.5)")
     p.add_argument("--no-latency", action="store_true", help="skip the latency comparison")
     p.add_argument("--int8-engine", default=None, metavar="ENGINE",
-                   help="x86 INT8: the PyTorch quantized engine to pack the weights for: auto, x86, fbgemm or "
-                        "onednn (default auto: oneDNN on x86 CPUs without VNNI, where it runs large batches "
-                        "faster; PyTorch's x86 engine elsewhere); model.torchscript.pt needs it set to load")
+                   help="x86 INT8: the PyTorch quantized engine the weights are packed and timed for: x86 "
+                        "(default, PyTorch's), fbgemm or onednn (on x86 CPUs without VNNI: faster at large "
+                        "batches, slower at batch 1); a process loading model.torchscript.pt sets it first")
     p.add_argument("--eval-limit", type=int, default=None,
                    help="evaluate on at most this many images per split (default: all)")
     p.add_argument("--seed", type=int, default=None, help="override the recipe's fine-tune seed")
@@ -276,7 +276,7 @@ def _run(args: argparse.Namespace, policy, ckpt: Path, data_args: tuple[str, str
 
     before = split_accuracy(model, data, args.eval_limit, "original")
     result = apply(policy, model, data=data, finetune=not args.no_finetune, device=args.device, progress=True,
-                   engine=args.int8_engine or "auto")
+                   engine=args.int8_engine or "x86")
     layers = quantizable_layers(model)
     scored, scored_what = result.scored(layers)
     after = split_accuracy(scored, data, args.eval_limit, scored_what)

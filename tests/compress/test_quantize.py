@@ -276,22 +276,16 @@ def restore_engine():
     torch.backends.quantized.engine = before
 
 
-def test_resolve_engine_follows_the_cpu(monkeypatch):
-    """auto: oneDNN on x86 CPUs without VNNI (measured faster there at large batches), PyTorch's x86
-    engine where there is VNNI (it runs oneDNN convolutions itself then) and off x86."""
-    import platform
-
-    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
-    for vnni, want in ((False, "onednn"), (True, "x86")):
-        monkeypatch.setattr(torch.cpu, "_is_vnni_supported", lambda v=vnni: v)
-        assert resolve_engine("auto") == resolve_engine() == want
-        assert [resolve_engine(e) for e in ("x86", "fbgemm", "onednn")] == ["x86", "fbgemm", "onednn"]
-    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
-    monkeypatch.setattr(torch.cpu, "_is_vnni_supported", lambda: False)
-    assert resolve_engine("auto") == "x86"
-    assert ENGINES == ("auto", "x86", "fbgemm", "onednn")
-    with pytest.raises(ValueError, match="int8 engine = 'mkl': allowed auto, x86, fbgemm, onednn"):
+def test_resolve_engine_checks_names_and_the_build(monkeypatch):
+    assert ENGINES == ("x86", "fbgemm", "onednn") and resolve_engine() == "x86"
+    assert [resolve_engine(e) for e in ENGINES] == list(ENGINES)
+    with pytest.raises(ValueError, match="int8 engine = 'mkl': allowed x86, fbgemm, onednn"):
         resolve_engine("mkl")
+    from compress.quantize import _engine
+
+    monkeypatch.setattr(_engine, "built_engines", lambda: ["qnnpack", "x86"])
+    with pytest.raises(ValueError, match="int8 engine = 'onednn': this PyTorch build has qnnpack, x86"):
+        resolve_engine("onednn")
 
 
 @pytest.mark.parametrize("engine", ["x86", "fbgemm", "onednn"])
