@@ -26,27 +26,20 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
+from _recipe_inputs import add_recipe_args, check_recipe_args, load_recipes  # noqa: E402
+
 log = logging.getLogger("bench_channel_rounding")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoint", type=Path, required=True, help="the original's weights (e.g. the adapted model)")
-    ap.add_argument("--recipes", type=Path, nargs="+", required=True, help="policy files to time")
-    ap.add_argument("--data-dir", type=Path, default=Path.home() / ".cache" / "autocompress" / "cifar10-jpeg75",
-                    help="ImageFolder data the INT8 calibration draws from (default: the CIFAR-10 JPEG copy)")
+    add_recipe_args(ap)
     ap.add_argument("--round-to", type=int, nargs="+", default=[1, 8, 16], help="multiples to try (default 1 8 16)")
     ap.add_argument("--backends", nargs="+", default=["torch", "torchscript"], choices=["torch", "torchscript"])
-    ap.add_argument("--batches", type=int, nargs="+", default=[1, 128])
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=10)
-    ap.add_argument("--out", type=Path, required=True, help="JSON results")
     args = ap.parse_args(argv)
-    bad = [str(p) for p in [args.checkpoint, *args.recipes] if not p.is_file()]
-    if bad:
-        ap.error(f"not a file: {', '.join(bad)}")
-    if not (args.data_dir / "train").is_dir():
-        ap.error(f"--data-dir {args.data_dir}: no train/ folder (ImageFolder layout expected)")
+    check_recipe_args(ap, args)
     if any(r < 1 for r in args.round_to):
         ap.error(f"--round-to {args.round_to}: every value must be >= 1")
     return args
@@ -78,18 +71,8 @@ def time_variant(policy: Any, original: Any, data: Any, args: argparse.Namespace
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    sys.path.insert(0, str(REPO))
-    from compress.data import get_dataset
-    from compress.models import build_model, load_checkpoint
-    from search._logging import setup_logging
-    from spaces.policy import Policy
-
-    setup_logging()
     results = []
-    for path in args.recipes:
-        policy = Policy.load(path)
-        original = load_checkpoint(build_model(policy.model), args.checkpoint).eval()
-        data = get_dataset("imagefolder", args.data_dir, input_size=policy.model.input_size)
+    for path, policy, original, data in load_recipes(args):
         for rt in args.round_to:
             row = {"recipe": str(path), "round_to": rt, **time_variant(_variant(policy, rt), original, data, args)}
             results.append(row)
