@@ -38,6 +38,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--round-to", type=int, nargs="+", default=[1, 8, 16], help="multiples to try (default 1 8 16)")
     ap.add_argument("--backends", nargs="+", default=["torch", "torchscript"], choices=["torch", "torchscript"])
     ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--int8-engine", default="x86", choices=["x86", "fbgemm", "onednn"],
+                    help="PyTorch quantized engine the INT8 weights are packed for (default x86)")
     args = ap.parse_args(argv)
     check_recipe_args(ap, args)
     if any(r < 1 for r in args.round_to):
@@ -58,7 +60,8 @@ def time_variant(policy: Any, original: Any, data: Any, args: argparse.Namespace
     from compress.measure._service import float_structure
 
     size = policy.model.input_size
-    out = apply(policy, original, data=data, finetune=False, progress=False, bn_recal_batches=0)
+    out = apply(policy, original, data=data, finetune=False, progress=False, bn_recal_batches=0,
+                engine=args.int8_engine)
     row: dict[str, Any] = {"flops_ratio": count_flops(float_structure(out.model), size) / count_flops(original, size)}
     for backend in args.backends:
         for batch in args.batches:
@@ -81,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"command": "python benchmarks/bench_channel_rounding.py " + " ".join(
         sys.argv[1:] if argv is None else argv), "threads": args.threads, "rounds": args.rounds,
-        "results": results}, indent=2) + "\n")
+        "int8_engine": args.int8_engine, "results": results}, indent=2) + "\n")
     return 0
 
 
