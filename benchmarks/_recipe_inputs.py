@@ -1,5 +1,6 @@
 """What the recipe-timing benchmarks (``bench_channel_rounding.py``, ``bench_int8_engines.py``) share:
-their input flags, checked before any work, and loading each recipe with the original and the data."""
+their input flags, checked before any work, and loading each recipe with the original and the data;
+and the INT8 engine flag, which ``bench_headline.py`` takes too."""
 
 from __future__ import annotations
 
@@ -9,6 +10,13 @@ from pathlib import Path
 from typing import Any
 
 DATA_DIR = Path.home() / ".cache" / "autocompress" / "cifar10-jpeg75"
+#: ``compress.quantize.ENGINES``, spelled out so that ``--help`` imports no torch (a test keeps them equal)
+INT8_ENGINES = ("x86", "fbgemm", "onednn")
+
+
+def add_engine_arg(ap: argparse.ArgumentParser, flag: str, default: str, help: str) -> None:
+    """A PyTorch quantized engine flag (one of :data:`INT8_ENGINES`)."""
+    ap.add_argument(flag, default=default, choices=INT8_ENGINES, help=help)
 
 
 def add_recipe_args(ap: argparse.ArgumentParser, what: str = "policy files to time") -> None:

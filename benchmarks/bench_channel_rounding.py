@@ -25,9 +25,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
-from _recipe_inputs import add_recipe_args, check_recipe_args, load_recipes  # noqa: E402
+if __package__ in (None, ""):  # run as a script: make the repository root and benchmarks/ importable
+    sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
+from _recipe_inputs import add_engine_arg, add_recipe_args, check_recipe_args, load_recipes  # noqa: E402
 
 log = logging.getLogger("bench_channel_rounding")
 
@@ -38,8 +38,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--round-to", type=int, nargs="+", default=[1, 8, 16], help="multiples to try (default 1 8 16)")
     ap.add_argument("--backends", nargs="+", default=["torch", "torchscript"], choices=["torch", "torchscript"])
     ap.add_argument("--rounds", type=int, default=10)
-    ap.add_argument("--int8-engine", default="x86", choices=["x86", "fbgemm", "onednn"],
-                    help="PyTorch quantized engine the INT8 weights are packed for (default x86)")
+    add_engine_arg(ap, "--int8-engine", "x86", "PyTorch quantized engine the INT8 weights are packed for (default x86)")
     args = ap.parse_args(argv)
     check_recipe_args(ap, args)
     if any(r < 1 for r in args.round_to):

@@ -49,6 +49,8 @@ if __package__ in (None, ""):  # run as a script: make the repository root and b
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _recipe_inputs import add_engine_arg  # noqa: E402
+
 log = logging.getLogger("bench_headline")
 
 SPACES = {"resnet20": "resnet20-cifar10", "resnet56": "resnet56-cifar10"}
@@ -85,9 +87,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=2, help="threads for timing (default 2)")
     ap.add_argument("--rounds", type=int, default=20, help="interleaved timing rounds per point and batch")
     ap.add_argument("--no-latency", action="store_true", help="skip the timing phase")
-    ap.add_argument("--int8-engine", default="x86", choices=["x86", "fbgemm", "onednn"],
-                    help="PyTorch quantized engine INT8 points are timed with (default x86; onednn runs large "
-                         "batches faster on x86 CPUs without VNNI); points timed with another are re-timed")
+    add_engine_arg(ap, "--int8-engine", "x86", "PyTorch quantized engine INT8 points are timed with (default x86; "
+                   "onednn runs large batches faster on x86 CPUs without VNNI); points timed with another are re-timed")
     ap.add_argument("--device", default="cpu", help="fine-tuning device (timing is always on the CPU)")
     return ap.parse_args(argv)
 

@@ -21,19 +21,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
-from _recipe_inputs import add_recipe_args, check_recipe_args, load_recipes  # noqa: E402
+if __package__ in (None, ""):  # run as a script: make the repository root and benchmarks/ importable
+    sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
+from _recipe_inputs import add_engine_arg, add_recipe_args, check_recipe_args, load_recipes  # noqa: E402
 
-ENGINES = ["x86", "fbgemm", "onednn"]
 log = logging.getLogger("bench_int8_engines")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_recipe_args(ap, "x86 INT8 policy files to time")
-    ap.add_argument("--engine", default="onednn", choices=ENGINES, help="engine under test (default onednn)")
-    ap.add_argument("--reference", default="x86", choices=ENGINES, help="engine it is timed against (default x86)")
+    add_engine_arg(ap, "--engine", "onednn", "engine under test (default onednn)")
+    add_engine_arg(ap, "--reference", "x86", "engine it is timed against (default x86)")
     ap.add_argument("--rounds", type=int, default=20)
     args = ap.parse_args(argv)
     check_recipe_args(ap, args)

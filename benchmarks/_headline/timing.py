@@ -37,9 +37,9 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 def time_point(ctx: Context, point: dict[str, Any], args: argparse.Namespace,
                calib: list | None = None) -> dict[str, Any]:
     """Speed-ups of one point's deploy model (its recipe applied without fine-tuning: the weights do
-    not change the speed) over the original, per backend and batch; INT8 weights packed for
-    ``args.int8_engine``. ``calib``: the calibration batches
-    of the ORT-native INT8 export (default: drawn from the data here)."""
+    not change the speed; INT8 weights packed for ``args.int8_engine``) over the original, per backend
+    and batch. ``calib``: the calibration batches of the ORT-native INT8 export (default: drawn from the
+    data here)."""
     original = ctx.baseline.model
     policy = Policy.load(point["recipe"])
     out = apply(policy, original, data=ctx.baseline.data, finetune=False, progress=False, bn_recal_batches=0,

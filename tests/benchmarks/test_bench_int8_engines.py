@@ -36,6 +36,14 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
     assert (bie.parse_args(args).engine, bie.parse_args(args).reference) == ("onednn", "x86")
 
 
+def test_the_benchmarks_engine_choices_are_compress_engines():
+    from _recipe_inputs import INT8_ENGINES
+
+    from compress.quantize import ENGINES
+
+    assert INT8_ENGINES == ENGINES
+
+
 def test_one_recipe_is_timed_under_both_engines(digits16, one_thread, private_latency_lock):
     before = torch.backends.quantized.engine
     try:
