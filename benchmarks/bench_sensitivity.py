@@ -7,8 +7,9 @@ JPEG copy), in one process and interleaved so both see the same machine load:
   fine-tune with KD -> val accuracy -> costs -> latency), a uniform baseline and random samples;
 * the wall time of the sensitivity map (``search.sensitivity.objective_map``, no shared cache),
   as a fraction of the default search budget (``search.trials`` x the mean trial time);
-* the map (groups x ratios) and the seeds allocated at FLOPs 0.3 / 0.5 / 0.7: per-stage ratios,
-  parameters kept, and the uniform ratio with the same FLOPs for comparison.
+* the map (groups x ratios; stages x blocks dropped when the space searches depth) and the seeds
+  allocated at FLOPs 0.3 / 0.5 / 0.7: blocks dropped, per-stage ratios, parameters kept, and the
+  uniform ratio with the same FLOPs for comparison.
 
 Not a CI test (tens of minutes on 2 busy cores)::
 
@@ -81,13 +82,13 @@ def _seed_rows(obj: Objective, smap, targets) -> list[dict]:
     seeds, allocations = objective_seeds(obj, smap, targets)
     rows = []
     for a in allocations:
-        fit = params_for_ratios(obj.space, obj.dims, a.ratios)
+        fit = params_for_ratios(obj.space, obj.dims, a.ratios, drop=a.drop)
         free = prune_groups(obj.dims)[0]
         u = _uniform_at(flops, free, a.target)
         uniform = {g: u for g in free}
         rows.append({"label": a.label, "target": a.target, "flops": a.fraction, "summed_loss": a.loss,
-                     "ratios": a.ratios,
-                     "per_stage": _stage_summary(a.ratios, list(obj.groups)), "params": round(params.cost(a.ratios)),
+                     "ratios": a.ratios, "drop": list(a.drop), "per_stage": _stage_summary(a.ratios, list(obj.groups)),
+                     "params": round(params.without(a.drop).cost(a.ratios)),
                      "space_residual": fit.residual, "uniform_ratio": u, "uniform_flops": flops.fraction(uniform),
                      "uniform_params": round(params.cost(uniform)), "enqueued": a.label in dict(seeds)})
     return rows
@@ -102,7 +103,7 @@ def _evaluate_seeds(obj: Objective, seed_rows: list[dict]) -> list[dict]:
     for (label, params), row in zip(seeds, seed_rows):
         policy = policy_from_params(obj.space, obj.dims, params)
         uniform = {g: row["uniform_ratio"] for g in prune_groups(obj.dims)[0]}
-        flat = policy.replace(prune=dataclasses.replace(policy.prune, ratios=uniform))
+        flat = policy.replace(prune=dataclasses.replace(policy.prune, ratios=uniform, drop=()))
         for name, p in ((label, policy), (f"uniform-{row['uniform_ratio']:g}", flat)):
             m = obj.evaluate(p, seed=0)
             out.append({"policy": name, "accuracy": m["accuracy"], "flops_ratio": round(m["flops_ratio"], 4),
@@ -172,8 +173,11 @@ def _print(result: dict) -> None:
     q = result["map"]["quant"]
     for unit, row in q.items():
         print(f"{unit:18s}" + "".join(f"{k}={v:.2f}  " for k, v in row.items()))
+    for stage, row in result["map"].get("depth", {}).items():
+        print(f"{stage:18s}" + "".join(f"-{k}: {v:.2f}  " for k, v in row.items()))
     for s in result["seeds"]:
         print(f"{s['label']}: flops {s['flops']:.3f} loss {s['summed_loss']:.2f} params {s['params']} "
+              f"drop {s['drop'] or 'none'} "
               f"(uniform {s['uniform_ratio']:.2f}: flops {s['uniform_flops']:.3f} params {s['uniform_params']}) "
               f"residual {s['space_residual']:.2f} per stage {s['per_stage']}")
     for t in result.get("seed_trials", []):

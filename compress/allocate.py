@@ -189,6 +189,17 @@ class CostModel:
         """Cost relative to the uncompressed model."""
         return self.cost(ratios, bits) / self.total
 
+    def without(self, blocks: Sequence[str]) -> CostModel:
+        """The cost model of the model with residual ``blocks`` dropped: their layers' terms and the
+        groups inside them are gone (its ``total`` is the cost of the model with fewer blocks)."""
+        from spaces.policy import in_dropped_block
+
+        if not blocks:
+            return self
+        return dataclasses.replace(
+            self, channels={g: n for g, n in self.channels.items() if in_dropped_block(g, blocks) is None},
+            terms=tuple(t for t in self.terms if in_dropped_block(t.module, blocks) is None))
+
 
 def bits_factor(bits: LayerBits) -> float:
     """BOPs factor of a layer at ``bits`` relative to float (32 x 32)."""
@@ -216,7 +227,8 @@ class Allocation:
     """One budgeted policy: per-group ratios (and per-unit bits) with its predicted cost and loss.
 
     ``fraction``: cost / uncompressed cost by the analytic :class:`CostModel`; ``loss``: summed
-    sensitivity loss in accuracy points (a ranking proxy, not a prediction of the fine-tuned drop).
+    sensitivity loss in accuracy points (a ranking proxy, not a prediction of the fine-tuned drop);
+    ``drop``: residual blocks dropped (depth, :func:`compress._allocate_depth.allocate_depth`).
     """
 
     label: str
@@ -226,6 +238,7 @@ class Allocation:
     loss: float
     ratios: dict[str, float]
     bits: dict[str, LayerBits] = field(default_factory=dict)
+    drop: tuple[str, ...] = ()
 
 
 def _knobs(smap, cost: CostModel, grid: Sequence[float], groups: Sequence[str],
@@ -250,7 +263,7 @@ def _knobs(smap, cost: CostModel, grid: Sequence[float], groups: Sequence[str],
 
 def allocate(smap, cost: CostModel, target: float, *, grid: Sequence[float], groups: Sequence[str] | None = None,
              fixed: Mapping[str, float] | None = None, bit_choices: Sequence[LayerBits] = (),
-             label: str | None = None) -> Allocation:
+             label: str | None = None, exact_search: bool = True) -> Allocation:
     """Per-group ratios on ``grid`` (and, for ``bops``, per-unit bits from ``bit_choices``) with
     ``cost <= target x uncompressed cost`` and the least summed sensitivity loss.
 
@@ -258,6 +271,7 @@ def allocate(smap, cost: CostModel, target: float, *, grid: Sequence[float], gro
     ``groups`` (default: every group the map and the model share); ``fixed``: ratios of groups
     that are not searched (pins), counted in the cost but never changed. Raises ``ValueError``
     when even the most compressed allocation misses the target (the message gives the minimum).
+    ``exact_search=False`` stops after the greedy and local search (a fast bound, for screening).
     """
     if not 0.0 < target <= 1.0:
         raise ValueError(f"target = {target}: allowed 0 < target <= 1 (a fraction of the uncompressed cost)")
@@ -275,7 +289,7 @@ def allocate(smap, cost: CostModel, target: float, *, grid: Sequence[float], gro
         raise ValueError(f"{cost.metric} target {target:g} is out of reach: the most compressed allocation on "
                          f"this grid costs {lowest / cost.total:.3f} of the original")
     heuristic = improve(cost, knobs, v0, budget, greedy(cost, knobs, v0, budget))
-    best = exact(cost, knobs, v0, budget, incumbent=heuristic)
+    best = exact(cost, knobs, v0, budget, incumbent=heuristic) if exact_search else None
     choice = heuristic if best is None or best == heuristic else improve(cost, knobs, v0, budget, best)
     fraction = float(cost.costs(state(knobs, v0, choice))[0]) / cost.total
     assert fraction <= target * (1 + 1e-6), (fraction, target)  # the final exact check
@@ -339,19 +353,29 @@ def _next_goal(goal: float, step: float, lo: float, hi: float, *, stalled: bool,
 
 
 def seed_allocations(smap, cost: CostModel, targets: Sequence[float] = (0.3, 0.5, 0.7), *,
-                     express: Express | None = None, **kwargs) -> list[Allocation]:
+                     express: Callable | None = None, depth: Mapping[str, Sequence[str]] | None = None,
+                     **kwargs) -> list[Allocation]:
     """One :func:`allocate` (or, with ``express``, :func:`allocate_expressible`) per target,
     labelled ``seed-<metric>-<target>``; targets out of reach are skipped with a warning, and an
-    allocation equal to an earlier one is dropped."""
+    allocation equal to an earlier one is dropped.
+
+    ``depth`` (``{stage: droppable blocks in drop order}``, measured in ``smap.depth``): blocks may
+    be dropped too (:func:`compress._allocate_depth.allocate_depth`); ``express`` then takes the
+    dropped blocks as its second argument."""
+    from compress._allocate_depth import allocate_depth
+
     out: list[Allocation] = []
     for t in targets:
         try:
-            a = allocate(smap, cost, t, **kwargs) if express is None else \
-                allocate_expressible(smap, cost, t, express=express, **kwargs)
+            if depth:
+                a = allocate_depth(smap, cost, t, depth=depth, express=express, **kwargs)
+            else:
+                a = allocate(smap, cost, t, **kwargs) if express is None else \
+                    allocate_expressible(smap, cost, t, express=express, **kwargs)
         except ValueError as exc:
             log.warning("no seed for %s %g: %s", cost.metric, t, exc)
             continue
-        if all((a.ratios, a.bits) != (b.ratios, b.bits) for b in out):
+        if all((a.ratios, a.bits, a.drop) != (b.ratios, b.bits, b.drop) for b in out):
             out.append(a)
     return out
 

@@ -1,14 +1,18 @@
-"""Sensitivity map: val accuracy after compressing one prune group or one quantization unit alone.
+"""Sensitivity map: val accuracy after compressing one prune group, one quantization unit or one
+stage's tail of residual blocks alone.
 
 >>> smap = compute_map(model, groups, units, data, SensitivitySettings(), input_size=32)
 >>> smap.prune["layer2.0.conv1"][0.5]      # top-1 with only that group pruned by half
 >>> smap.prune_loss("layer2", 0.3)         # accuracy points lost, interpolated between ratios
 >>> smap.matrix()                          # groups x ratios, the heatmap's data
+>>> smap.depth_loss("layer2", 2)           # points lost by dropping layer2's last 2 droppable blocks
 
 Per prune group, each ratio is applied alone through :func:`compress.apply.apply` (prune ->
 BN recalibration, no fine-tune), so the map sees exactly the pruned models trials start from.
 Per quantization unit (a layer, a stage or the model, as the space's ``quant.share`` says),
 each integer bit-width is simulated alone (:func:`compress.quantize.fake_quantize`, calibrated).
+Per stage with droppable blocks (``depth``: the blocks in the order a depth dim drops them, last
+first), the first k are dropped together for each k (``prune.drop`` through the same apply path).
 Every model is scored on the same fixed val subset. Pure: no file I/O (the search layer caches
 the map as ``RUN/sensitivity.json``, validated by :attr:`SensitivityMap.key`).
 """
@@ -115,6 +119,8 @@ class SensitivityMap:
     settings: SensitivitySettings = SensitivitySettings()
     key: str = ""
     seconds: dict[str, float] = field(default_factory=dict)
+    #: ``{stage: {k: top-1}}``: the stage's first k blocks of its drop order dropped (k >= 1)
+    depth: dict[str, dict[int, float]] = field(default_factory=dict)
 
     # ----- serialisation ---------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -123,7 +129,9 @@ class SensitivityMap:
                 "prune": {g: {repr(float(r)): a for r, a in row.items()} for g, row in self.prune.items()},
                 "quant": {u: dict(row) for u, row in self.quant.items()},
                 "units": {u: list(layers) for u, layers in self.units.items()},
-                "settings": self.settings.to_dict(), "seconds": dict(self.seconds)}
+                "settings": self.settings.to_dict(), "seconds": dict(self.seconds),
+                **({"depth": {s: {str(k): a for k, a in row.items()} for s, row in self.depth.items()}}
+                   if self.depth else {})}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SensitivityMap:
@@ -134,16 +142,17 @@ class SensitivityMap:
                    quant={u: {str(b): float(a) for b, a in row.items()} for u, row in data.get("quant", {}).items()},
                    units={u: tuple(v) for u, v in data.get("units", {}).items()},
                    settings=SensitivitySettings.from_dict(data.get("settings", {})), key=str(data.get("key", "")),
-                   seconds={k: float(v) for k, v in data.get("seconds", {}).items()})
+                   seconds={k: float(v) for k, v in data.get("seconds", {}).items()},
+                   depth={s: {int(k): float(a) for k, a in row.items()} for s, row in data.get("depth", {}).items()})
 
     # ----- views --------------------------------------------------------------------------
     def matrix(self, kind: str = "prune") -> dict[str, Any]:
         """The heatmap's data: ``{"rows", "columns", "top1", "loss", "reference"}`` with
-        ``top1[i][j]`` the accuracy of row i (group / unit) at column j (ratio / bits label)
-        and ``loss`` = reference - top1; None where not measured."""
-        table = self.prune if kind == "prune" else self.quant if kind == "quant" else None
+        ``top1[i][j]`` the accuracy of row i (group / unit / stage) at column j (ratio / bits
+        label / blocks dropped) and ``loss`` = reference - top1; None where not measured."""
+        table = {"prune": self.prune, "quant": self.quant, "depth": self.depth}.get(kind)
         if table is None:
-            raise ValueError(f"kind = {kind!r}: allowed prune, quant")
+            raise ValueError(f"kind = {kind!r}: allowed prune, quant, depth")
         columns = sorted({c for row in table.values() for c in row}, key=_column_order)
         top1 = [[row.get(c) for c in columns] for row in table.values()]
         loss = [[None if a is None else round(self.reference - a, 4) for a in r] for r in top1]
@@ -162,6 +171,17 @@ class SensitivityMap:
             return ys[-1]
         slope = (ys[-1] - ys[-2]) / (xs[-1] - xs[-2])
         return ys[-1] + slope * (ratio - xs[-1])
+
+    def depth_loss(self, stage: str, k: int) -> float:
+        """Accuracy points lost by dropping the first ``k`` blocks of ``stage``'s drop order alone
+        (0 for k = 0; dropping more never loses less, the rule of :meth:`prune_loss`). ``KeyError``
+        when k was not measured."""
+        if k <= 0:
+            return 0.0
+        row = self.depth[stage]
+        if k not in row:
+            raise KeyError(f"depth sensitivity of {stage}: k = {k} not measured (measured: {sorted(row)})")
+        return max(0.0, *(self.reference - row[j] for j in row if j <= k))
 
     def quant_loss(self, unit: str, bits: LayerBits) -> float | None:
         """Accuracy points lost by running ``unit`` alone at ``bits`` (0 for float; None when not
@@ -194,10 +214,14 @@ def model_digest(model: nn.Module) -> str:
 
 
 def sensitivity_key(model: nn.Module, data: Mapping[str, Any], settings: SensitivitySettings,
-                    groups: Sequence[str], units: Mapping[str, Sequence[str]]) -> str:
-    """Key that validates a cached map: model weights, data description, settings, groups, units."""
+                    groups: Sequence[str], units: Mapping[str, Sequence[str]],
+                    depth: Mapping[str, Sequence[str]] | None = None) -> str:
+    """Key that validates a cached map: model weights, data description, settings, groups, units
+    and, when measured, the depth drop orders (maps without depth keep their keys)."""
     parts = {"v": MAP_VERSION, "weights": model_digest(model), "data": dict(data), "settings": settings.to_dict(),
              "groups": list(groups), "units": {u: list(v) for u, v in units.items()}}
+    if depth:
+        parts["depth"] = {s: list(v) for s, v in depth.items()}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
@@ -252,6 +276,28 @@ def _channels(model: nn.Module, input_size: int) -> dict[str, int]:
     return {g.name: g.channels for g in list_groups(model, input_size)}
 
 
+def depth_sensitivity(model: nn.Module, depth: Mapping[str, Sequence[str]], data: Any,
+                      settings: SensitivitySettings, *, input_size: int,
+                      device: str = "cpu") -> dict[str, dict[int, float]]:
+    """``{stage: {k: top-1}}``: for each stage, its first k blocks of ``depth[stage]`` (the order
+    a depth dim drops them) dropped together, k = 1..len, BN recalibrated, not fine-tuned, scored
+    on the fixed val subset."""
+    from compress.apply import apply
+
+    spec = _spec(model, input_size)
+    out: dict[str, dict[int, float]] = {}
+    for stage, order in depth.items():
+        row: dict[int, float] = {}
+        for k in range(1, len(order) + 1):
+            policy = Policy(model=spec, prune=PruneSpec(criterion=settings.criterion, drop=tuple(order[:k])))
+            dropped = apply(policy, model, data=data, finetune=False, device=device, progress=False,
+                            calib_batches=1, bn_recal_batches=settings.bn_recal_batches)
+            row[k] = _val_top1(dropped.model, data, settings, device)[0]
+        log.info("depth sensitivity %s: %s", stage, ", ".join(f"-{k}: {a:.2f}" for k, a in row.items()))
+        out[stage] = row
+    return out
+
+
 def quant_sensitivity(model: nn.Module, units: Mapping[str, Sequence[str]], data: Any,
                       settings: SensitivitySettings, *, device: str = "cpu") -> dict[str, dict[str, float]]:
     """``{unit: {bits_label: top-1}}``: each unit's layers fake-quantized alone (others float) at
@@ -274,8 +320,9 @@ def quant_sensitivity(model: nn.Module, units: Mapping[str, Sequence[str]], data
 
 def compute_map(model: nn.Module, groups: Sequence[str], units: Mapping[str, Sequence[str]], data: Any,
                 settings: SensitivitySettings, *, input_size: int, device: str = "cpu",
-                key: str = "") -> SensitivityMap:
-    """Measure the whole map (prune rows, then quant rows when ``settings.bits`` is set), timed."""
+                key: str = "", depth: Mapping[str, Sequence[str]] | None = None) -> SensitivityMap:
+    """Measure the whole map (prune rows, then quant rows when ``settings.bits`` is set, then depth
+    rows for the stages of ``depth``: ``{stage: droppable blocks, in drop order}``), timed."""
     model = model.eval()
     t0 = time.perf_counter()
     reference, images = _val_top1(model, data, settings, device)
@@ -284,15 +331,18 @@ def compute_map(model: nn.Module, groups: Sequence[str], units: Mapping[str, Seq
     t1 = time.perf_counter()
     quant = quant_sensitivity(model, units, data, settings, device=device) if settings.bits and units else {}
     t2 = time.perf_counter()
-    seconds = {"prune": round(t1 - t0, 2), "quant": round(t2 - t1, 2), "total": round(t2 - t0, 2)}
+    drops = depth_sensitivity(model, depth, data, settings, input_size=input_size, device=device) if depth else {}
+    t3 = time.perf_counter()
+    seconds = {"prune": round(t1 - t0, 2), "quant": round(t2 - t1, 2), "total": round(t3 - t0, 2),
+               **({"depth": round(t3 - t2, 2)} if depth else {})}
     log.info("sensitivity map: %d groups x %d ratios, %d units in %.1f s", len(prune), len(settings.ratios),
              len(quant), seconds["total"])
     return SensitivityMap(reference=reference, images=images, prune=prune, quant=quant,
                           units={u: tuple(v) for u, v in units.items()} if quant else {}, settings=settings,
-                          key=key, seconds=seconds)
+                          key=key, seconds=seconds, depth=drops)
 
 
 __all__ = [
-    "SensitivityMap", "SensitivitySettings", "bits_label", "compute_map", "model_digest", "parse_bits_label",
-    "prune_sensitivity", "quant_sensitivity", "sensitivity_key",
+    "SensitivityMap", "SensitivitySettings", "bits_label", "compute_map", "depth_sensitivity", "model_digest",
+    "parse_bits_label", "prune_sensitivity", "quant_sensitivity", "sensitivity_key",
 ]

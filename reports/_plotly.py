@@ -228,8 +228,9 @@ def sensitivity_heatmap(sens: dict[str, Any], kind: str = "prune") -> go.Figure:
         z=m["loss"], x=columns, y=m["rows"], colorscale="Reds", zmin=0, colorbar={"title": "points lost"},
         text=[[fmt("accuracy", a) if a is not None else "" for a in row] for row in m["top1"]],
         texttemplate="%{text}", hovertemplate="%{y} at %{x}: top-1 %{text} (%{z:.2f} points lost)<extra></extra>"))
-    what = "prune ratio (group pruned alone, BN recalibrated, no fine-tune)" if kind == "prune" else \
-        "bits (unit quantized alone)"
+    what = {"prune": "prune ratio (group pruned alone, BN recalibrated, no fine-tune)",
+            "quant": "bits (unit quantized alone)",
+            "depth": "blocks dropped (a stage's last k alone, BN recalibrated, no fine-tune)"}[kind]
     fig.update_layout(template=TEMPLATE, title=f"Sensitivity: top-1 by {what}", xaxis_title=what.split(" (")[0],
                       yaxis={"autorange": "reversed"}, height=max(300, 60 + 26 * len(m["rows"])),
                       margin={"l": 120, "r": 20, "t": 50, "b": 50})

@@ -291,6 +291,8 @@ def _sensitivity(run: Run) -> dict[str, Any] | None:
                            "search": run.info.search.get("sensitivity")}
     if smap.quant:
         out["quant"] = smap.matrix("quant")
+    if smap.depth:
+        out["depth"] = smap.matrix("depth")
     return out
 
 

@@ -285,7 +285,7 @@ def _sensitivity(data: dict[str, Any], figs: dict[str, Any]) -> str:
     searched = sens.get("search") or {}
     seeds = ", ".join(searched.get("seeds") or []) or "none"
     plots = []
-    for kind in ("prune", "quant"):
+    for kind in ("prune", "quant", "depth"):
         if sens.get(kind, {}).get("rows"):
             fid = f"fig-sensitivity-{kind}"
             figs[fid] = _plotly.to_json(_plotly.sensitivity_heatmap(sens, kind))

@@ -30,7 +30,15 @@ from typing import Any
 
 from autocompress.rundir import atomic_write_json, file_lock
 from compress.sensitivity import SensitivityMap, SensitivitySettings
-from spaces.space import SearchSpace, params_for_ratios, prune_groups, quant_units, ratio_grid, seed_params
+from spaces.space import (
+    SearchSpace,
+    depth_orders,
+    params_for_ratios,
+    prune_groups,
+    quant_units,
+    ratio_grid,
+    seed_params,
+)
 
 log = logging.getLogger(__name__)
 
@@ -135,16 +143,18 @@ def objective_map(objective: Any, settings: SensitivitySettings | None = None, *
     settings = settings or default_settings(space)
     groups, _ = prune_groups(objective.dims)
     units = quant_units(objective.dims) if settings.bits else {}
+    depth = depth_orders(objective.dims)
     data_desc = {**space.to_dict()["data"], "input_size": objective.baseline.input_size}
     if space.data.data_dir:  # the folder itself, however the space spells it
         data_desc["data_dir"] = str(space.resolve_path(space.data.data_dir))
-    key = sensitivity_key(objective.model, data_desc, settings, groups, units)
+    key = sensitivity_key(objective.model, data_desc, settings, groups, units, depth)
 
     def compute() -> SensitivityMap:
-        log.info("measuring the sensitivity map: %d groups x %d ratios, %d quantization units",
-                 len(groups), len(settings.ratios), len(units))
+        log.info("measuring the sensitivity map: %d groups x %d ratios, %d quantization units, %d stages' depth",
+                 len(groups), len(settings.ratios), len(units), len(depth))
         return compute_map(objective.model, groups, units, objective.data, settings,
-                           input_size=objective.baseline.input_size, device=objective.device, key=key)
+                           input_size=objective.baseline.input_size, device=objective.device, key=key,
+                           depth=depth)
 
     return load_or_compute(objective.run_dir, key, compute, shared_dir=shared_dir)
 
@@ -153,7 +163,8 @@ def objective_seeds(objective: Any, smap: SensitivityMap, targets: Sequence[floa
                     metric: str = "flops") -> tuple[list[tuple[str, dict]], list[Any]]:
     """Seed params (labelled ``seed-<metric>-<target>``, to enqueue after the baselines) and the
     :class:`compress.allocate.Allocation` behind each, allocated from ``smap`` on the space's grid
-    and re-allocated until the ratios the space can express meet the target."""
+    and re-allocated until the ratios the space can express meet the target. When the space
+    searches depth and the map measured it, the seeds may drop blocks too."""
     from compress.allocate import CostModel, seed_allocations
     from spaces.policy import LayerBits
 
@@ -163,9 +174,11 @@ def objective_seeds(objective: Any, smap: SensitivityMap, targets: Sequence[floa
                                 round_to=space.prune.round_to, units=units)
     free, fixed = prune_groups(dims)
     bit_choices = [LayerBits(w, a) for w, a in smap.settings.bits]
+    depth = {s: order for s, order in depth_orders(dims).items() if s in smap.depth}
     allocations = seed_allocations(smap, cost, targets, grid=ratio_grid(space), groups=free, fixed=fixed,
-                                   bit_choices=bit_choices,
-                                   express=lambda ratios: params_for_ratios(space, dims, ratios).achieved)
+                                   bit_choices=bit_choices, depth=depth,
+                                   express=lambda ratios, drop=(): params_for_ratios(space, dims, ratios,
+                                                                                     drop=drop).achieved)
     return seed_params(space, dims, allocations), allocations
 
 
@@ -194,7 +207,8 @@ def search_seeds(objective: Any, settings: Any) -> tuple[list[tuple[str, dict]],
             "wall_s": round(wall, 2), "images": smap.images, "metric": settings.metric,
             "targets": list(settings.targets), "seeds": [label for label, _ in seeds],
             "allocations": [{"label": a.label, "target": a.target, "fraction": round(float(a.fraction), 4),
-                             "loss": round(float(a.loss), 3)} for a in allocations]}
+                             "loss": round(float(a.loss), 3), **({"drop": list(a.drop)} if a.drop else {})}
+                            for a in allocations]}
     return seeds, info
 
 

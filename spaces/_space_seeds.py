@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from spaces._space_config import Range, SearchSpace
-from spaces._space_dims import FLOAT_BITS, GLOBAL, OFFSET, Dim, _baseline, global_ratio, policy_from_params
-from spaces.policy import LayerBits
+from spaces._space_dims import DEPTH, FLOAT_BITS, GLOBAL, OFFSET, Dim, _baseline, global_ratio, policy_from_params
+from spaces.policy import LayerBits, in_dropped_block
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ class SeedLike(Protocol):
     label: str
     ratios: Mapping[str, float]
     bits: Mapping[str, LayerBits]
+    drop: Sequence[str]  # residual blocks dropped (optional: seeds without it drop none)
 
 
 @dataclass(frozen=True)
@@ -84,21 +85,48 @@ def quant_units(dims: Sequence[Dim]) -> dict[str, tuple[str, ...]]:
     return {d.name.partition("/")[2]: d.targets for d in dims if d.name.startswith("wbits/") and not d.fixed}
 
 
-def _global_candidates(space: SearchSpace, dims: Sequence[Dim], ratios: Mapping[str, float]) -> list[float]:
+def depth_orders(dims: Sequence[Dim]) -> dict[str, tuple[str, ...]]:
+    """``{stage: blocks in the order its free depth dim drops them}`` (last block first, as many as
+    the dim's range): what the sensitivity map measures and the allocation may drop."""
+    return {d.name[len(DEPTH):]: tuple(reversed(d.targets))[:int(d.high)]
+            for d in dims if d.name.startswith(DEPTH) and not d.fixed and int(d.high) > 0}
+
+
+def depth_params(dims: Sequence[Dim], drop: Sequence[str]) -> dict[str, int]:
+    """The ``depth/*`` values that drop exactly ``drop`` (a tail of each stage's droppable blocks);
+    ``ValueError`` for a block no depth dim can drop that way."""
+    out: dict[str, int] = {}
+    left = set(drop)
+    for d in dims:
+        if d.name.startswith(DEPTH):
+            k = sum(t in left for t in d.targets)
+            if set(d.targets[len(d.targets) - k:]) != {t for t in d.targets if t in left} or k > int(d.high):
+                raise ValueError(f"drop {sorted(left & set(d.targets))}: {d.name} drops only the last "
+                                 f"0..{int(d.high)} of {list(d.targets)}")
+            out[d.name] = k
+            left -= set(d.targets)
+    if left:
+        raise ValueError(f"drop {sorted(left)}: no depth dim drops these blocks")
+    return out
+
+
+def _global_candidates(space: SearchSpace, dims: Sequence[Dim], ratios: Mapping[str, float],
+                       drop: Sequence[str] = ()) -> list[float]:
     g = next(d for d in dims if d.name == GLOBAL)
     if g.fixed:
         return _values(g)
-    free = [ratios.get(t, 0.0) for t in g.targets]
+    free = [ratios.get(t, 0.0) for t in g.targets if in_dropped_block(t, drop) is None]
     mean = sum(free) / len(free) if free else 0.0
     return sorted(set(_values(g)) | ({g.snap(mean)} if not g.step else set()), key=lambda v: (abs(v - mean), v))
 
 
-def _fit_global(space: SearchSpace, dims: Sequence[Dim], ratios: Mapping[str, float]) -> dict[str, float]:
+def _fit_global(space: SearchSpace, dims: Sequence[Dim], ratios: Mapping[str, float],
+                drop: Sequence[str] = ()) -> dict[str, float]:
     """Global ratio and offsets whose ratios are closest to ``ratios`` (max error, then total
-    error, then the global nearest the mean ratio)."""
-    offsets = [d for d in dims if d.name.startswith(OFFSET)]
+    error, then the global nearest the mean ratio); groups inside ``drop`` do not count."""
+    offsets = [d for d in dims if d.name.startswith(OFFSET) and in_dropped_block(d.targets[0], drop) is None]
     best: tuple[tuple[float, float], dict[str, float]] | None = None
-    for glob in _global_candidates(space, dims, ratios):
+    for glob in _global_candidates(space, dims, ratios, drop):
         params = {GLOBAL: glob}
         errors = []
         for d in offsets:
@@ -113,16 +141,19 @@ def _fit_global(space: SearchSpace, dims: Sequence[Dim], ratios: Mapping[str, fl
 
 
 def params_for_ratios(space: SearchSpace, dims: Sequence[Dim], ratios: Mapping[str, float], *,
-                      base: Mapping[str, Any] | None = None) -> RatioFit:
-    """Params whose policy prunes each group as close to ``ratios`` as the space allows.
+                      base: Mapping[str, Any] | None = None, drop: Sequence[str] = ()) -> RatioFit:
+    """Params whose policy drops the residual blocks ``drop`` (:func:`depth_params`) and prunes each
+    other group as close to ``ratios`` as the space allows.
 
     Groups not named are meant unpruned. Non-prune dims take ``base`` (default: the
     ``original`` baseline's values: float, the baselines' distillation). Pinned groups keep their pin (a request
     that differs shows up in ``residual``).
     """
     params = dict(base) if base is not None else _baseline(dims, ratio=0.0, bits=FLOAT_BITS)
+    params.update(depth_params(dims, drop) if drop else {})
+    ratios = {g: r for g, r in ratios.items() if in_dropped_block(g, drop) is None}
     if any(d.name == GLOBAL for d in dims):
-        params.update(_fit_global(space, dims, ratios))
+        params.update(_fit_global(space, dims, ratios, drop))
     else:
         for d in dims:
             if d.name.startswith("prune/") and d.name != "prune/criterion" and not d.fixed:
@@ -146,16 +177,16 @@ def _with_bits(dims: Sequence[Dim], params: dict[str, Any], bits: Mapping[str, L
 def seed_params(space: SearchSpace, dims: Sequence[Dim], seeds: Sequence[SeedLike]) -> list[tuple[str, dict]]:
     """Labelled params of the seeds, to enqueue after :func:`baseline_params` (same shape).
 
-    Each seed's ratios go through :func:`params_for_ratios` (a residual above 0 is logged: the
-    space cannot express that seed exactly) and its ``bits`` set the unit's bit dims. A seed
-    whose params equal a baseline's or an earlier seed's is dropped.
+    Each seed's ratios and dropped blocks go through :func:`params_for_ratios` (a residual above 0
+    is logged: the space cannot express that seed exactly) and its ``bits`` set the unit's bit
+    dims. A seed whose params equal a baseline's or an earlier seed's is dropped.
     """
     from spaces._space_dims import baseline_params
 
     seen = [p for _, p in baseline_params(space, dims)]
     out: list[tuple[str, dict]] = []
     for seed in seeds:
-        fit = params_for_ratios(space, dims, seed.ratios)
+        fit = params_for_ratios(space, dims, seed.ratios, drop=tuple(getattr(seed, "drop", ()) or ()))
         if fit.residual > 1e-9:
             log.warning("seed %s: the space reproduces its ratios only within %.2f", seed.label, fit.residual)
         params = _with_bits(dims, fit.params, getattr(seed, "bits", {}) or {})

@@ -56,7 +56,16 @@ from spaces._space_config import (
 )
 from spaces._space_constraints import METRIC_NAME, Constraint, parse_constraint
 from spaces._space_dims import Dim, baseline_params, expand, policy_from_params, suggest_policy, uniform_params
-from spaces._space_seeds import RatioFit, params_for_ratios, prune_groups, quant_units, ratio_grid, seed_params
+from spaces._space_seeds import (
+    RatioFit,
+    depth_orders,
+    depth_params,
+    params_for_ratios,
+    prune_groups,
+    quant_units,
+    ratio_grid,
+    seed_params,
+)
 
 
 def list_spaces() -> dict[str, str]:
@@ -111,7 +120,8 @@ __all__ = [
     "BUILTIN_DIR", "METRIC_NAME", "BaselineSpec", "Budget", "Constraint", "Dim", "FidelitySettings", "LatencyBudget",
     "Range", "SearchSettings", "SeedSettings",
     "SearchSpace", "SpaceData", "SpaceDistill", "SpaceError", "SpaceModel", "SpacePrune", "SpaceQuant",
-    "RatioFit", "baseline_params", "expand", "list_spaces", "load_space", "params_for_ratios", "parse_constraint",
-    "policy_from_params", "prune_groups", "quant_units", "ratio_grid", "resolve_path", "seed_params",
+    "RatioFit", "baseline_params", "depth_orders", "depth_params", "expand", "list_spaces", "load_space",
+    "params_for_ratios", "parse_constraint", "policy_from_params", "prune_groups", "quant_units", "ratio_grid",
+    "resolve_path", "seed_params",
     "space_from_dict", "space_path", "suggest_policy", "uniform_params",
 ]

@@ -16,6 +16,7 @@ from compress.sensitivity import (
     SensitivitySettings,
     bits_label,
     compute_map,
+    depth_sensitivity,
     parse_bits_label,
     sensitivity_key,
 )
@@ -111,6 +112,43 @@ def test_key_changes_with_weights_data_and_settings(trained):
     assert key != sensitivity_key(trained, {"dataset": "cifar10"}, SETTINGS, GROUPS, UNITS)
     other = SensitivitySettings(ratios=(0.5,), bits=SETTINGS.bits, val_limit=160)
     assert key != sensitivity_key(trained, {"dataset": "digits"}, other, GROUPS, UNITS)
+
+
+DEPTH = {"layer2": ("layer2.2", "layer2.1"), "layer3": ("layer3.2",)}  # drop order: last block first
+
+
+@pytest.fixture(scope="module")
+def depth_rows(trained, digits16):
+    return depth_sensitivity(trained, DEPTH, digits16, SETTINGS, input_size=SIZE)
+
+
+def test_depth_rows_drop_each_stages_first_k_blocks_through_apply(depth_rows, trained, digits16):
+    assert {s: sorted(row) for s, row in depth_rows.items()} == {"layer2": [1, 2], "layer3": [1]}
+    policy = Policy(model=ModelSpec("resnet20", input_size=SIZE), prune=PruneSpec(drop=("layer2.2", "layer2.1")))
+    out = apply(policy, trained, data=digits16, finetune=False, progress=False, calib_batches=1,
+                bn_recal_batches=SETTINGS.bn_recal_batches)
+    acc = evaluate(out.model, digits16.loader("val", 80, shuffle=False, limit=SETTINGS.val_limit), topk=(1,),
+                   progress=False)["top1"]
+    assert depth_rows["layer2"][2] == pytest.approx(acc)
+
+
+def test_depth_loss_is_zero_without_drops_and_never_shrinks(smap, depth_rows):
+    m = SensitivityMap(reference=smap.reference, images=smap.images, prune=smap.prune, depth=depth_rows)
+    assert m.depth_loss("layer2", 0) == 0.0
+    assert m.depth_loss("layer2", 2) >= m.depth_loss("layer2", 1) >= 0
+    assert m.depth_loss("layer2", 1) == max(0.0, m.reference - depth_rows["layer2"][1])
+    noisy = SensitivityMap(reference=90.0, images=1, prune={}, depth={"s": {1: 80.0, 2: 85.0}})
+    assert noisy.depth_loss("s", 2) == 10.0  # dropping more never loses less
+    with pytest.raises(KeyError, match="k = 3 not measured"):
+        noisy.depth_loss("s", 3)
+    again = SensitivityMap.from_dict(json.loads(json.dumps(m.to_dict())))
+    assert again == m and "depth" not in smap.to_dict(), "maps without depth rows are written as before"
+
+
+def test_depth_changes_the_key_only_when_measured(trained):
+    key = sensitivity_key(trained, {"dataset": "digits"}, SETTINGS, GROUPS, UNITS)
+    assert sensitivity_key(trained, {"dataset": "digits"}, SETTINGS, GROUPS, UNITS, {}) == key
+    assert sensitivity_key(trained, {"dataset": "digits"}, SETTINGS, GROUPS, UNITS, DEPTH) != key
 
 
 def test_bits_labels_and_bad_settings():

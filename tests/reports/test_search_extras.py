@@ -29,7 +29,8 @@ def _with_seed_levels_and_map(root):
         write_record(root, r)
     smap = SensitivityMap(reference=81.0, images=500, key="k",
                           prune={g: {0.0: 81.0, 0.3: 80.0 - i, 0.6: 70.0 - i} for i, g in enumerate(GROUPS)},
-                          seconds={"prune": 12.0, "quant": 0.0, "total": 12.0})
+                          seconds={"prune": 12.0, "quant": 0.0, "total": 12.0},
+                          depth={"layer2": {1: 80.5, 2: 77.0}, "layer3": {1: 79.0}})
     (root / "sensitivity.json").write_text(json.dumps(smap.to_dict()))
     return root, seed.trial
 
@@ -48,6 +49,10 @@ def test_sensitivity_map_seeds_and_levels_in_every_report(tmp_path):
     figs = embedded(page, "report-figures")
     heat = figs["fig-sensitivity-prune"]["data"][0]
     assert heat["type"] == "heatmap" and heat["y"] == GROUPS
+    assert sens["depth"]["rows"] == ["layer2", "layer3"] and sens["depth"]["columns"] == [1, 2]
+    assert sens["depth"]["loss"] == [[0.5, 4.0], [2.0, None]]  # a stage's last k blocks dropped alone
+    depth = figs["fig-sensitivity-depth"]["data"][0]
+    assert depth["y"] == ["layer2", "layer3"] and depth["x"] == ["1", "2"]
     assert "id='sensitivity'" in html.read_text()
     names = [t.get("name") for f in figs.values() for t in f["data"]]
     assert "seed: seed-flops-0.5" in names and "baseline: original" in names

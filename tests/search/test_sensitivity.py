@@ -124,3 +124,20 @@ def test_seeds_as_the_builtin_cifar_space_applies_them_meet_their_targets():
         applied = policy_from_params(space, dims, params).prune.ratios
         assert applied == a.ratios
         assert cost.fraction(applied) <= a.target and cost.fraction(applied) > a.target - 0.05, label
+
+
+def test_depth_spaces_measure_depth_and_seeds_may_drop_blocks(tmp_path):
+    import dataclasses
+
+    objective = Objective(tiny_space(prune__depth=1), tmp_path / "run")
+    smap = objective_map(objective, shared_dir=None)
+    assert {s: sorted(row) for s, row in smap.depth.items()} == {"layer1": [1], "layer2": [1], "layer3": [1]}
+    assert smap.key != objective_map(Objective(tiny_space(), tmp_path / "run0"), shared_dir=None).key
+    free = dataclasses.replace(smap, depth={s: {1: smap.reference} for s in smap.depth})  # drops cost nothing
+    seeds, allocations = objective_seeds(objective, free, (0.6,))
+    assert [label for label, _ in seeds] == ["seed-flops-0.6"] and allocations[0].drop
+    policy = policy_from_params(objective.space, objective.dims, seeds[0][1])
+    assert policy.prune.drop == tuple(sorted(allocations[0].drop)) and policy.prune.ratios == allocations[0].ratios
+    metrics = objective.evaluate(policy, seed=0)
+    assert metrics["flops_ratio"] <= 0.6 + 1e-6
+    assert metrics["flops_ratio"] == pytest.approx(allocations[0].fraction, abs=3e-3)

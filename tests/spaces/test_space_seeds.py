@@ -11,6 +11,8 @@ import pytest
 from spaces.policy import LayerBits
 from spaces.space import (
     baseline_params,
+    depth_orders,
+    depth_params,
     expand,
     load_space,
     params_for_ratios,
@@ -29,6 +31,7 @@ class Seed:
     label: str
     ratios: dict[str, float]
     bits: dict[str, LayerBits] = field(default_factory=dict)
+    drop: tuple[str, ...] = ()
 
 
 def space(**prune):
@@ -120,6 +123,26 @@ def test_seed_params_are_labelled_valid_and_deduplicated():
     assert first.distill.alpha == 0.5  # the space's fixed KD, as every candidate has it
     second = policy_from_params(sp, dims, out[1][1])
     assert second.quant.layers["layer2.0.conv1"] == LayerBits(4, 8) and "layer3.0.conv1" not in second.quant.layers
+
+
+@pytest.mark.parametrize("granularity", ["both", "block"])
+def test_seeds_that_drop_blocks_set_the_depth_dims(granularity):
+    sp = space(granularity=granularity, depth=2)
+    dims = expand(sp, RESNET20_GROUPS, RESNET20_LAYERS)
+    assert depth_orders(dims) == {s: (f"{s}.2", f"{s}.1") for s in ("layer1", "layer2", "layer3")}
+    assert depth_params(dims, ("layer1.2", "layer3.2", "layer3.1")) == {
+        "depth/layer1": 1, "depth/layer2": 0, "depth/layer3": 2}
+    want = {"layer1.0.conv1": 0.3, "layer2.0.conv1": 0.4, "layer3.0.conv1": 0.3, "layer3.1.conv1": 0.6}
+    fit = params_for_ratios(sp, dims, want, drop=("layer3.2", "layer3.1"))
+    policy = policy_from_params(sp, dims, fit.params)
+    assert policy.prune.drop == ("layer3.1", "layer3.2") and "layer3.1.conv1" not in fit.achieved
+    assert fit.residual <= 0.1 + 1e-9, "the dropped block's group does not distort the fit of the others"
+    out = seed_params(sp, dims, [Seed("seed-flops-0.5", want, drop=("layer1.2",)), Seed("same-no-drop", want)])
+    assert [policy_from_params(sp, dims, p).prune.drop for _, p in out] == [("layer1.2",), ()]
+    with pytest.raises(ValueError, match=r"depth/layer1 drops only the last 0..2"):
+        depth_params(dims, ("layer1.1",))  # not a tail of the stage
+    with pytest.raises(ValueError, match="no depth dim drops"):
+        depth_params(dims, ("layer2.0",))
 
 
 def test_grid_groups_and_units_of_a_space():
