@@ -38,6 +38,7 @@ from spaces.space import (
     quant_units,
     ratio_grid,
     seed_params,
+    seed_variants,
 )
 
 log = logging.getLogger(__name__)
@@ -183,9 +184,10 @@ def objective_seeds(objective: Any, smap: SensitivityMap, targets: Sequence[floa
 
 
 def search_seeds(objective: Any, settings: Any) -> tuple[list[tuple[str, dict]], dict[str, Any]]:
-    """The labelled seed params a search enqueues after its baselines, and what to record in
-    ``run.json`` (``search.sensitivity``): the map's measuring time, the time this run spent getting
-    it (the cache's: about 0), the seeds and their allocations.
+    """The labelled seed params a search enqueues after its baselines (each seed once per
+    ``settings.precisions``), and what to record in ``run.json`` (``search.sensitivity``): the map's
+    measuring time, the time this run spent getting it (the cache's: about 0), the seeds and their
+    allocations.
 
     ``settings``: the space's ``search.seeds`` (:class:`spaces.space.SeedSettings`), None for no
     seeds. An objective without a model to measure (a closed-form test objective) gets none.
@@ -199,6 +201,7 @@ def search_seeds(objective: Any, settings: Any) -> tuple[list[tuple[str, dict]],
     smap = objective_map(objective)
     wall = time.perf_counter() - t0
     seeds, allocations = objective_seeds(objective, smap, settings.targets, metric=settings.metric)
+    seeds = seed_variants(objective.dims, seeds, settings.precisions)
     measured = float(smap.seconds.get("total", 0.0))
     log.info("sensitivity map: %d groups x %d ratios, measured in %.1f s (this run: %.1f s); seeds %s",
              len(smap.prune), len(smap.settings.ratios), measured, wall,

@@ -21,6 +21,8 @@ from spaces.policy import ACT_BITS, CRITERIA, WEIGHT_BITS, FinetuneSpec, LayerBi
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
 REPO_ROOT = Path(__file__).resolve().parents[1]
+#: ``search.seeds.precisions``: a seed as allocated, or with every searched bit-width at 8
+SEED_PRECISIONS = ("float", "int8")
 
 Criterion = Literal["l1", "bn_scale", "taylor"]
 
@@ -427,16 +429,29 @@ class SeedSettings:
     """Sensitivity-seeded starts (``search.sensitivity``): the run's sensitivity map
     (``RUN/sensitivity.json``) is measured once before the trials, and a budgeted allocation at
     each ``targets`` fraction of the original's ``metric`` becomes a seed policy, enqueued after
-    the baselines and labelled ``seed-<metric>-<target>``."""
+    the baselines and labelled ``seed-<metric>-<target>``.
+
+    ``precisions``: each seed is enqueued once per entry: ``float`` as allocated, ``int8`` with every
+    searched bit-width at 8 (labelled ``seed-<metric>-<target>-int8``; needs 8 in
+    ``quant.weight_bits``). Pruned INT8 points are where large-batch CPU speed comes from, and a short
+    search may not reach them from float seeds.
+    """
 
     targets: tuple[float, ...] = (0.3, 0.5, 0.7)
     metric: Literal["flops", "params", "bops"] = "flops"
+    precisions: tuple[str, ...] = ("float",)
 
     def __post_init__(self) -> None:
         errors: list[FieldError] = []
         _check(errors, len(self.targets) >= 1, "targets", [], "give at least one target fraction")
         for i, t in enumerate(self.targets):
             _check(errors, 0 < t < 1, join_path("targets", i), t, "allowed 0 < target < 1 (fraction of the original)")
+        allowed = ", ".join(SEED_PRECISIONS)
+        _check(errors, len(self.precisions) >= 1, "precisions", [], f"give at least one of {allowed}")
+        for i, p in enumerate(self.precisions):
+            _check(errors, p in SEED_PRECISIONS, join_path("precisions", i), p, f"allowed {allowed}")
+        _check(errors, len(set(self.precisions)) == len(self.precisions), "precisions", list(self.precisions),
+               "each precision at most once")
         _raise(errors)
 
 
@@ -503,6 +518,7 @@ class SearchSpace:
             _check(errors, metric in known, join_path("constraints", i), text,
                    f"{metric} is not measured (budget.latency.batch); allowed metrics {', '.join(known)}")
         errors.extend(self._target_errors())
+        errors.extend(self._seed_errors())
         _raise(errors)
         if isinstance(self.prune, SpacePrune) and self.prune.round_to is None:
             # auto: tensor-core friendly widths when latency is timed on a GPU
@@ -514,6 +530,18 @@ class SearchSpace:
         """The latency batches besides the primary one (none when the budget failed to load)."""
         lat = getattr(self.budget, "latency", None)
         return lat.other_batches if isinstance(lat, LatencyBudget) else ()
+
+    def _seed_errors(self) -> list[FieldError]:
+        """INT8 seeds need 8-bit weights in the quantization space."""
+        seeds = getattr(getattr(self, "search", None), "seeds", None)
+        if not isinstance(seeds, SeedSettings) or not isinstance(self.quant, SpaceQuant) \
+                or "int8" not in seeds.precisions:
+            return []
+        i = seeds.precisions.index("int8")
+        ok = self.quant.enabled and 8 in self.quant.weight_bits
+        return [] if ok else [FieldError(join_path("search.seeds.precisions", i), "int8",
+                                         f"needs 8 in quant.weight_bits with quantization on (quant.backend "
+                                         f"{self.quant.backend}, weight_bits {list(self.quant.weight_bits)})")]
 
     def _target_errors(self) -> list[FieldError]:
         """The quantization target must run where latency is timed."""

@@ -196,3 +196,23 @@ def seed_params(space: SearchSpace, dims: Sequence[Dim], seeds: Sequence[SeedLik
         seen.append(params)
         out.append((seed.label, params))
     return out
+
+
+def int8_params(dims: Sequence[Dim], params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` with every free weight/activation bit dim at 8 (the INT8 variant of a seed)."""
+    eight = LayerBits(8, 8)
+    return _with_bits(dims, dict(params), dict.fromkeys(quant_units(dims), eight))
+
+
+def seed_variants(dims: Sequence[Dim], seeds: Sequence[tuple[str, dict]],
+                  precisions: Sequence[str]) -> list[tuple[str, dict]]:
+    """Each labelled seed once per precision, in seed order: ``float`` as is, ``int8`` through
+    :func:`int8_params` (label + ``-int8``; left out when it equals the float params: no bit dims)."""
+    out: list[tuple[str, dict]] = []
+    for label, params in seeds:
+        for precision in precisions:
+            if precision == "float":
+                out.append((label, params))
+            elif (variant := int8_params(dims, params)) != params:
+                out.append((f"{label}-int8", variant))
+    return out

@@ -15,7 +15,7 @@
       sampler: tpe
       trials: 40
       fidelity: {levels: [100, 400], promote: 0.3}   # multi-fidelity proxy (null: one level)
-      seeds: {targets: [0.3, 0.5, 0.7], metric: flops}   # sensitivity seeds (null: none)
+      seeds: {targets: [0.3, 0.5, 0.7], metric: flops, precisions: [float]}   # sensitivity seeds (null: none)
 
 Files are loaded into the frozen dataclasses of :mod:`spaces._space_config` with
 :func:`spaces._schema.load`, so unknown keys, wrong types and bad values are errors naming the
@@ -60,11 +60,13 @@ from spaces._space_seeds import (
     RatioFit,
     depth_orders,
     depth_params,
+    int8_params,
     params_for_ratios,
     prune_groups,
     quant_units,
     ratio_grid,
     seed_params,
+    seed_variants,
 )
 
 
@@ -120,8 +122,8 @@ __all__ = [
     "BUILTIN_DIR", "METRIC_NAME", "BaselineSpec", "Budget", "Constraint", "Dim", "FidelitySettings", "LatencyBudget",
     "Range", "SearchSettings", "SeedSettings",
     "SearchSpace", "SpaceData", "SpaceDistill", "SpaceError", "SpaceModel", "SpacePrune", "SpaceQuant",
-    "RatioFit", "baseline_params", "depth_orders", "depth_params", "expand", "list_spaces", "load_space",
+    "RatioFit", "baseline_params", "depth_orders", "depth_params", "expand", "int8_params", "list_spaces", "load_space",
     "params_for_ratios", "parse_constraint", "policy_from_params", "prune_groups", "quant_units", "ratio_grid",
-    "resolve_path", "seed_params",
+    "resolve_path", "seed_params", "seed_variants",
     "space_from_dict", "space_path", "suggest_policy", "uniform_params",
 ]

@@ -141,3 +141,15 @@ def test_depth_spaces_measure_depth_and_seeds_may_drop_blocks(tmp_path):
     metrics = objective.evaluate(policy, seed=0)
     assert metrics["flops_ratio"] <= 0.6 + 1e-6
     assert metrics["flops_ratio"] == pytest.approx(allocations[0].fraction, abs=3e-3)
+
+
+def test_search_seeds_come_once_per_precision(objective, tmp_path):
+    from search.sensitivity import search_seeds
+    from spaces.space import SeedSettings
+
+    objective_map(objective, shared_dir=None)  # RUN/sensitivity.json: search_seeds reads it
+    seeds, info = search_seeds(objective, SeedSettings(targets=(0.6,), precisions=("float", "int8")))
+    assert [label for label, _ in seeds] == ["seed-flops-0.6", "seed-flops-0.6-int8"] == info["seeds"]
+    floating, int8 = (policy_from_params(objective.space, objective.dims, p) for _, p in seeds)
+    assert floating.prune == int8.prune and not floating.quant.active and int8.quant.active
+    assert objective.evaluate(int8, seed=0)["flops_ratio"] <= 0.6 + 1e-6

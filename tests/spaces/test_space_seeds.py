@@ -14,6 +14,7 @@ from spaces.space import (
     depth_orders,
     depth_params,
     expand,
+    int8_params,
     load_space,
     params_for_ratios,
     policy_from_params,
@@ -21,6 +22,7 @@ from spaces.space import (
     quant_units,
     ratio_grid,
     seed_params,
+    seed_variants,
     space_from_dict,
 )
 from tests.search._analytic_objective import RESNET20_GROUPS, RESNET20_LAYERS
@@ -155,3 +157,44 @@ def test_grid_groups_and_units_of_a_space():
     units = quant_units(dims)
     assert list(units) == ["conv1", "layer1", "layer2", "layer3", "linear"]
     assert units["layer2"] == tuple(f"layer2.{b}.conv{c}" for b in range(3) for c in (1, 2))
+
+
+def test_int8_seed_variants_quantize_every_searched_layer_and_keep_the_structure():
+    sp = space(granularity="both", depth=2)
+    dims = expand(sp, RESNET20_GROUPS, RESNET20_LAYERS)
+    seeds = seed_params(sp, dims, [Seed("seed-flops-0.5", {"layer1": 0.4, "layer2.0.conv1": 0.3}, drop=("layer3.2",)),
+                                   Seed("seed-flops-0.7", {"layer1": 0.2})])
+    out = seed_variants(dims, seeds, ("float", "int8"))
+    assert [label for label, _ in out] == ["seed-flops-0.5", "seed-flops-0.5-int8", "seed-flops-0.7",
+                                           "seed-flops-0.7-int8"]
+    assert out[1][1] == int8_params(dims, out[0][1])
+    floating, int8 = (policy_from_params(sp, dims, p) for _, p in out[:2])
+    assert floating.prune == int8.prune and not floating.quant.active
+    assert int8.quant.active and set(int8.quant.layers) == {n for n in RESNET20_LAYERS if not n.startswith("layer3.2.")}
+    assert {(b.w, b.a) for b in int8.quant.layers.values()} == {(8, 8)}
+    only = seed_variants(dims, seeds, ("int8",))
+    assert [label for label, _ in only] == ["seed-flops-0.5-int8", "seed-flops-0.7-int8"]
+    no_bits = space_from_dict({**sp.to_dict(), "quant": {"backend": "none"}})
+    plain = expand(no_bits, RESNET20_GROUPS, RESNET20_LAYERS)
+    assert [label for label, _ in seed_variants(plain, seed_params(no_bits, plain, [Seed("s", {"layer1": 0.4})]),
+                                                ("float", "int8"))] == ["s"]
+
+
+@pytest.mark.parametrize("precisions, message", [
+    (["float", "int4"], 'search.seeds.precisions[1] = "int4": allowed float, int8'),
+    (["float", "float"], "search.seeds.precisions = ['float', 'float']: each precision at most once"),
+    ([], "search.seeds.precisions = []: give at least one of float, int8"),
+])
+def test_seed_precisions_are_validated(precisions, message):
+    import re
+
+    from spaces.space import SpaceError
+
+    d = load_space("resnet20-cifar10").to_dict()
+    d["search"]["seeds"] = {**d["search"]["seeds"], "precisions": precisions}
+    with pytest.raises(SpaceError, match=re.escape(message)):
+        space_from_dict(d)
+    d["search"]["seeds"]["precisions"] = ["int8"]
+    d["quant"] = {**d["quant"], "weight_bits": [4, 32]}
+    with pytest.raises(SpaceError, match=re.escape('precisions[0] = "int8": needs 8 in quant.weight_bits')):
+        space_from_dict(d)
