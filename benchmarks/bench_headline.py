@@ -26,6 +26,11 @@ the one code path ``autocompress finalize`` and ``audit`` use. Four families:
 4. **peer**: NVIDIA ModelOpt FastNAS (``benchmarks/peer_fastnas.py``; ``pip install -e '.[bench]'``)
    at ``--peer-flops``, each also with INT8 through our converter.
 
+Opt-in (``--families ... seeds``): **seeds**, the space's sensitivity seeds (allocated from the adapted
+model's map at ``search.seeds.targets`` and each ``--peer-flops``, blocks dropped too in a depth space)
+x ``--uniform-precisions``, each finalized with the same budget: what the allocation gives before any
+trial of the search.
+
 Then every point is timed in one process, interleaved against the original (torch CPU, ``--threads``,
 batch 1 and 128; ONNX Runtime too for INT8 points), and the table, ``headline.json`` and
 ``headline.png`` are written. Each phase stores its results under ``OUT`` as it goes, so a rerun
@@ -70,7 +75,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
                     help="override a field of the search space (repeatable)")
     ap.add_argument("--families", nargs="+", default=["searched", "uniform", "depth", "peer"],
-                    choices=["searched", "uniform", "depth", "peer"], help="which families to run (default all)")
+                    choices=["searched", "seeds", "uniform", "depth", "peer"],
+                    help="which families to run (default all but seeds)")
     ap.add_argument("--uniform-ratios", type=float, nargs="+", default=list(UNIFORM_RATIOS))
     ap.add_argument("--uniform-precisions", nargs="+", default=["float", "int8"], choices=["float", "int8"])
     ap.add_argument("--depths", type=int, nargs="+", default=list(DEPTHS),
@@ -131,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if "searched" in args.families:
         families.searched(ctx, args)
+    if "seeds" in args.families:
+        families.seeds(ctx, args)
     if "uniform" in args.families:
         families.uniform(ctx, args)
     if "depth" in args.families:

@@ -107,6 +107,34 @@ def depth(ctx: Context, args: argparse.Namespace) -> None:
 
 
 # ----- peer -----------------------------------------------------------------------------------
+# ----- seeds ---------------------------------------------------------------------------------
+def seed_policies(ctx: Context, precisions: list[str], device: str) -> list[tuple[str, Policy]]:
+    """The space's sensitivity seeds as the search enqueues them (allocated from the adapted model's
+    map at ``search.seeds.targets``; blocks dropped too in a depth space), once per precision."""
+    from search.objective import Objective
+    from search.sensitivity import objective_map, objective_seeds
+    from spaces.space import policy_from_params, seed_variants
+
+    settings = ctx.space.search.seeds
+    if settings is None:
+        raise UserError(f"--families seeds: the space {ctx.space.name} has no search.seeds to allocate")
+    obj = Objective(ctx.space, ctx.run_dir, device=device)
+    seeds, _ = objective_seeds(obj, objective_map(obj), settings.targets, metric=settings.metric)
+    out = []
+    for label, params in seed_variants(obj.dims, seeds, precisions):
+        name = label if label.endswith("-int8") else f"{label}-float"
+        out.append((name, policy_from_params(ctx.space, obj.dims, params)))
+    return out
+
+
+def seeds(ctx: Context, args: argparse.Namespace) -> None:
+    """Each sensitivity seed x ``--uniform-precisions``, finalized with the same budget: what the
+    allocation gives on its own, before any trial of the search."""
+    for label, policy in seed_policies(ctx, args.uniform_precisions, args.device):
+        finalize_point(ctx, label, "seeds", policy, args.budget_epochs,
+                       {"drop": list(policy.prune.drop), "target": float(label.split("-")[2])})
+
+
 def check_peer() -> None:
     """Raise the peer's one-line install hint before any long work when ModelOpt is missing."""
     from peer_fastnas import require_modelopt

@@ -31,7 +31,7 @@ from autocompress.rundir import atomic_write_json
 
 SPEEDUP_RANGE = (1.5, 4.0)
 WITHIN_PT = 1.0
-FAMILIES = ("searched", "uniform", "depth", "fastnas")
+FAMILIES = ("searched", "seeds", "uniform", "depth", "fastnas")
 
 
 def _speedup(p: dict[str, Any], batch: int, backend: str = "torch") -> float | None:
@@ -227,7 +227,7 @@ def _figure(points: list[dict[str, Any]], path: Any) -> None:
     from matplotlib.ticker import FuncFormatter
 
     fig, axes = plt.subplots(2, 2, figsize=(11, 8.4), sharey=True)
-    markers = {"searched": "o", "uniform": "s", "depth": "D", "fastnas": "^"}
+    markers = {"searched": "o", "seeds": "P", "uniform": "s", "depth": "D", "fastnas": "^"}
     for row, (backend, what) in zip(axes, (("torch", "torch CPU, eager"), ("torchscript", "TorchScript CPU, frozen"))):
         for ax, batch in zip(row, (1, 128)):
             for i, fam in enumerate(FAMILIES):

@@ -210,3 +210,23 @@ def test_depth_family_drops_the_same_blocks_in_every_stage():
     check_depths(ctx, SimpleNamespace(depths=[1, 4]))
     with pytest.raises(UserError, match=r"--depths 5 0: allowed 1..4 \(prune.depth of space.yaml\)"):
         check_depths(ctx, SimpleNamespace(depths=[2, 5, 0]))
+
+
+def test_seeds_family_finalizes_the_searchs_seeds_per_precision(tmp_path, monkeypatch):
+    from _headline.context import Context
+    from _headline.families import seed_policies
+
+    from autocompress.errors import UserError
+    from tests.search._tiny_space import tiny_space
+
+    monkeypatch.setenv("AUTOCOMPRESS_CACHE", str(tmp_path / "cache"))
+    space = tiny_space(prune__depth=1, search={"trials": 4, "seed": 0, "seeds": {"targets": [0.6]}})
+    ctx = Context(out=tmp_path, space=space, space_file=tmp_path / "space.yaml", adapted=tmp_path / "a.pt")
+    pairs = seed_policies(ctx, ["float", "int8"], "cpu")
+    assert [label for label, _ in pairs] == ["seed-flops-0.6-float", "seed-flops-0.6-int8"]
+    (_, floating), (_, int8) = pairs
+    assert floating.prune == int8.prune and floating.prune.ratios and not floating.quant.active
+    assert int8.quant.active and (ctx.run_dir / "sensitivity.json").is_file()  # the map the search would use
+    with pytest.raises(UserError, match="no search.seeds"):
+        seed_policies(Context(out=tmp_path, space=tiny_space(), space_file=tmp_path / "s.yaml",
+                              adapted=tmp_path / "a.pt"), ["float"], "cpu")
