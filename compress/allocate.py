@@ -228,7 +228,7 @@ class Allocation:
 
     ``fraction``: cost / uncompressed cost by the analytic :class:`CostModel`; ``loss``: summed
     sensitivity loss in accuracy points (a ranking proxy, not a prediction of the fine-tuned drop);
-    ``drop``: residual blocks dropped (depth, :func:`compress._allocate_depth.allocate_depth`).
+    ``drop``: residual blocks dropped (depth, :func:`compress.seed_allocation.allocate_depth`).
     """
 
     label: str
@@ -352,35 +352,6 @@ def _next_goal(goal: float, step: float, lo: float, hi: float, *, stalled: bool,
     return min(1.0, proposal)
 
 
-def seed_allocations(smap, cost: CostModel, targets: Sequence[float] = (0.3, 0.5, 0.7), *,
-                     express: Callable | None = None, depth: Mapping[str, Sequence[str]] | None = None,
-                     **kwargs) -> list[Allocation]:
-    """One :func:`allocate` (or, with ``express``, :func:`allocate_expressible`) per target,
-    labelled ``seed-<metric>-<target>``; targets out of reach are skipped with a warning, and an
-    allocation equal to an earlier one is dropped.
-
-    ``depth`` (``{stage: droppable blocks in drop order}``, measured in ``smap.depth``): blocks may
-    be dropped too (:func:`compress._allocate_depth.allocate_depth`); ``express`` then takes the
-    dropped blocks as its second argument."""
-    from compress._allocate_depth import allocate_depth
-
-    out: list[Allocation] = []
-    for t in targets:
-        try:
-            if depth:
-                a = allocate_depth(smap, cost, t, depth=depth, express=express, **kwargs)
-            else:
-                a = allocate(smap, cost, t, **kwargs) if express is None else \
-                    allocate_expressible(smap, cost, t, express=express, **kwargs)
-        except ValueError as exc:
-            log.warning("no seed for %s %g: %s", cost.metric, t, exc)
-            continue
-        if all((a.ratios, a.bits, a.drop) != (b.ratios, b.bits, b.drop) for b in out):
-            out.append(a)
-    return out
-
-
 __all__ = [
     "Allocation", "CostModel", "CostTerm", "Express", "METRICS", "allocate", "allocate_expressible", "bits_factor",
-    "seed_allocations",
 ]

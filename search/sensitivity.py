@@ -166,7 +166,8 @@ def objective_seeds(objective: Any, smap: SensitivityMap, targets: Sequence[floa
     :class:`compress.allocate.Allocation` behind each, allocated from ``smap`` on the space's grid
     and re-allocated until the ratios the space can express meet the target. When the space
     searches depth and the map measured it, the seeds may drop blocks too."""
-    from compress.allocate import CostModel, seed_allocations
+    from compress.allocate import CostModel
+    from compress.seed_allocation import seed_allocations
     from spaces.policy import LayerBits
 
     space, dims = objective.space, objective.dims

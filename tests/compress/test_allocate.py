@@ -10,10 +10,11 @@ import random
 import numpy as np
 import pytest
 
-from compress.allocate import CostModel, allocate, allocate_expressible, seed_allocations
+from compress.allocate import CostModel, allocate, allocate_expressible
 from compress.measure import count_flops, count_params
 from compress.models import get_model, quantizable_layers
 from compress.prune import prune
+from compress.seed_allocation import seed_allocations
 from compress.sensitivity import SensitivityMap
 from spaces.policy import LayerBits, PruneSpec
 

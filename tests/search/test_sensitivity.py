@@ -104,9 +104,10 @@ def test_settings_changes_the_key(objective, tmp_path):
 def test_seeds_as_the_builtin_cifar_space_applies_them_meet_their_targets():
     """The widened resnet20-cifar10 space reproduces seeds within a grid step; re-allocation makes
     the ratios it really applies meet each FLOPs target."""
-    from compress.allocate import CostModel, seed_allocations
+    from compress.allocate import CostModel
     from compress.models import get_model
     from compress.prune import list_groups
+    from compress.seed_allocation import seed_allocations
     from spaces.space import expand, load_space, params_for_ratios, prune_groups, ratio_grid, seed_params
     from tests.compress.test_allocate import synthetic_map
 

@@ -1,4 +1,5 @@
-"""Depth in the budgeted allocation: which residual blocks to drop, together with the channel ratios.
+"""Seed allocations (:func:`seed_allocations`: one budgeted allocation per target, the search's
+sensitivity seeds), and depth in them: which residual blocks to drop, together with the channel ratios.
 
 A depth dim (``depth/<stage>``) drops the last k droppable blocks of a stage; the sensitivity map
 measures each stage's first k blocks of that drop order dropped alone (``SensitivityMap.depth``).
@@ -16,11 +17,14 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from compress.allocate import Allocation, CostModel, allocate, allocate_expressible
+
+log = logging.getLogger(__name__)
 
 #: drop assignments allocated exactly after the screening
 FINALISTS = 3
@@ -96,4 +100,30 @@ def allocate_depth(smap, cost: CostModel, target: float, *, depth: Mapping[str, 
     return min(finals, key=lambda a: (round(a.loss, 9), -a.fraction))
 
 
-__all__ = ["DepthExpress", "FINALISTS", "allocate_depth", "drop_options"]
+def seed_allocations(smap, cost: CostModel, targets: Sequence[float] = (0.3, 0.5, 0.7), *,
+                     express: Callable | None = None, depth: Mapping[str, Sequence[str]] | None = None,
+                     **kwargs) -> list[Allocation]:
+    """One :func:`allocate` (or, with ``express``, :func:`allocate_expressible`) per target,
+    labelled ``seed-<metric>-<target>``; targets out of reach are skipped with a warning, and an
+    allocation equal to an earlier one is dropped.
+
+    ``depth`` (``{stage: droppable blocks in drop order}``, measured in ``smap.depth``): blocks may
+    be dropped too (:func:`allocate_depth`); ``express`` then takes the dropped blocks as its second
+    argument."""
+    out: list[Allocation] = []
+    for t in targets:
+        try:
+            if depth:
+                a = allocate_depth(smap, cost, t, depth=depth, express=express, **kwargs)
+            else:
+                a = allocate(smap, cost, t, **kwargs) if express is None else \
+                    allocate_expressible(smap, cost, t, express=express, **kwargs)
+        except ValueError as exc:
+            log.warning("no seed for %s %g: %s", cost.metric, t, exc)
+            continue
+        if all((a.ratios, a.bits, a.drop) != (b.ratios, b.bits, b.drop) for b in out):
+            out.append(a)
+    return out
+
+
+__all__ = ["DepthExpress", "FINALISTS", "allocate_depth", "drop_options", "seed_allocations"]

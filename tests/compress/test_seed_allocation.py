@@ -1,4 +1,4 @@
-"""compress._allocate_depth: blocks dropped together with channel ratios. The cost model without
+"""compress.seed_allocation: blocks dropped together with channel ratios. The cost model without
 blocks matches fvcore on the dropped model, free drops are taken, costly ones are not, and on small
 problems the result is the exhaustive optimum over drops x ratios."""
 
@@ -8,10 +8,10 @@ import itertools
 
 import pytest
 
-from compress._allocate_depth import MAX_OPTIONS, allocate_depth, drop_options
-from compress.allocate import allocate, seed_allocations
+from compress.allocate import allocate
 from compress.measure import count_flops
 from compress.prune import drop_blocks, prune
+from compress.seed_allocation import MAX_OPTIONS, allocate_depth, drop_options, seed_allocations
 from compress.sensitivity import SensitivityMap
 from spaces.policy import PruneSpec
 from tests.compress.test_allocate import GRID, model_and_cost, random_ratios, synthetic_map
