@@ -51,7 +51,7 @@ import numpy as np
 from torch import nn
 
 from compress._allocate_search import Knob, exact, greedy, improve, state
-from spaces.policy import LayerBits, keep_count
+from spaces.policy import LayerBits, in_dropped_block, keep_count
 
 log = logging.getLogger(__name__)
 
@@ -192,8 +192,6 @@ class CostModel:
     def without(self, blocks: Sequence[str]) -> CostModel:
         """The cost model of the model with residual ``blocks`` dropped: their layers' terms and the
         groups inside them are gone (its ``total`` is the cost of the model with fewer blocks)."""
-        from spaces.policy import in_dropped_block
-
         if not blocks:
             return self
         return dataclasses.replace(

@@ -233,6 +233,15 @@ def _val_top1(model: nn.Module, data: Any, settings: SensitivitySettings, device
     return float(res["top1"]), int(res["n"])
 
 
+def _applied_top1(policy: Policy, model: nn.Module, data: Any, settings: SensitivitySettings, device: str) -> float:
+    """Top-1 of ``policy`` applied to ``model`` as a trial starts (compress -> BN recal, no fine-tune)."""
+    from compress.apply import apply
+
+    out = apply(policy, model, data=data, finetune=False, device=device, progress=False, calib_batches=1,
+                bn_recal_batches=settings.bn_recal_batches)
+    return _val_top1(out.model, data, settings, device)[0]
+
+
 def _spec(model: nn.Module, input_size: int) -> ModelSpec:
     from compress.apply import model_name_of, num_classes_of
 
@@ -247,7 +256,6 @@ def prune_sensitivity(model: nn.Module, groups: Sequence[str], data: Any, settin
     recalibrated, not fine-tuned, scored on the fixed val subset. Ratio 0 (the unpruned model)
     is included in every row (``reference``: its top-1, when already measured). Ratios that would
     remove every channel of a group are skipped."""
-    from compress.apply import apply
     from spaces.policy import keep_count
 
     if reference is None:
@@ -262,9 +270,7 @@ def prune_sensitivity(model: nn.Module, groups: Sequence[str], data: Any, settin
                 continue
             policy = Policy(model=spec, prune=PruneSpec(criterion=settings.criterion, round_to=settings.round_to,
                                                         ratios={g: float(r)}))
-            pruned = apply(policy, model, data=data, finetune=False, device=device, progress=False,
-                           calib_batches=1, bn_recal_batches=settings.bn_recal_batches)
-            row[float(r)] = _val_top1(pruned.model, data, settings, device)[0]
+            row[float(r)] = _applied_top1(policy, model, data, settings, device)
         log.info("sensitivity %s: %s", g, ", ".join(f"{r:g}: {a:.2f}" for r, a in row.items()))
         out[g] = row
     return out
@@ -282,17 +288,13 @@ def depth_sensitivity(model: nn.Module, depth: Mapping[str, Sequence[str]], data
     """``{stage: {k: top-1}}``: for each stage, its first k blocks of ``depth[stage]`` (the order
     a depth dim drops them) dropped together, k = 1..len, BN recalibrated, not fine-tuned, scored
     on the fixed val subset."""
-    from compress.apply import apply
-
     spec = _spec(model, input_size)
     out: dict[str, dict[int, float]] = {}
     for stage, order in depth.items():
         row: dict[int, float] = {}
         for k in range(1, len(order) + 1):
             policy = Policy(model=spec, prune=PruneSpec(criterion=settings.criterion, drop=tuple(order[:k])))
-            dropped = apply(policy, model, data=data, finetune=False, device=device, progress=False,
-                            calib_batches=1, bn_recal_batches=settings.bn_recal_batches)
-            row[k] = _val_top1(dropped.model, data, settings, device)[0]
+            row[k] = _applied_top1(policy, model, data, settings, device)
         log.info("depth sensitivity %s: %s", stage, ", ".join(f"-{k}: {a:.2f}" for k, a in row.items()))
         out[stage] = row
     return out
