@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autocompress.rundir import atomic_write_json
+import torch
+
+from autocompress.rundir import atomic_path, atomic_write_json
 from search.baseline import Baseline
 from spaces._schema import write_document
 from spaces.space import SearchSpace, load_space
@@ -69,10 +71,16 @@ def adapt_once(name: str, overrides: list[str], out: Path, device: str) -> Path:
     """The space's checkpoint adapted to the data as its ``model.adapt`` says, once (``OUT/adapt``)."""
     space = load_space(name, overrides=overrides)
     baseline = Baseline(space, out / "adapt", device=device, progress=True)
-    _ = baseline.model  # trains (or reuses) RUN/baseline/model.pt
+    model = baseline.model  # trains (or reuses) RUN/baseline/model.pt
+    if space.model.adapt is None and space.model.checkpoint:
+        weights = space.resolve_path(space.model.checkpoint).resolve()
+        log.info("the space does not adapt its weights: every candidate starts from %s", weights)
+        return weights
     weights = out / "adapt" / "baseline" / "model.pt"
-    if space.model.adapt is None:
-        log.info("the space does not adapt its weights: every candidate starts from %s", space.model.checkpoint)
+    if not weights.is_file():  # torchvision weights, not adapted: store them, so candidates start from a file
+        with atomic_path(weights) as tmp:
+            torch.save(model.state_dict(), tmp)
+        log.info("the space does not adapt its weights: every candidate starts from them, stored in %s", weights)
     return weights
 
 

@@ -230,3 +230,24 @@ def test_seeds_family_finalizes_the_searchs_seeds_per_precision(tmp_path, monkey
     with pytest.raises(UserError, match="no search.seeds"):
         seed_policies(Context(out=tmp_path, space=tiny_space(), space_file=tmp_path / "s.yaml",
                               adapted=tmp_path / "a.pt"), ["float"], "cpu")
+
+
+def test_a_space_that_does_not_adapt_starts_every_candidate_from_its_checkpoint(tmp_path):
+    """``model.adapt: null`` with a checkpoint (e.g. one adapted in an earlier run): candidates start
+    from that file as given, nothing is written under OUT/adapt, and the recipes point at it."""
+    import torch
+    from _headline.context import adapt_once
+
+    from compress.models import build_model
+    from search.baseline import Baseline
+    from spaces.space import load_space
+
+    space = load_space("resnet20-cifar10", overrides=["model.adapt=null"])
+    net = build_model(Baseline(space, tmp_path / "probe").spec)
+    ckpt = tmp_path / "elsewhere" / "adapted.pt"
+    ckpt.parent.mkdir()
+    torch.save(net.state_dict(), ckpt)
+    out = tmp_path / "out"
+    got = adapt_once("resnet20-cifar10", [f"model.checkpoint={ckpt}", "model.adapt=null"], out, "cpu")
+    assert got == ckpt.resolve() and got.is_file()
+    assert not (out / "adapt" / "baseline" / "model.pt").exists()

@@ -1,0 +1,204 @@
+"""Does the speed-up depend on the form the original is timed in? Each INT8 recipe and the float original,
+both in each CPU runtime form, timed against each other interleaved in one process at batch 1 and 128
+(``compress.measure.compare_latency``, torch CPU, ``--threads``)::
+
+    python benchmarks/bench_runtimes.py --checkpoint runs/headline-r56/adapt/baseline/model.pt \\
+        --recipes benchmarks/results/headline-r56-seeds/recipes/seed-flops-0.7-int8.yaml --out runs/runtimes.json
+
+Forms (the headline and every ``torchscript`` latency time ``ts``, the default layout, on both sides):
+
+- ``ts``: traced and frozen TorchScript (``compress.torchscript.freeze_torchscript``), NCHW input;
+- ``ts-cl``: the same traced on a channels_last input; the timed input is converted to channels_last
+  inside the timed call (a 128x3x32x32 copy, well under a millisecond);
+- ``inductor``: ``torch.compile`` (inductor, weights frozen) of the float original; for the candidate,
+  the recipe's float (pruned) model exported and quantized with torchao's PT2E ``X86InductorQuantizer``
+  (the recipe's INT8 layers only, calibrated on the data's ``calib`` split), then compiled. Needs
+  ``pip install torchao``; without it the form is left out and the JSON says why.
+
+Each recipe's INT8 model is packed for ``--engine``. Speed is all this measures (each recipe is applied
+without fine-tuning; the weights do not change the speed). Per recipe and batch the JSON has the speed-up
+matrix (candidate form x reference form) and ``fastest_vs_fastest``: the candidate's best form against
+the original's fastest form, the speed-up a user who deploys both at their best would see.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the repository root and benchmarks/ importable
+    sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
+from _recipe_inputs import add_engine_arg, add_recipe_args, check_recipe_args, load_recipes  # noqa: E402
+
+log = logging.getLogger("bench_runtimes")
+FORMS = ("ts", "ts-cl", "inductor")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_recipe_args(ap, "x86 INT8 policy files to time")
+    add_engine_arg(ap, "--engine", "onednn", "quantized engine of the TorchScript INT8 forms (default onednn)")
+    ap.add_argument("--forms", nargs="+", choices=FORMS, default=list(FORMS), help="runtime forms to time")
+    ap.add_argument("--rounds", type=int, default=12)
+    args = ap.parse_args(argv)
+    check_recipe_args(ap, args)
+    if args.rounds < 2:
+        ap.error(f"--rounds {args.rounds}: must be >= 2")
+    return args
+
+
+def torchao_missing() -> str | None:
+    """Why the ``inductor`` INT8 form cannot be built here (None: it can)."""
+    import importlib.util
+
+    if importlib.util.find_spec("torchao") is None:
+        return "torchao is not installed (pip install torchao)"
+    return None
+
+
+class _Form:
+    """A timed callable: ``run`` on the example, optionally converted to channels_last first, no autograd."""
+
+    def __init__(self, run: Any, channels_last: bool = False):
+        import torch
+
+        class Wrapped(torch.nn.Module):
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                with torch.no_grad():
+                    return run(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
+
+        self.module = Wrapped()
+
+
+def torchscript_form(model: Any, example: Any, channels_last: bool) -> _Form:
+    """``ts`` / ``ts-cl``: ``model`` traced and frozen on ``example`` in that layout."""
+    import copy
+
+    import torch
+
+    from compress.torchscript import freeze_torchscript
+
+    m, x = model, example[:1]
+    if channels_last:
+        cl = torch.channels_last
+        m, x = copy.deepcopy(model).to(memory_format=cl), x.contiguous(memory_format=cl)
+    return _Form(freeze_torchscript(m, x), channels_last)
+
+
+def compiled(model: Any, example: Any) -> _Form:
+    """``torch.compile`` of ``model`` with frozen weights, compiled now (on ``example``) rather than when timed."""
+    import torch
+    import torch._inductor.config as inductor_config
+
+    fn = torch.compile(model, dynamic=False)
+    with inductor_config.patch(freezing=True), torch.no_grad():
+        fn(example)
+    return _Form(fn)
+
+
+def pt2e_int8(policy: Any, float_model: Any, data: Any, example: Any) -> Any:
+    """The recipe's float model with its INT8 layers quantized by torchao's ``X86InductorQuantizer``
+    (static, per-channel weights, calibrated on ``calib``), exported with a dynamic batch; not compiled."""
+    import copy
+
+    import torch
+    from torchao.quantization.pt2e import allow_exported_model_train_eval
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
+
+    from compress.apply import calibration_batches
+    from compress.models import quantizable_layers
+
+    quantizer = xiq.X86InductorQuantizer().set_global(xiq.get_default_x86_inductor_quantization_config())
+    for layer in quantizable_layers(float_model):
+        if policy.quant.bits_for(layer).w != 8:
+            quantizer.set_module_name_qconfig(layer, None)
+    calib = [x for x, _ in calibration_batches(data)]
+    batch = torch.export.Dim("batch", min=1, max=max(4096, example.shape[0]))  # calibration and timed batches
+    exported = torch.export.export(copy.deepcopy(float_model).eval(), (calib[0],),
+                                   dynamic_shapes=({0: batch},)).module()
+    prepared = prepare_pt2e(exported, quantizer)
+    with torch.no_grad():
+        for x in calib:
+            prepared(x)
+    converted = convert_pt2e(prepared)
+    allow_exported_model_train_eval(converted)
+    return converted
+
+
+def build_forms(policy: Any, original: Any, data: Any, example: Any, args: argparse.Namespace,
+                skipped: dict[str, str]) -> tuple[dict[str, _Form], dict[str, _Form]]:
+    """``(candidate forms, reference forms)`` at the example's batch size."""
+    import torch
+
+    from compress.apply import apply
+
+    deploy = apply(policy, original, data=data, finetune=False, progress=False, bn_recal_batches=0,
+                   engine=args.engine).deploy
+    cand, ref = {}, {}
+    for form in args.forms:
+        if form.startswith("ts"):
+            cand[form] = torchscript_form(deploy, example, form == "ts-cl")
+            ref[form] = torchscript_form(original, example, form == "ts-cl")
+        elif (why := torchao_missing()) is not None:
+            skipped[form] = why
+        else:
+            torch._dynamo.reset()  # each batch size compiles its own static graphs
+            float_model = apply(policy.replace(quant=type(policy.quant)()), original, data=data, finetune=False,
+                                progress=False, bn_recal_batches=0).deploy
+            cand[form] = compiled(pt2e_int8(policy, float_model, data, example), example)
+            ref[form] = compiled(original, example)
+    return cand, ref
+
+
+def time_recipe(policy: Any, original: Any, data: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """Per batch: the speed-up of each candidate form over each reference form, and the best over the fastest."""
+    import torch
+
+    from compress.measure import compare_latency
+
+    size, rows, skipped = policy.model.input_size, {}, {}
+    for batch in args.batches:
+        example = torch.randn(batch, 3, size, size)
+        cand, ref = build_forms(policy, original, data, example, args, skipped)
+        matrix: dict[str, dict[str, Any]] = {}
+        for cn, c in cand.items():
+            for rn, r in ref.items():
+                res = compare_latency(c.module, r.module, example, backend="torch", threads=args.threads,
+                                      rounds=args.rounds)
+                matrix.setdefault(cn, {})[rn] = {"speedup": 1 / res.ratio, "ci": [1 / res.ci_high, 1 / res.ci_low],
+                                                 "candidate_ms": res.a.median_ms, "reference_ms": res.b.median_ms,
+                                                 "busy": res.busy}
+                log.info("%s b%d: candidate %s / original %s: %.2fx [%.2f, %.2f] (%.1f / %.1f ms)%s", policy.model.name,
+                         batch, cn, rn, 1 / res.ratio, 1 / res.ci_high, 1 / res.ci_low, res.a.median_ms,
+                         res.b.median_ms, " (busy)" if res.busy else "")
+        rows[str(batch)] = {"speedup": matrix, "fastest_vs_fastest": fastest_vs_fastest(matrix)}
+    return {"batches": rows, "skipped_forms": skipped}
+
+
+def fastest_vs_fastest(matrix: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The candidate form with the largest worst-case speed-up, against the reference form it is slowest
+    against (the original's fastest form)."""
+    best = max(matrix, key=lambda c: min(v["speedup"] for v in matrix[c].values()))
+    ref = min(matrix[best], key=lambda r: matrix[best][r]["speedup"])
+    return {"candidate": best, "reference": ref, **matrix[best][ref]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    results = []
+    for path, policy, original, data in load_recipes(args):
+        results.append({"recipe": str(path), **time_recipe(policy, original, data, args)})
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"command": "python benchmarks/bench_runtimes.py " + " ".join(
+        sys.argv[1:] if argv is None else argv), "engine": args.engine, "threads": args.threads,
+        "rounds": args.rounds, "results": results}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
