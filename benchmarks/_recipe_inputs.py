@@ -1,10 +1,13 @@
-"""What the recipe-timing benchmarks (``bench_channel_rounding.py``, ``bench_int8_engines.py``) share:
-their input flags, checked before any work, and loading each recipe with the original and the data;
-and the INT8 engine flag, which ``bench_headline.py`` takes too."""
+"""What the recipe-timing benchmarks (``bench_channel_rounding.py``, ``bench_int8_engines.py``,
+``bench_runtimes.py``) share: their input flags, checked before any work; loading each recipe with the
+original and the data; writing the results with the exact command; and the INT8 engine flag, which
+``bench_headline.py`` takes too."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -55,3 +58,10 @@ def load_recipes(args: argparse.Namespace) -> Iterator[tuple[Path, Any, Any, Any
         policy = Policy.load(path)
         original = load_checkpoint(build_model(policy.model), args.checkpoint).eval()
         yield path, policy, original, get_dataset("imagefolder", args.data_dir, input_size=policy.model.input_size)
+
+
+def write_results(args: argparse.Namespace, script: str, argv: list[str] | None, **fields: Any) -> None:
+    """``args.out``: the exact command (``python benchmarks/SCRIPT ARGS``), then ``fields`` (JSON)."""
+    command = f"python benchmarks/{script} " + " ".join(sys.argv[1:] if argv is None else argv)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"command": command, **fields}, indent=2) + "\n")

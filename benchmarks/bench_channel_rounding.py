@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import sys
 from pathlib import Path
@@ -27,7 +26,13 @@ from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make the repository root and benchmarks/ importable
     sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
-from _recipe_inputs import add_engine_arg, add_recipe_args, check_recipe_args, load_recipes  # noqa: E402
+from _recipe_inputs import (  # noqa: E402
+    add_engine_arg,
+    add_recipe_args,
+    check_recipe_args,
+    load_recipes,
+    write_results,
+)
 
 log = logging.getLogger("bench_channel_rounding")
 
@@ -80,10 +85,8 @@ def main(argv: list[str] | None = None) -> int:
             results.append(row)
             cells = " ".join(f"{k} {v['speedup']:.2f}x" for k, v in row.items() if isinstance(v, dict))
             log.info("%s round_to=%d: FLOPs x%.3f %s", path.stem, rt, row["flops_ratio"], cells)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"command": "python benchmarks/bench_channel_rounding.py " + " ".join(
-        sys.argv[1:] if argv is None else argv), "threads": args.threads, "rounds": args.rounds,
-        "int8_engine": args.int8_engine, "results": results}, indent=2) + "\n")
+    write_results(args, "bench_channel_rounding.py", argv, threads=args.threads, rounds=args.rounds,
+                  int8_engine=args.int8_engine, results=results)
     return 0
 
 

@@ -15,7 +15,6 @@ Speed is all it measures; accuracy under an engine needs ``autocompress apply --
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -23,7 +22,13 @@ from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make the repository root and benchmarks/ importable
     sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
-from _recipe_inputs import add_engine_arg, add_recipe_args, check_recipe_args, load_recipes  # noqa: E402
+from _recipe_inputs import (  # noqa: E402
+    add_engine_arg,
+    add_recipe_args,
+    check_recipe_args,
+    load_recipes,
+    write_results,
+)
 
 log = logging.getLogger("bench_int8_engines")
 
@@ -79,10 +84,8 @@ def main(argv: list[str] | None = None) -> int:
             log.info("%s b%s: %s / %s = %.2f [%.2f, %.2f] (%.2f / %.2f ms)%s", path.stem, batch, args.engine,
                      args.reference, r["ratio"], *r["ci"], r["engine_ms"], r["reference_ms"],
                      " (busy)" if r["busy"] else "")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"command": "python benchmarks/bench_int8_engines.py " + " ".join(
-        sys.argv[1:] if argv is None else argv), "engine": args.engine, "reference": args.reference,
-        "threads": args.threads, "rounds": args.rounds, "backend": "torchscript", "results": results}, indent=2) + "\n")
+    write_results(args, "bench_int8_engines.py", argv, engine=args.engine, reference=args.reference,
+                  threads=args.threads, rounds=args.rounds, backend="torchscript", results=results)
     return 0
 
 

@@ -24,7 +24,6 @@ the original's fastest form, the speed-up a user who deploys both at their best 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -32,7 +31,13 @@ from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make the repository root and benchmarks/ importable
     sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
-from _recipe_inputs import add_engine_arg, add_recipe_args, check_recipe_args, load_recipes  # noqa: E402
+from _recipe_inputs import (  # noqa: E402
+    add_engine_arg,
+    add_recipe_args,
+    check_recipe_args,
+    load_recipes,
+    write_results,
+)
 
 log = logging.getLogger("bench_runtimes")
 FORMS = ("ts", "ts-cl", "inductor")
@@ -193,10 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for path, policy, original, data in load_recipes(args):
         results.append({"recipe": str(path), **time_recipe(policy, original, data, args)})
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"command": "python benchmarks/bench_runtimes.py " + " ".join(
-        sys.argv[1:] if argv is None else argv), "engine": args.engine, "threads": args.threads,
-        "rounds": args.rounds, "results": results}, indent=2) + "\n")
+    write_results(args, "bench_runtimes.py", argv, engine=args.engine, threads=args.threads, rounds=args.rounds,
+                  results=results)
     return 0
 
 

@@ -89,3 +89,14 @@ def test_the_inductor_forms_are_timed_against_each_other(digits16, one_thread, p
     out = br.time_recipe(policy, model, digits16, args)
     cell = out["batches"]["2"]["speedup"]["inductor"]["inductor"]
     assert out["skipped_forms"] == {} and cell["speedup"] > 0 and cell["candidate_ms"] > 0
+
+
+def test_results_carry_the_exact_command(tmp_path):
+    import json
+
+    from _recipe_inputs import write_results
+
+    out = tmp_path / "deep" / "r.json"
+    write_results(argparse.Namespace(out=out), "bench_runtimes.py", ["--out", str(out), "--forms", "ts"], rounds=3)
+    assert json.loads(out.read_text()) == {"command": f"python benchmarks/bench_runtimes.py --out {out} --forms ts",
+                                           "rounds": 3}
