@@ -95,14 +95,16 @@ def torchscript_form(model: Any, example: Any, channels_last: bool) -> _Form:
 
 
 def compiled(model: Any, example: Any) -> _Form:
-    """``torch.compile`` of ``model`` with frozen weights, compiled now (on ``example``) rather than when timed."""
+    """``torch.compile`` of ``model`` with frozen weights, compiled now (on ``example``) rather than when
+    timed, under the inference mode the runners time in: another grad mode fails dynamo's guards and
+    recompiles unfrozen (a PT2E INT8 model then runs its reference dequantize-conv-quantize graph)."""
     import torch
     import torch._inductor.config as inductor_config
 
-    fn = torch.compile(model, dynamic=False)
-    with inductor_config.patch(freezing=True), torch.no_grad():
-        fn(example)
-    return _Form(fn)
+    form = _Form(torch.compile(model, dynamic=False))
+    with inductor_config.patch(freezing=True), torch.inference_mode():
+        form.module(example)
+    return form
 
 
 def pt2e_int8(policy: Any, float_model: Any, data: Any, example: Any) -> Any:
