@@ -68,7 +68,9 @@ class Context:
 
 
 def adapt_once(name: str, overrides: list[str], out: Path, device: str) -> Path:
-    """The space's checkpoint adapted to the data as its ``model.adapt`` says, once (``OUT/adapt``)."""
+    """The weights every candidate starts from: the space's checkpoint adapted to the data as its
+    ``model.adapt`` says, once (``OUT/adapt/baseline/model.pt``); without ``model.adapt``, the checkpoint
+    itself, or the space's other weights stored at that path (torchvision weights, a trained baseline)."""
     space = load_space(name, overrides=overrides)
     baseline = Baseline(space, out / "adapt", device=device, progress=True)
     model = baseline.model  # trains (or reuses) RUN/baseline/model.pt
