@@ -65,21 +65,19 @@ def torchao_missing() -> str | None:
     return None
 
 
-class _Form:
-    """A timed callable: ``run`` on the example, optionally converted to channels_last first, no autograd."""
+def _timed(run: Any, channels_last: bool = False) -> Any:
+    """A module the runners time: ``run`` on the input, converted to channels_last first if asked, no autograd."""
+    import torch
 
-    def __init__(self, run: Any, channels_last: bool = False):
-        import torch
+    class Timed(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                return run(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
 
-        class Wrapped(torch.nn.Module):
-            def forward(self, x: torch.Tensor) -> torch.Tensor:
-                with torch.no_grad():
-                    return run(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
-
-        self.module = Wrapped()
+    return Timed()
 
 
-def torchscript_form(model: Any, example: Any, channels_last: bool) -> _Form:
+def torchscript_form(model: Any, example: Any, channels_last: bool) -> Any:
     """``ts`` / ``ts-cl``: ``model`` traced and frozen on ``example`` in that layout."""
     import copy
 
@@ -91,25 +89,26 @@ def torchscript_form(model: Any, example: Any, channels_last: bool) -> _Form:
     if channels_last:
         cl = torch.channels_last
         m, x = copy.deepcopy(model).to(memory_format=cl), x.contiguous(memory_format=cl)
-    return _Form(freeze_torchscript(m, x), channels_last)
+    return _timed(freeze_torchscript(m, x), channels_last)
 
 
-def compiled(model: Any, example: Any) -> _Form:
+def compiled(model: Any, example: Any) -> Any:
     """``torch.compile`` of ``model`` with frozen weights, compiled now (on ``example``) rather than when
     timed, under the inference mode the runners time in: another grad mode fails dynamo's guards and
     recompiles unfrozen (a PT2E INT8 model then runs its reference dequantize-conv-quantize graph)."""
     import torch
     import torch._inductor.config as inductor_config
 
-    form = _Form(torch.compile(model, dynamic=False))
+    form = _timed(torch.compile(model, dynamic=False))
     with inductor_config.patch(freezing=True), torch.inference_mode():
-        form.module(example)
+        form(example)
     return form
 
 
-def pt2e_int8(policy: Any, float_model: Any, data: Any, example: Any) -> Any:
+def pt2e_int8(policy: Any, float_model: Any, data: Any, max_batch: int = 4096) -> Any:
     """The recipe's float model with its INT8 layers quantized by torchao's ``X86InductorQuantizer``
-    (static, per-channel weights, calibrated on ``calib``), exported with a dynamic batch; not compiled."""
+    (static, per-channel weights, calibrated on ``calib``), exported with a dynamic batch up to
+    ``max_batch`` (at least 4096); not compiled."""
     import copy
 
     import torch
@@ -125,7 +124,7 @@ def pt2e_int8(policy: Any, float_model: Any, data: Any, example: Any) -> Any:
         if policy.quant.bits_for(layer).w != 8:
             quantizer.set_module_name_qconfig(layer, None)
     calib = [x for x, _ in calibration_batches(data)]
-    batch = torch.export.Dim("batch", min=1, max=max(4096, example.shape[0]))  # calibration and timed batches
+    batch = torch.export.Dim("batch", min=1, max=max(4096, max_batch))  # calibration and every timed batch
     exported = torch.export.export(copy.deepcopy(float_model).eval(), (calib[0],),
                                    dynamic_shapes=({0: batch},)).module()
     prepared = prepare_pt2e(exported, quantizer)
@@ -137,28 +136,41 @@ def pt2e_int8(policy: Any, float_model: Any, data: Any, example: Any) -> Any:
     return converted
 
 
-def build_forms(policy: Any, original: Any, data: Any, example: Any, args: argparse.Namespace,
-                skipped: dict[str, str]) -> tuple[dict[str, _Form], dict[str, _Form]]:
-    """``(candidate forms, reference forms)`` at the example's batch size."""
+def candidates(policy: Any, original: Any, data: Any, args: argparse.Namespace,
+               skipped: dict[str, str]) -> dict[str, Any]:
+    """The candidate's model per form, built once per recipe: the INT8 deploy model packed for
+    ``--engine`` (``ts``, ``ts-cl``) and the PT2E INT8 model (``inductor``; recorded in ``skipped``
+    without torchao)."""
+    from compress.apply import apply
+    from spaces.policy import QuantSpec
+
+    models = {}
+    if any(form.startswith("ts") for form in args.forms):
+        deploy = apply(policy, original, data=data, finetune=False, progress=False, bn_recal_batches=0,
+                       engine=args.engine).deploy
+        models.update({form: deploy for form in args.forms if form.startswith("ts")})
+    if "inductor" in args.forms:
+        if (why := torchao_missing()) is not None:
+            skipped["inductor"] = why
+        else:
+            float_model = apply(policy.replace(quant=QuantSpec()), original, data=data, finetune=False,
+                                progress=False, bn_recal_batches=0).deploy
+            models["inductor"] = pt2e_int8(policy, float_model, data, max(args.batches))
+    return models
+
+
+def build_forms(models: dict[str, Any], original: Any, example: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(candidate forms, reference forms)`` at the example's batch size, for the forms in ``models``."""
     import torch
 
-    from compress.apply import apply
-
-    deploy = apply(policy, original, data=data, finetune=False, progress=False, bn_recal_batches=0,
-                   engine=args.engine).deploy
     cand, ref = {}, {}
-    for form in args.forms:
+    for form, model in models.items():
         if form.startswith("ts"):
-            cand[form] = torchscript_form(deploy, example, form == "ts-cl")
+            cand[form] = torchscript_form(model, example, form == "ts-cl")
             ref[form] = torchscript_form(original, example, form == "ts-cl")
-        elif (why := torchao_missing()) is not None:
-            skipped[form] = why
         else:
             torch._dynamo.reset()  # each batch size compiles its own static graphs
-            float_model = apply(policy.replace(quant=type(policy.quant)()), original, data=data, finetune=False,
-                                progress=False, bn_recal_batches=0).deploy
-            cand[form] = compiled(pt2e_int8(policy, float_model, data, example), example)
-            ref[form] = compiled(original, example)
+            cand[form], ref[form] = compiled(model, example), compiled(original, example)
     return cand, ref
 
 
@@ -168,15 +180,15 @@ def time_recipe(policy: Any, original: Any, data: Any, args: argparse.Namespace)
 
     from compress.measure import compare_latency
 
-    size, rows, skipped = policy.model.input_size, {}, {}
+    skipped: dict[str, str] = {}
+    models, size, rows = candidates(policy, original, data, args, skipped), policy.model.input_size, {}
     for batch in args.batches:
         example = torch.randn(batch, 3, size, size)
-        cand, ref = build_forms(policy, original, data, example, args, skipped)
+        cand, ref = build_forms(models, original, example)
         matrix: dict[str, dict[str, Any]] = {}
         for cn, c in cand.items():
             for rn, r in ref.items():
-                res = compare_latency(c.module, r.module, example, backend="torch", threads=args.threads,
-                                      rounds=args.rounds)
+                res = compare_latency(c, r, example, backend="torch", threads=args.threads, rounds=args.rounds)
                 matrix.setdefault(cn, {})[rn] = {"speedup": 1 / res.ratio, "ci": [1 / res.ci_high, 1 / res.ci_low],
                                                  "candidate_ms": res.a.median_ms, "reference_ms": res.b.median_ms,
                                                  "busy": res.busy}

@@ -73,7 +73,7 @@ def test_the_inductor_form_quantizes_the_recipes_int8_layers(digits16, one_threa
     float_model = apply(policy.replace(quant=type(policy.quant)()), model, data=digits16, finetune=False,
                         progress=False, bn_recal_batches=0).deploy
     x = torch.randn(4, 3, 16, 16)
-    q = br.pt2e_int8(policy, float_model, digits16, x)
+    q = br.pt2e_int8(policy, float_model, digits16)
     ops = {str(n.target) for n in q.graph.nodes if n.op == "call_function"}
     assert any("quantize_per_tensor" in op for op in ops)
     with torch.no_grad():
