@@ -13,7 +13,10 @@ Dead local workers
     Every trial carries the user attribute ``worker = "host:pid"`` and the process start time. A
     RUNNING trial whose worker ran on *this host* and is no longer alive (SIGKILL, power loss of a
     previous run) is marked FAIL and re-queued immediately when a search starts or asks for the next
-    trial, whatever the storage. Trials of other hosts are left to the RDB heartbeat.
+    trial, whatever the storage. Trials of other hosts are left to the RDB heartbeat. A RUNNING trial
+    that carries no ``worker`` :data:`ORPHAN_GRACE_S` seconds after it started was orphaned: its
+    process died between ``ask`` and tagging it (milliseconds apart); any host's worker fails and
+    re-queues it the same way.
 
 Exact trial counts
     ``count + ask`` happens under an exclusive file lock that lives next to a file storage
@@ -38,6 +41,7 @@ import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +58,8 @@ SAMPLERS = ("nsga2", "tpe", "gp", "random")
 MAX_RETRY = 2
 HEARTBEAT_INTERVAL_S = 30
 GRACE_PERIOD_S = 120
+#: a RUNNING trial still without a ``worker`` attribute this many seconds after it started is orphaned
+ORPHAN_GRACE_S = 60.0
 #: a constraint violation of +inf (metric missing) is stored as this finite number
 MAX_VIOLATION = 1e12
 
@@ -317,9 +323,12 @@ def tag_worker(trial: optuna.Trial, *, heartbeat: bool = False) -> None:
 
 
 def recoverable(trial: FrozenTrial) -> bool:
-    """Whether a worker will notice if ``trial``'s process dies: it runs on this host (pid check)
-    or beats the RDB heartbeat (another worker fails it after the grace period)."""
+    """Whether a worker will notice if ``trial``'s process dies: it runs on this host (pid check),
+    beats the RDB heartbeat (another worker fails it after the grace period), or is not tagged yet
+    (its worker tags it within milliseconds, or it is orphaned: :func:`is_orphan`)."""
     worker, _ = trial_worker(trial)
+    if worker is None:
+        return True
     tag = trial.user_attrs.get(ATTR_WORKER)
     if isinstance(tag, dict) and tag.get("heartbeat"):
         return True
@@ -353,6 +362,28 @@ def worker_is_dead(trial: FrozenTrial) -> bool:
         return False
     now = _process_start(pid)
     return started is not None and now is not None and abs(now - float(started)) > 1.0  # pid reused
+
+
+def is_orphan(trial: FrozenTrial, now: datetime | None = None) -> bool:
+    """True for a RUNNING trial that no process tagged (:func:`tag_worker`) within
+    :data:`ORPHAN_GRACE_S` seconds of its start: its worker died between ``ask`` and tagging.
+
+    ``datetime_start`` is the asking host's local clock (optuna's ``datetime.now()``), compared with
+    this host's; hosts sharing a study are assumed to keep time within the grace of each other.
+    """
+    if trial.state != TrialState.RUNNING or trial_worker(trial)[0] is not None or trial.datetime_start is None:
+        return False
+    return ((now or datetime.now()) - trial.datetime_start).total_seconds() > ORPHAN_GRACE_S
+
+
+def _death(trial: FrozenTrial) -> str | None:
+    """Why ``trial`` (RUNNING) is dead, or None while it may still be alive."""
+    if worker_is_dead(trial):
+        return f"WorkerDied: {trial_worker(trial)[0]} exited while running"
+    if is_orphan(trial):
+        return (f"WorkerDied: no worker claimed it within {ORPHAN_GRACE_S:g} s of its start "
+                "(its process died between asking for it and running it)")
+    return None
 
 
 def requeue(study: optuna.Study, trial: FrozenTrial) -> bool:
@@ -394,7 +425,8 @@ def next_is_retry(study: optuna.Study) -> bool:
 
 def fail_dead_local_trials(study: optuna.Study,
                            describe: Callable[[FrozenTrial], Mapping[str, Any]] | None = None) -> list[FrozenTrial]:
-    """Mark RUNNING trials of dead processes on this host FAIL and re-queue them. Returns them.
+    """Mark RUNNING trials of dead processes on this host, and orphaned ones (:func:`is_orphan`),
+    FAIL and re-queue them. Returns them.
 
     ``describe(trial)`` gives the failed record of a dead trial (``TrialRecord.to_dict()``); it is
     stored on the trial (:func:`search.backends._stored.store_record`) before the trial is marked,
@@ -406,11 +438,11 @@ def fail_dead_local_trials(study: optuna.Study,
     storage = study._storage  # noqa: SLF001 - optuna exposes no public per-trial state setter
     dead = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if not worker_is_dead(t):
+        reason = _death(t)
+        if reason is None:
             continue
         try:
-            storage.set_trial_user_attr(t._trial_id, ATTR_ERROR,  # noqa: SLF001
-                                        f"WorkerDied: {trial_worker(t)[0]} exited while running")
+            storage.set_trial_user_attr(t._trial_id, ATTR_ERROR, reason)  # noqa: SLF001
             if describe is not None:
                 store_record(storage, t._trial_id, describe(storage.get_trial(t._trial_id)))  # noqa: SLF001
             if not storage.set_trial_state_values(t._trial_id, TrialState.FAIL):  # noqa: SLF001
@@ -418,7 +450,7 @@ def fail_dead_local_trials(study: optuna.Study,
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another worker got there first
         requeued = requeue(study, t)
-        log.warning("trial %d: its worker %s died; marked FAIL%s", t.number, trial_worker(t)[0],
+        log.warning("trial %d: its worker %s died; marked FAIL%s", t.number, trial_worker(t)[0] or "(untagged)",
                     " and re-queued its parameters" if requeued else f" (retried {MAX_RETRY}x, not re-queued)")
         dead.append(t)
     return dead

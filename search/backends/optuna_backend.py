@@ -111,7 +111,12 @@ class _Session:
             with warnings.catch_warnings():  # heartbeat outside Study.optimize: we run optuna's thread
                 warnings.simplefilter("ignore", UserWarning)
                 trial = self.study.ask()
-            tag_worker(trial, heartbeat=self.heartbeat)
+            try:
+                tag_worker(trial, heartbeat=self.heartbeat)
+            except optuna.exceptions.UpdateFinishedTrialError:  # taken for an orphan (clocks apart?)
+                log.warning("trial %d was failed as orphaned before this worker tagged it; asking again",
+                            trial.number)
+                return "wait"
         return trial
 
 

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import optuna
@@ -22,8 +23,9 @@ from optuna.trial import TrialState
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _analytic_objective import RESNET20_GROUPS, RESNET20_LAYERS, AnalyticObjective  # noqa: E402
 
+import search.backends._study as _study_module  # noqa: E402
 from autocompress.rundir import read_records, read_run_info  # noqa: E402
-from search.backends._study import SAMPLERS, StorageError, parse_storage  # noqa: E402
+from search.backends._study import ORPHAN_GRACE_S, SAMPLERS, StorageError, is_orphan, parse_storage  # noqa: E402
 from search.backends.optuna_backend import SearchFailedError  # noqa: E402
 from search.driver import SearchConfigError, run_search  # noqa: E402
 from spaces.space import load_space  # noqa: E402
@@ -254,6 +256,50 @@ def test_a_retry_runs_when_its_worker_died_after_the_count_filled(tmp_path, spac
     assert study.trials[dead.number].state == TrialState.FAIL
     assert study.trials[live.number].state == TrialState.RUNNING  # left to its worker
     assert TrialState.WAITING not in _states(study)
+
+
+def test_a_trial_its_worker_never_tagged_is_retried_after_the_grace(tmp_path, space, monkeypatch):
+    """A worker killed between ``ask`` and tagging the trial leaves it RUNNING with no ``worker``: after
+    ORPHAN_GRACE_S it is failed and its parameters run again, so the study still reaches its count."""
+    run = tmp_path / "run"
+    run_search(space, run, trials=4, objective_factory=Factory(), progress=False)
+    study = _study(run)
+    study.enqueue_trial(study.trials[1].params, user_attrs={"baseline": study.trials[1].user_attrs["baseline"]})
+    orphan = study.ask()  # never tagged: its process "died" right after asking
+    monkeypatch.setattr(_study_module, "ORPHAN_GRACE_S", 0.0)
+    r = run_search(space, run, trials=5, objective_factory=Factory(), progress=False, timeout_s=120)
+    assert (r.complete, r.ran) == (5, 1)
+    study = _study(run)
+    dead = study.trials[orphan.number]
+    assert dead.state == TrialState.FAIL and dead.user_attrs["error"].startswith("WorkerDied: no worker claimed it")
+    retry = [t for t in study.trials if t.system_attrs.get("failed_trial") == orphan.number]
+    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE
+    assert dead.system_attrs["fixed_params"].items() <= retry[0].params.items()  # the same values again
+    assert retry[0].user_attrs["baseline"] == dead.user_attrs["baseline"]
+    assert {r.status for r in read_records(run) if r.trial == orphan.number} == {"failed"}
+
+
+def test_an_untagged_trial_within_the_grace_is_waited_for_not_failed(tmp_path, space, caplog):
+    """Just asked and not yet tagged (its worker tags it within milliseconds): another worker waits."""
+    run = tmp_path / "run"
+    run_search(space, run, trials=4, objective_factory=Factory(), progress=False)
+    study = _study(run)
+    fresh = study.ask()
+    caplog.set_level("INFO", logger="search")
+    r = run_search(space, run, trials=5, objective_factory=Factory(), progress=False, timeout_s=2)
+    assert r.ran == 0 and "waiting for the last trials" in caplog.text
+    assert _study(run).trials[fresh.number].state == TrialState.RUNNING
+
+
+def test_is_orphan_counts_from_the_trial_start():
+    study = optuna.create_study()
+    trial = study.ask()
+    frozen = study.trials[trial.number]
+    start = frozen.datetime_start
+    assert not is_orphan(frozen, now=start + timedelta(seconds=ORPHAN_GRACE_S - 1))
+    assert is_orphan(frozen, now=start + timedelta(seconds=ORPHAN_GRACE_S + 1))
+    trial.set_user_attr("worker", {"id": "elsewhere:1", "start": None})
+    assert not is_orphan(study.trials[trial.number], now=start + timedelta(hours=1))  # tagged: its worker's
 
 
 def test_a_worker_waits_for_a_retry_running_past_the_count(tmp_path, space, caplog):

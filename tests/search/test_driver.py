@@ -44,24 +44,34 @@ def _study(db: Path, name: str = "quickstart") -> optuna.Study:
 
 
 def _running(db: Path) -> list[int]:
-    """Numbers of the RUNNING trials, read straight from the SQLite storage (cheap enough to poll)."""
+    """Numbers of the RUNNING trials a worker has tagged (it runs them), read straight from the SQLite
+    storage (cheap enough to poll)."""
     if not db.is_file():
         return []
     try:
         with sqlite3.connect(db, timeout=5) as con:
-            return [n for (n,) in con.execute("SELECT number FROM trials WHERE state = 'RUNNING'")]
-    except sqlite3.Error:  # tables not created yet
+            return [n for (n,) in con.execute(
+                "SELECT t.number FROM trials t JOIN trial_user_attributes a ON a.trial_id = t.trial_id "
+                "WHERE t.state = 'RUNNING' AND a.key = 'worker'")]
+    except sqlite3.Error:  # tables not created yet, or locked by a commit the stopped process was in
         return []
 
 
-def _wait_for(pred, timeout: float, proc: subprocess.Popen | None = None) -> None:
+def _kill_when(proc: subprocess.Popen, pred, timeout: float) -> None:
+    """SIGKILL ``proc`` in a state where ``pred()`` holds: checked again while the process is stopped
+    (SIGSTOP), so it cannot move on between the check and the kill, however busy the machine."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        if pred():
-            return
-        if proc is not None and proc.poll() is not None:
+        if proc.poll() is not None:
             out = proc.stdout.read() if proc.stdout else ""
             raise AssertionError(f"process exited early ({proc.returncode}):\n{out[-3000:]}")
+        if pred():
+            proc.send_signal(signal.SIGSTOP)
+            if pred():
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                return
+            proc.send_signal(signal.SIGCONT)
         time.sleep(0.1)
     raise AssertionError("timed out")
 
@@ -71,13 +81,14 @@ def test_sigkill_then_rerun_finishes_exactly(tmp_path):
     proc = subprocess.Popen(_cmd(out, 8), cwd=tmp_path, env=_env(AC_TEST_SLEEP="0.6"),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        # kill while the 4th trial runs: 3 records written, trial 3 RUNNING (polled in the database: on a
-        # busy machine the next ask can come later than any fixed sleep)
-        _wait_for(lambda: len(list((out / "records").glob("trial-*.json"))) >= 3 and _running(out / "study.db"),
-                  240, proc)
+        # kill while the 4th trial (or a later one) runs: 3 records written, a tagged trial RUNNING
+        # (polled in the database, and checked again with the process stopped)
+        _kill_when(proc, lambda: len(list((out / "records").glob("trial-*.json"))) >= 3
+                   and bool(_running(out / "study.db")), 240)
     finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
         proc.stdout.close()
     study = _study(out / "study.db")
     running = [t for t in study.trials if t.state == TrialState.RUNNING]

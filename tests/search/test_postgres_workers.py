@@ -60,7 +60,8 @@ def _running_of(study: optuna.Study, worker: str) -> int | None:
 
 
 def _kill_mid_trial(proc: subprocess.Popen, url: str, timeout_s: float = 600) -> int:
-    """SIGKILL ``proc`` as soon as it runs a trial (polled in the database); return that trial's number."""
+    """SIGKILL ``proc`` while it runs a trial (polled in the database, checked again with ``proc``
+    stopped, so the trial cannot finish between the check and the kill); return that trial's number."""
     worker = f"{socket.gethostname()}:{proc.pid}"
     storage = open_storage(parse_storage(url, Path(".")), heartbeat=False)
     study = None
@@ -73,11 +74,14 @@ def _kill_mid_trial(proc: subprocess.Popen, url: str, timeout_s: float = 600) ->
                 study = optuna.load_study(study_name="s1", storage=storage)
             except KeyError:  # not created yet
                 pass
-        number = _running_of(study, worker) if study is not None else None
-        if number is not None:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            return number
+        if study is not None and _running_of(study, worker) is not None:
+            proc.send_signal(signal.SIGSTOP)  # check again with the worker stopped: it cannot move on
+            number = _running_of(study, worker)
+            if number is not None:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                return number
+            proc.send_signal(signal.SIGCONT)
         time.sleep(0.05)
     raise AssertionError("the worker never ran a trial")
 
