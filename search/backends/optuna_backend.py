@@ -23,6 +23,8 @@ Semantics (documented for users in ``autocompress search --help``):
 - **SIGKILL** loses only the running trial: records are written atomically; on the next start its
   RUNNING trial is recognised as belonging to a dead process on this host (or, for RDB storages on
   other hosts, by the missing heartbeat), marked FAIL and re-queued (see :mod:`search.backends._study`).
+  A kill between ``ask`` and tagging the trial leaves no worker to check: that trial is failed and
+  re-queued once it is ``ORPHAN_GRACE_S`` old (a rerun started sooner waits for it).
 """
 
 from __future__ import annotations
