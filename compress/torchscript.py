@@ -20,6 +20,7 @@ every artefact against its module instead.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import warnings
 from collections.abc import Iterable, Iterator
@@ -61,14 +62,34 @@ def _quiet() -> Iterator[None]:
         yield
 
 
-def freeze_torchscript(model: nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
+class _ChannelsLast(nn.Module):
+    """``model`` (its weights in channels_last) on its input converted to channels_last first: the
+    conversion is traced too, so the frozen form takes the same NCHW tensors as ``model``."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = copy.deepcopy(model).to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.contiguous(memory_format=torch.channels_last))
+
+
+def freeze_torchscript(model: nn.Module, example: torch.Tensor, *,
+                       channels_last: bool = False) -> torch.jit.ScriptModule:
     """``model`` (eval mode; float, pruned or FX INT8) traced on ``example`` and frozen. The model
-    itself is left as it was (its ``training`` flag is restored). Raises :class:`TorchScriptError`."""
+    itself is left as it was (its ``training`` flag is restored). Raises :class:`TorchScriptError`.
+
+    ``channels_last``: the frozen form runs in channels_last (NHWC) layout, weights and activations,
+    and converts its (NCHW) input first, inside the graph. On x86 CPUs oneDNN's convolutions run
+    faster in that layout (measured on ResNet-56 float, 2 threads: 1.3-1.5x at batch 1; the FX INT8
+    models change little); :class:`compress.measure` backend ``torchscript-cl`` times it.
+    """
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad(), _quiet():
-            traced = torch.jit.trace(model, example, check_trace=False)
+            subject = _ChannelsLast(model).eval() if channels_last and example.dim() == 4 else model
+            traced = torch.jit.trace(subject, example, check_trace=False)
             return torch.jit.freeze(traced)
     except Exception as exc:  # noqa: BLE001 - tracing fails in many ways (data-dependent control flow, ...)
         raise TorchScriptError(f"cannot trace and freeze {type(model).__name__}: {type(exc).__name__}: {exc}") from exc

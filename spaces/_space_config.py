@@ -302,7 +302,9 @@ class LatencyBudget:
     ``measure: auto`` measures only when an objective or constraint needs latency.
     ``device``: ``cpu``, ``cuda`` or ``cuda:N``. ``backend``: ``torch`` (CPU or CUDA, CUDA events),
     ``torchscript`` (CPU: candidate and original traced and frozen, ``compress.torchscript``, the
-    form ``finalize`` exports as ``model.torchscript.pt``), ``onnxruntime`` (CPU) or ``tensorrt``
+    form ``finalize`` exports as ``model.torchscript.pt``), ``torchscript-cl`` (CPU: the same, run in
+    channels_last layout, the input converted inside the timed call; on x86 the float original runs
+    faster that way, so its ratios do not flatter the candidate), ``onnxruntime`` (CPU) or ``tensorrt``
     (CUDA only: an engine built from the exported ONNX; ``pip install -e '.[gpu]'``).
     ``batch``: one batch size or a list of distinct ones (``[1, 128]``): the first is the primary
     batch (metric ``latency``), each other ``B`` is measured too (metric ``latency@B``), each with
@@ -311,7 +313,7 @@ class LatencyBudget:
 
     measure: Literal["auto", "always", "never"] = "auto"
     device: str = "cpu"
-    backend: Literal["torch", "torchscript", "onnxruntime", "tensorrt"] = "torch"
+    backend: Literal["torch", "torchscript", "torchscript-cl", "onnxruntime", "tensorrt"] = "torch"
     batch: int | tuple[int, ...] = 1
     threads: int | None = 2
     rounds: int = 20
@@ -337,10 +339,11 @@ class LatencyBudget:
         _check(errors, re.fullmatch(r"cpu|cuda(:\d+)?", self.device) is not None, "device", self.device,
                "allowed cpu, cuda, cuda:N")
         _check(errors, self.backend != "tensorrt" or self.on_cuda, "backend", self.backend,
-               "tensorrt runs on a GPU only: allowed torch, torchscript, onnxruntime with device cpu; "
+               "tensorrt runs on a GPU only: allowed torch, torchscript, torchscript-cl, onnxruntime with device cpu; "
                "torch, tensorrt with device cuda")
-        _check(errors, self.backend not in ("onnxruntime", "torchscript") or not self.on_cuda, "backend",
-               self.backend, f"{self.backend} is timed on the CPU only: allowed torch, tensorrt with device cuda")
+        cpu_only = ("onnxruntime", "torchscript", "torchscript-cl")
+        _check(errors, self.backend not in cpu_only or not self.on_cuda, "backend", self.backend,
+               f"{self.backend} is timed on the CPU only: allowed torch, tensorrt with device cuda")
         if isinstance(self.batch, list):
             object.__setattr__(self, "batch", tuple(self.batch))
         errors.extend(_batch_errors(self.batch))

@@ -11,7 +11,8 @@ Writes to DIR:
   top-1 agreement and logits on 256 val images;
 * ``model.torchscript.pt``: the PyTorch deploy model traced and frozen (``compress.torchscript``;
   ``torch.jit.load`` runs it without this package), checked against it; ``--latency-backend
-  torchscript`` times this form of it against the original's;
+  torchscript`` times this form of it against the original's (``torchscript-cl``: both run in
+  channels_last layout, the original's faster form on x86 CPUs);
 * ``metrics.json``: accuracy before/after on val and test; ``before`` and ``after``, the original's
   and the compressed model's ``compress.measure.Measurement`` (metric names: ``flops``, ``params``,
   ``size``, ``bops``; after also ``flops_ratio`` and ``latency_ratio`` vs. the original, timed
@@ -94,9 +95,12 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--latency-batch", type=batch_list, default=(1,), metavar="B[,B...]",
                    help="batch size(s) for the latency comparison, e.g. 1,128 (default 1)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for the latency comparison")
-    p.add_argument("--latency-backend", default=None, choices=("torch", "torchscript", "onnxruntime"),
+    p.add_argument("--latency-backend", default=None,
+                   choices=("torch", "torchscript", "torchscript-cl", "onnxruntime"),
                    help="time the PyTorch deploy model (torch, default), it and the original traced and frozen "
-                        "(torchscript, the form of model.torchscript.pt), or model.onnx in ONNX Runtime against the "
+                        "(torchscript, the form of model.torchscript.pt; torchscript-cl: the same run in "
+                        "channels_last, where x86 CPUs run the float original faster), or model.onnx in ONNX Runtime "
+                        "against the "
                         "original's fp32 ONNX (onnxruntime)")
     p.add_argument("--onnx-tolerance", type=float, default=None, metavar="PT",
                    help="INT8 model.onnx: allowed |ORT - PyTorch| val top-1 difference in points (default 0.5)")

@@ -56,8 +56,10 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--latency-batch", type=batch_list, default=(1,), metavar="B[,B...]",
                    help="batch size(s) for latency, e.g. 1,128 (default 1)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for latency (default 2)")
-    p.add_argument("--latency-backend", choices=("torch", "torchscript", "onnxruntime"), default="torch",
-                   help="latency backend (default torch; torchscript: traced and frozen, CPU)")
+    p.add_argument("--latency-backend", choices=("torch", "torchscript", "torchscript-cl", "onnxruntime"),
+                   default="torch",
+                   help="latency backend (default torch; torchscript: traced and frozen, CPU; torchscript-cl: the "
+                        "same in channels_last layout)")
     p.add_argument("--latency-time", type=float, default=2.0, help="seconds of timed runs (default 2)")
     p.add_argument("--format", choices=("table", "json"), default="table", help="output format (default table)")
     p.set_defaults(func=run)
@@ -124,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     result["accuracy"] = evaluate(model, loader, device=args.device, progress=args.format == "table")
     setup = None
     if args.latency:
-        device = "cpu" if args.latency_backend in ("onnxruntime", "torchscript") else args.device
+        device = "cpu" if args.latency_backend in ("onnxruntime", "torchscript", "torchscript-cl") else args.device
         setup = LatencySetup(backend=args.latency_backend, device=device, batch=args.latency_batch,
                              threads=args.threads, min_time_s=args.latency_time)
     measured = measure(model, input_size=input_size, quant=policy.quant if policy is not None else None,

@@ -282,6 +282,21 @@ def test_torchscript_backend_times_frozen_forms_of_both():
         make_runner(light, x, backend="torchscript", device="cuda")
 
 
+def test_torchscript_cl_backend_times_channels_last_forms_of_both():
+    light, heavy = conv_stack(8), conv_stack(32)
+    x = torch.randn(2, 3, 32, 32)
+    runner = make_runner(light, x, backend="torchscript-cl", threads=1)
+    assert (runner.backend, runner.mode) == ("torchscript-cl", "frozen-channels_last")
+    assert runner.example.is_contiguous()  # timed on the NCHW input; the form converts it itself
+    assert "aten::contiguous" in str(runner.model.graph)
+    with torch.inference_mode():
+        torch.testing.assert_close(runner.output(), light(x), rtol=1e-4, atol=1e-4)
+    r = compare_latency(heavy, light, x, backend="torchscript-cl", rounds=4, block_s=0.02, **FAST)
+    assert r.a.backend == r.b.backend == "torchscript-cl" and r.a.mode == "frozen-channels_last" and r.ratio > 1.5
+    with pytest.raises(ValueError, match="CPU only"):
+        make_runner(light, x, backend="torchscript-cl", device="cuda")
+
+
 def test_latency_argument_errors(tmp_path):
     x = torch.randn(1, 3, 8, 8)
     with pytest.raises(ValueError, match="backend"):

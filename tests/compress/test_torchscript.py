@@ -54,6 +54,23 @@ def test_freeze_leaves_the_training_flag_and_removes_python(resnet):
     assert not list(frozen.parameters())  # weights are constants of the frozen graph
 
 
+@pytest.mark.parametrize("form", ["float", "pruned", "int8"])
+def test_channels_last_form_takes_nchw_and_converts_it_in_the_graph(resnet, form):
+    """The channels_last form gives the module's outputs on NCHW input at any batch; its graph
+    converts the input to channels_last (memory format 2) before anything else; the module itself
+    keeps its NCHW weights."""
+    model = _forms(resnet)[form]
+    example = torch.randn(1, 3, SIZE, SIZE)
+    frozen = freeze_torchscript(model, example, channels_last=True)
+    first = next(n for n in frozen.graph.nodes() if n.kind() not in ("prim::Constant", "prim::GetAttr"))
+    assert first.kind() == "aten::contiguous" and first.inputsAt(1).toIValue() == 2  # torch.channels_last
+    assert "aten::contiguous" not in str(freeze_torchscript(model, example).graph)
+    x = torch.randn(5, 3, SIZE, SIZE)
+    with torch.no_grad():
+        torch.testing.assert_close(frozen(x), model(x), rtol=1e-3, atol=1e-3)
+    assert all(t.is_contiguous() for t in model.parameters())
+
+
 class _SignBranch(nn.Module):
     """Data-dependent control flow: tracing records one branch only."""
 

@@ -22,6 +22,7 @@ def _load(tmp_path, **sections):
     ({"backend": "tensorrt"}, "none", "budget.latency.backend", "torch, tensorrt with device cuda"),
     ({"device": "cuda", "backend": "onnxruntime"}, "none", "budget.latency.backend", "CPU only"),
     ({"device": "cuda", "backend": "torchscript"}, "none", "budget.latency.backend", "CPU only"),
+    ({"device": "cuda", "backend": "torchscript-cl"}, "none", "budget.latency.backend", "CPU only"),
     ({"backend": "tvm"}, "x86", "budget.latency.backend", "torchscript"),
     ({"device": "cuda"}, "x86", "quant.backend", "allowed cuda, tensorrt, none"),
     ({"device": "cuda", "backend": "tensorrt"}, "cuda", "quant.backend", "allowed tensorrt, none"),
@@ -41,7 +42,7 @@ def test_gpu_target_errors_name_file_field_value_and_allowed(tmp_path, latency, 
     ({"device": "cuda"}, "cuda"), ({"device": "cuda:1"}, "tensorrt"), ({"device": "cuda", "backend": "tensorrt"},
                                                                         "tensorrt"),
     ({"device": "cuda", "backend": "tensorrt"}, "none"), ({"device": "cpu", "backend": "onnxruntime"}, "x86"),
-    ({"device": "cpu", "backend": "torchscript"}, "x86"),
+    ({"device": "cpu", "backend": "torchscript"}, "x86"), ({"device": "cpu", "backend": "torchscript-cl"}, "x86"),
 ])
 def test_valid_gpu_targets_load(tmp_path, latency, quant):
     quant_section = {"backend": quant, "weight_bits": [8, 32], "act_bits": [8, 32], "share": "stage"}
