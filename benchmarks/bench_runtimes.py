@@ -5,11 +5,12 @@ both in each CPU runtime form, timed against each other interleaved in one proce
     python benchmarks/bench_runtimes.py --checkpoint runs/headline-r56/adapt/baseline/model.pt \\
         --recipes benchmarks/results/headline-r56-seeds/recipes/seed-flops-0.7-int8.yaml --out runs/runtimes.json
 
-Forms (the headline and every ``torchscript`` latency time ``ts``, the default layout, on both sides):
+Forms (the headline and every ``torchscript`` latency time ``ts``, the default layout, on both sides;
+``torchscript-cl`` latency times ``ts-cl`` on both):
 
 - ``ts``: traced and frozen TorchScript (``compress.torchscript.freeze_torchscript``), NCHW input;
-- ``ts-cl``: the same traced on a channels_last input; the timed input is converted to channels_last
-  inside the timed call (a 128x3x32x32 copy, well under a millisecond);
+- ``ts-cl``: the same in channels_last layout (latency backend ``torchscript-cl``): the NCHW input is
+  converted inside the frozen graph (a 128x3x32x32 copy, well under a millisecond);
 - ``inductor``: ``torch.compile`` (inductor, weights frozen) of the float original; for the candidate,
   the recipe's float (pruned) model exported and quantized with torchao's PT2E ``X86InductorQuantizer``
   (the recipe's INT8 layers only, calibrated on the data's ``calib`` split), then compiled. Needs
@@ -65,31 +66,25 @@ def torchao_missing() -> str | None:
     return None
 
 
-def _timed(run: Any, channels_last: bool = False) -> Any:
-    """A module the runners time: ``run`` on the input, converted to channels_last first if asked, no autograd."""
+def _timed(run: Any) -> Any:
+    """A module the runners time: ``run`` on the input, no autograd."""
     import torch
 
     class Timed(torch.nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
-                return run(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
+                return run(x)
 
     return Timed()
 
 
 def torchscript_form(model: Any, example: Any, channels_last: bool) -> Any:
-    """``ts`` / ``ts-cl``: ``model`` traced and frozen on ``example`` in that layout."""
-    import copy
-
-    import torch
-
+    """``ts`` / ``ts-cl``: ``model`` traced and frozen in that layout, as latency backends ``torchscript`` /
+    ``torchscript-cl`` time it (:func:`compress.torchscript.freeze_torchscript`: ``ts-cl`` converts the
+    NCHW input to channels_last inside its graph)."""
     from compress.torchscript import freeze_torchscript
 
-    m, x = model, example[:1]
-    if channels_last:
-        cl = torch.channels_last
-        m, x = copy.deepcopy(model).to(memory_format=cl), x.contiguous(memory_format=cl)
-    return _timed(freeze_torchscript(m, x), channels_last)
+    return _timed(freeze_torchscript(model, example[:1], channels_last=channels_last))
 
 
 def compiled(model: Any, example: Any) -> Any:
