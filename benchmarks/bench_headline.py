@@ -93,6 +93,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=2, help="threads for timing (default 2)")
     ap.add_argument("--rounds", type=int, default=20, help="interleaved timing rounds per point and batch")
     ap.add_argument("--no-latency", action="store_true", help="skip the timing phase")
+    ap.add_argument("--torchscript-cl", action="store_true",
+                    help="also time TorchScript with both sides in channels_last (latency backend torchscript-cl: the "
+                         "float original's faster form on x86 CPUs); points timed without it are re-timed")
     add_engine_arg(ap, "--int8-engine", "x86", "PyTorch quantized engine INT8 points are timed with (default x86; "
                    "onednn runs large batches faster on x86 CPUs without VNNI); points timed with another are re-timed")
     ap.add_argument("--device", default="cpu", help="fine-tuning device (timing is always on the CPU)")

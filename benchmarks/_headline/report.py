@@ -8,7 +8,8 @@
 (c) the fastest point within 1.0 pt of the original's test accuracy, per batch, with its speed-ups.
 
 (a) and (c) are computed on eager-torch speed-ups (``headline``) and again on TorchScript ones
-(``headline.torchscript``: both the point and the original traced and frozen).
+(``headline.torchscript``: both the point and the original traced and frozen; ``headline.torchscript-cl``:
+the same in channels_last, when the points were timed with ``--torchscript-cl``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ from autocompress.rundir import atomic_write_json
 SPEEDUP_RANGE = (1.5, 4.0)
 WITHIN_PT = 1.0
 FAMILIES = ("searched", "seeds", "uniform", "depth", "fastnas")
+#: speed-up columns of the table: (backend, header), the channels_last one only when some point has it
+COLUMNS = (("torch", "speed-up"), ("torchscript", "TorchScript"), ("torchscript-cl", "TorchScript CL"),
+           ("onnxruntime", "ORT"))
+OPTIONAL = ("torchscript-cl",)
 
 
 def _speedup(p: dict[str, Any], batch: int, backend: str = "torch") -> float | None:
@@ -113,17 +118,27 @@ def fastest_within(points: list[dict[str, Any]], batch: int, within: float = WIT
             "drop": float(best["final"]["reference_test_accuracy"]) - _acc(best),
             "speedup": {str(b): _speedup(best, b, backend) for b in (1, 128)},
             **{f"{other}_speedup": {str(b): _speedup(best, b, other) for b in (1, 128)}
-               for other in ("torch", "torchscript", "onnxruntime") if other != backend}}
+               for other in _backends(points) if other != backend}}
+
+
+def _backends(points: list[dict[str, Any]]) -> list[str]:
+    """The speed-up backends shown: every column but an optional one no point was timed on."""
+    timed = {b for p in points for b in (p.get("latency") or {})}
+    return [b for b, _ in COLUMNS if b not in OPTIONAL or b in timed]
 
 
 def summarize(points: list[dict[str, Any]]) -> dict[str, Any]:
-    """(a), (b), (c) on eager-torch speed-ups, and (a), (c) again on TorchScript ones (``torchscript``)."""
-    return {"a_vs_uniform": {str(b): advantage_vs_uniform(points, b) for b in (1, 128)},
-            "b_vs_fastnas": advantage_vs_fastnas(points),
-            "c_fastest_within_1pt": {str(b): fastest_within(points, b) for b in (1, 128)},
-            "torchscript": {
-                "a_vs_uniform": {str(b): advantage_vs_uniform(points, b, "torchscript") for b in (1, 128)},
-                "c_fastest_within_1pt": {str(b): fastest_within(points, b, backend="torchscript") for b in (1, 128)}}}
+    """(a), (b), (c) on eager-torch speed-ups, and (a), (c) again on TorchScript ones (``torchscript``,
+    and ``torchscript-cl`` when timed)."""
+    out = {"a_vs_uniform": {str(b): advantage_vs_uniform(points, b) for b in (1, 128)},
+           "b_vs_fastnas": advantage_vs_fastnas(points),
+           "c_fastest_within_1pt": {str(b): fastest_within(points, b) for b in (1, 128)}}
+    for backend in ("torchscript", "torchscript-cl"):
+        if backend in _backends(points):
+            out[backend] = {
+                "a_vs_uniform": {str(b): advantage_vs_uniform(points, b, backend) for b in (1, 128)},
+                "c_fastest_within_1pt": {str(b): fastest_within(points, b, backend=backend) for b in (1, 128)}}
+    return out
 
 
 def write(ctx: Context, args: argparse.Namespace, *, wall_s: float, argv: list[str]) -> dict[str, Any]:
@@ -174,14 +189,15 @@ def _machine(args: argparse.Namespace) -> dict[str, Any]:
 
 def table(result: dict[str, Any]) -> str:
     """The points as a Markdown table, then the headline lines."""
-    head = ("| point | family | test top-1 | drop | FLOPs | params | size | speed-up b1 | speed-up b128 | "
-            "TorchScript b1 | TorchScript b128 | ORT b1 | ORT b128 |\n" + "|---" * 13 + "|")
-    lines = [head]
+    shown = _backends(result["points"])
+    speed = [f"{name} b{b}" for backend, name in COLUMNS if backend in shown for b in (1, 128)]
+    cols = ["point", "family", "test top-1", "drop", "FLOPs", "params", "size", *speed]
+    lines = ["| " + " | ".join(cols) + " |\n" + "|---" * len(cols) + "|"]
     for p in result["points"]:
         f = p["final"]
         cells = [p["label"], p["family"], f"{_acc(p):.2f}", f"{f['reference_test_accuracy'] - _acc(p):+.2f}",
                  f"{f['flops'] / 1e6:.1f}M", f"{f['params'] / 1e3:.0f}k", f"{f['size'] / 1e3:.0f}kB",
-                 *(_cell(p, b, be) for be in ("torch", "torchscript", "onnxruntime") for b in (1, 128))]
+                 *(_cell(p, b, be) for be in shown for b in (1, 128))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n\n" + _headline_text(result["headline"])
 
@@ -213,9 +229,9 @@ def _headline_text(h: dict[str, Any]) -> str:
     out.append(f"(b) searched vs FastNAS at matched FLOPs ({b['n']} points): "
                + (f"mean {b['mean']:+.2f} pt, min {b['min']:+.2f} pt" if b["n"] else "no point in range"))
     out += _c_lines(h["c_fastest_within_1pt"], "")
-    ts = h.get("torchscript")
-    if ts:
-        out += _a_lines(ts["a_vs_uniform"], " TorchScript") + _c_lines(ts["c_fastest_within_1pt"], " TorchScript")
+    for backend, where in (("torchscript", " TorchScript"), ("torchscript-cl", " TorchScript CL")):
+        if ts := h.get(backend):
+            out += _a_lines(ts["a_vs_uniform"], where) + _c_lines(ts["c_fastest_within_1pt"], where)
     return "\n".join(out)
 
 
@@ -226,9 +242,12 @@ def _figure(points: list[dict[str, Any]], path: Any) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter
 
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8.4), sharey=True)
+    shown = _backends(points)
+    rows = [(b, what) for b, what in (("torch", "torch CPU, eager"), ("torchscript", "TorchScript CPU, frozen"),
+                                      ("torchscript-cl", "TorchScript CPU, frozen, channels_last")) if b in shown]
+    fig, axes = plt.subplots(len(rows), 2, figsize=(11, 4.2 * len(rows)), sharey=True, squeeze=False)
     markers = {"searched": "o", "seeds": "P", "uniform": "s", "depth": "D", "fastnas": "^"}
-    for row, (backend, what) in zip(axes, (("torch", "torch CPU, eager"), ("torchscript", "TorchScript CPU, frozen"))):
+    for row, (backend, what) in zip(axes, rows):
         for ax, batch in zip(row, (1, 128)):
             for i, fam in enumerate(FAMILIES):
                 for precision, filled in (("float", False), ("int8", True)):

@@ -1,7 +1,8 @@
 """Time every point against the original, interleaved in this one process (nothing else should run):
 on the CPU at batch 1 and 128, eager torch (the deploy module as ``apply`` returns it), TorchScript
-(the point and the original both traced and frozen: ``model.torchscript.pt``) and, for INT8 points,
-ONNX Runtime (the ORT-native INT8 ONNX against the fp32 ONNX original)."""
+(the point and the original both traced and frozen: ``model.torchscript.pt``), with ``--torchscript-cl``
+TorchScript again with both sides in channels_last, and, for INT8 points, ONNX Runtime (the ORT-native
+INT8 ONNX against the fp32 ONNX original)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,12 @@ log = logging.getLogger("bench_headline")
 
 BATCHES = (1, 128)
 BACKENDS = ("torch", "torchscript", "onnxruntime")  # onnxruntime for INT8 points only
+CL_BACKEND = "torchscript-cl"  # with --torchscript-cl: both sides frozen in channels_last
+
+
+def backends(args: argparse.Namespace) -> list[str]:
+    """The backends every point is timed on: BACKENDS, plus torchscript-cl when asked."""
+    return [*BACKENDS, *([CL_BACKEND] if getattr(args, "torchscript_cl", False) else [])]
 
 
 def _ratio(r: Any) -> dict[str, Any]:
@@ -31,7 +38,7 @@ def _ratio(r: Any) -> dict[str, Any]:
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     return {"threads": args.threads, "rounds": args.rounds, "batches": list(BATCHES), "onnx_int8": "ort-native",
-            "backends": list(BACKENDS), "int8_engine": args.int8_engine}
+            "backends": backends(args), "int8_engine": args.int8_engine}
 
 
 def time_point(ctx: Context, point: dict[str, Any], args: argparse.Namespace,
@@ -46,9 +53,8 @@ def time_point(ctx: Context, point: dict[str, Any], args: argparse.Namespace,
                 engine=args.int8_engine)
     s = ctx.baseline.input_size
     timings: dict[str, Any] = {"torch": {}, **_settings(args)}
-    backends = [b for b in BACKENDS if policy.quant.active or b != "onnxruntime"]
     calib = calib if calib is not None else calibration_batches(ctx.baseline.data)
-    for backend in backends:
+    for backend in [b for b in backends(args) if policy.quant.active or b != "onnxruntime"]:
         timings[backend] = {}
         # onnxruntime: the ORT-native INT8 ONNX users deploy, against the fp32 ONNX of the original
         with latency_subject(out, backend, calib) as subject:
@@ -75,4 +81,4 @@ def time_points(ctx: Context, args: argparse.Namespace) -> None:
         ctx.save_point(label, point)
 
 
-__all__ = ["BACKENDS", "BATCHES", "time_point", "time_points"]
+__all__ = ["BACKENDS", "BATCHES", "CL_BACKEND", "backends", "time_point", "time_points"]

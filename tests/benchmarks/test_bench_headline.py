@@ -78,6 +78,37 @@ def test_torchscript_lines_use_the_torchscript_speedups():
     assert "(c) b1 TorchScript: s2 (searched): 89.20 (+0.80 pt), speed-up 2.50x b1 / 2.00x b128" in text
 
 
+def test_channels_last_columns_and_lines_appear_only_when_timed(tmp_path):
+    """--torchscript-cl adds its columns, (a)/(c) lines and figure row; results without it keep the
+    table they had."""
+    points = [point("u1", "uniform", 88.0, 1.5, 1.5, 60), point("s1", "searched", 89.5, 1.2, 1.2, 45),
+              point("s2", "searched", 89.2, 1.1, 1.1, 50)]
+    before = report.table({"points": points, "headline": report.summarize(points)})
+    assert "TorchScript CL" not in before and "torchscript-cl" not in report.summarize(points)
+    cl = {"u1": (1.4, 1.3), "s1": (1.1, 1.0), "s2": (2.2, 1.9)}
+    for p in points:
+        p["latency"]["torchscript-cl"] = {str(b): {"speedup": s, "speedup_ci": [s, s]}
+                                          for b, s in zip((1, 128), cl[p["label"]])}
+    h = report.summarize(points)
+    c = h["torchscript-cl"]["c_fastest_within_1pt"]["1"]
+    assert c["label"] == "s2" and c["speedup"] == {"1": 2.2, "128": 1.9} and c["torch_speedup"]["1"] == 1.1
+    assert c["torchscript_speedup"] == {"1": None, "128": None}  # not timed on plain TorchScript here
+    text = report.table({"points": points, "headline": h})
+    assert ("| speed-up b1 | speed-up b128 | TorchScript b1 | TorchScript b128 | TorchScript CL b1 | "
+            "TorchScript CL b128 | ORT b1 | ORT b128 |") in text
+    assert "| - | - | 2.20x [2.20, 2.20] | 1.90x [1.90, 1.90] | - | - |" in text
+    assert "(c) b1 TorchScript CL: s2 (searched): 89.20 (+0.80 pt), speed-up 2.20x b1 / 1.90x b128" in text
+    report._figure(points, tmp_path / "h.png")
+    assert (tmp_path / "h.png").stat().st_size > 0
+
+
+def test_timing_backends_follow_the_flag():
+    from _headline.timing import BACKENDS, backends
+
+    assert backends(SimpleNamespace(torchscript_cl=False)) == list(BACKENDS)
+    assert backends(SimpleNamespace(torchscript_cl=True)) == [*BACKENDS, "torchscript-cl"]
+
+
 def test_spread_picks_evenly_along_the_key():
     recs = [SimpleNamespace(trial=i, metrics={"latency": 1.0 - i / 10}) for i in range(10)]
     picked = spread(recs, 4, "latency")
