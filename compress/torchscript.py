@@ -81,8 +81,9 @@ def freeze_torchscript(model: nn.Module, example: torch.Tensor, *,
 
     ``channels_last``: the frozen form runs in channels_last (NHWC) layout, weights and activations,
     and converts its (NCHW) input first, inside the graph. On x86 CPUs oneDNN's convolutions run
-    faster in that layout (measured on ResNet-56 float, 2 threads: 1.3-1.5x at batch 1; the FX INT8
-    models change little); :class:`compress.measure` backend ``torchscript-cl`` times it.
+    faster in that layout (measured on ResNet-56 float, 2 threads, AMD EPYC: 1.2-1.3x at batch 128,
+    1.0-2.4x at batch 1, where the NCHW form lands at one of two speeds; the FX INT8 models change
+    less); :class:`compress.measure` backend ``torchscript-cl`` times it.
     """
     was_training = model.training
     model.eval()
