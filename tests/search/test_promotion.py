@@ -4,7 +4,6 @@ objective, records holding every level, the study told the highest level, resume
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -118,7 +117,7 @@ def test_a_different_fidelity_cannot_resume_a_run(tmp_path):
 
 
 def test_killed_during_a_promotion_then_rerun_finishes_exactly(tmp_path):
-    from tests.search.test_driver import _cmd, _env, _study, _wait_for
+    from tests.search.test_driver import _cmd, _env, _kill_when, _study
 
     out = tmp_path / "run"
     args = ["--set", FIDELITY, "--set", "search.seeds=null"]
@@ -133,10 +132,11 @@ def test_killed_during_a_promotion_then_rerun_finishes_exactly(tmp_path):
     proc = subprocess.Popen(_cmd(out, 6, *args), cwd=tmp_path, env=_env(AC_TEST_SLEEP="1.0"),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        _wait_for(promoting, 240, proc)
+        _kill_when(proc, promoting, 240)  # checked again with the worker stopped
     finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
         proc.stdout.close()
     killed = [t for t in _study(out / "study.db").trials if t.state == TrialState.RUNNING]
     assert len(killed) == 1
