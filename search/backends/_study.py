@@ -376,6 +376,16 @@ def is_orphan(trial: FrozenTrial, now: datetime | None = None) -> bool:
     return ((now or datetime.now()) - trial.datetime_start).total_seconds() > ORPHAN_GRACE_S
 
 
+def orphan_wait_s(study: optuna.Study, now: datetime | None = None) -> float:
+    """Seconds until every RUNNING trial of ``study`` that no worker tagged is old enough to count as
+    orphaned (:func:`is_orphan`); 0 when there is none."""
+    now = now or datetime.now()
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    ages = [(now - t.datetime_start).total_seconds() for t in running
+            if trial_worker(t)[0] is None and t.datetime_start is not None]
+    return max([0.0, *(ORPHAN_GRACE_S - a for a in ages)])
+
+
 def _death(trial: FrozenTrial) -> str | None:
     """Why ``trial`` (RUNNING) is dead, or None while it may still be alive."""
     if worker_is_dead(trial):

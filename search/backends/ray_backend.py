@@ -56,6 +56,7 @@ from search.backends._study import (
     enqueue_baselines,
     make_sampler,
     open_storage,
+    orphan_wait_s,
     parse_storage,
     started_count,
     tag_worker,
@@ -243,6 +244,16 @@ def _new_tuner(ctx: SearchContext, trainable: Any, storage: Any, dims: Any, samp
     return tuner, name
 
 
+def _wait_out_orphans(study: optuna.Study) -> None:
+    """A RUNNING trial nobody tagged belongs to a driver killed between asking and starting it (this
+    driver has asked nothing yet): wait until it counts as orphaned, so the recovery below fails and
+    re-queues it rather than counting it as running (the study would end one trial short)."""
+    wait = orphan_wait_s(study)
+    if wait > 0:
+        log.info("a trial was asked for but never started (its driver died); retrying it in %.0f s", wait)
+        time.sleep(wait + 0.1)
+
+
 def run_ray(ctx: SearchContext) -> BackendResult:
     """Run the search as Ray Tune trials; return the study's final counts."""
     import ray
@@ -269,6 +280,7 @@ def run_ray(ctx: SearchContext) -> BackendResult:
     started = _init_ray(ctx)
     previous = _experiments(ray_dir, ctx.study)
     restore = previous[-1] if previous and tune.Tuner.can_restore(str(previous[-1])) else None
+    _wait_out_orphans(study)
     try:
         for attempt in range(ctx.max_consecutive_failures):
             restoring = attempt == 0 and restore is not None

@@ -25,7 +25,14 @@ from _analytic_objective import RESNET20_GROUPS, RESNET20_LAYERS, AnalyticObject
 
 import search.backends._study as _study_module  # noqa: E402
 from autocompress.rundir import read_records, read_run_info  # noqa: E402
-from search.backends._study import ORPHAN_GRACE_S, SAMPLERS, StorageError, is_orphan, parse_storage  # noqa: E402
+from search.backends._study import (  # noqa: E402
+    ORPHAN_GRACE_S,
+    SAMPLERS,
+    StorageError,
+    is_orphan,
+    orphan_wait_s,
+    parse_storage,
+)
 from search.backends.optuna_backend import SearchFailedError  # noqa: E402
 from search.driver import SearchConfigError, run_search  # noqa: E402
 from spaces.space import load_space  # noqa: E402
@@ -300,6 +307,17 @@ def test_is_orphan_counts_from_the_trial_start():
     assert is_orphan(frozen, now=start + timedelta(seconds=ORPHAN_GRACE_S + 1))
     trial.set_user_attr("worker", {"id": "elsewhere:1", "start": None})
     assert not is_orphan(study.trials[trial.number], now=start + timedelta(hours=1))  # tagged: its worker's
+
+
+def test_orphan_wait_is_the_time_until_the_youngest_untagged_trial_is_orphaned():
+    study = optuna.create_study()
+    assert orphan_wait_s(study) == 0.0
+    first = study.ask()
+    start = study.trials[first.number].datetime_start
+    assert orphan_wait_s(study, now=start + timedelta(seconds=10)) == pytest.approx(ORPHAN_GRACE_S - 10)
+    assert orphan_wait_s(study, now=start + timedelta(seconds=ORPHAN_GRACE_S + 5)) == 0.0
+    first.set_user_attr("worker", {"id": "elsewhere:1", "start": None})  # tagged: not waited for
+    assert orphan_wait_s(study, now=start) == 0.0
 
 
 def test_a_worker_waits_for_a_retry_running_past_the_count(tmp_path, space, caplog):

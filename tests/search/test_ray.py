@@ -83,6 +83,30 @@ def test_ray_in_process_and_resume(tmp_path, worker_path):
     assert all(r.metrics == r.levels[str(r.level_steps)] for r in records)
 
 
+@pytest.mark.slow
+def test_ray_retries_a_trial_a_killed_driver_asked_for_but_never_started(tmp_path, worker_path, monkeypatch):
+    """A driver killed between ``ask`` and tagging leaves an untagged RUNNING trial; the rerun waits until
+    it counts as orphaned, then fails and re-queues it, and still reaches the count."""
+    import search.backends._study as study_module
+
+    space = load_space("quickstart", overrides=["objectives=[accuracy, flops]"])
+    run = tmp_path / "run"
+    kw = {"backend": "ray", "objective_factory": factory, "progress": False,
+          "ray": {"num_cpus": 2, "max_concurrent": 1}}
+    run_search(space, run, trials=3, **kw)
+    study = optuna.load_study(study_name="quickstart", storage=f"sqlite:///{run / 'study.db'}")
+    orphan = study.ask()  # the queued 4th baseline, popped and never tagged
+    monkeypatch.setattr(study_module, "ORPHAN_GRACE_S", 2.0)
+    r = run_search(space, run, trials=4, **kw)
+    assert r.complete == 4
+    study = _check_run(run, 4)
+    dead = study.trials[orphan.number]
+    assert dead.state == TrialState.FAIL and dead.user_attrs["error"].startswith("WorkerDied: no worker claimed it")
+    retry = [t for t in study.trials if t.system_attrs.get("failed_trial") == orphan.number]
+    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE
+    assert retry[0].user_attrs["baseline"] == dead.user_attrs["baseline"] == "uniform-int8"
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
