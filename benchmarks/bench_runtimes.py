@@ -66,25 +66,13 @@ def torchao_missing() -> str | None:
     return None
 
 
-def _timed(run: Any) -> Any:
-    """A module the runners time: ``run`` on the input, no autograd."""
-    import torch
-
-    class Timed(torch.nn.Module):
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            with torch.no_grad():
-                return run(x)
-
-    return Timed()
-
-
 def torchscript_form(model: Any, example: Any, channels_last: bool) -> Any:
     """``ts`` / ``ts-cl``: ``model`` traced and frozen in that layout, as latency backends ``torchscript`` /
     ``torchscript-cl`` time it (:func:`compress.torchscript.freeze_torchscript`: ``ts-cl`` converts the
     NCHW input to channels_last inside its graph)."""
     from compress.torchscript import freeze_torchscript
 
-    return _timed(freeze_torchscript(model, example[:1], channels_last=channels_last))
+    return freeze_torchscript(model, example[:1], channels_last=channels_last)
 
 
 def compiled(model: Any, example: Any) -> Any:
@@ -94,7 +82,7 @@ def compiled(model: Any, example: Any) -> Any:
     import torch
     import torch._inductor.config as inductor_config
 
-    form = _timed(torch.compile(model, dynamic=False))
+    form = torch.compile(model, dynamic=False)
     with inductor_config.patch(freezing=True), torch.inference_mode():
         form(example)
     return form

@@ -37,6 +37,8 @@ FAMILIES = ("searched", "seeds", "uniform", "depth", "fastnas")
 COLUMNS = (("torch", "speed-up"), ("torchscript", "TorchScript"), ("torchscript-cl", "TorchScript CL"),
            ("onnxruntime", "ORT"))
 OPTIONAL = ("torchscript-cl",)
+#: backends (a) and (c) are computed on again, besides eager torch
+RECOMPUTED = ("torchscript", "torchscript-cl")
 
 
 def _speedup(p: dict[str, Any], batch: int, backend: str = "torch") -> float | None:
@@ -133,7 +135,7 @@ def summarize(points: list[dict[str, Any]]) -> dict[str, Any]:
     out = {"a_vs_uniform": {str(b): advantage_vs_uniform(points, b) for b in (1, 128)},
            "b_vs_fastnas": advantage_vs_fastnas(points),
            "c_fastest_within_1pt": {str(b): fastest_within(points, b) for b in (1, 128)}}
-    for backend in ("torchscript", "torchscript-cl"):
+    for backend in RECOMPUTED:
         if backend in _backends(points):
             out[backend] = {
                 "a_vs_uniform": {str(b): advantage_vs_uniform(points, b, backend) for b in (1, 128)},
@@ -229,9 +231,9 @@ def _headline_text(h: dict[str, Any]) -> str:
     out.append(f"(b) searched vs FastNAS at matched FLOPs ({b['n']} points): "
                + (f"mean {b['mean']:+.2f} pt, min {b['min']:+.2f} pt" if b["n"] else "no point in range"))
     out += _c_lines(h["c_fastest_within_1pt"], "")
-    for backend, where in (("torchscript", " TorchScript"), ("torchscript-cl", " TorchScript CL")):
-        if ts := h.get(backend):
-            out += _a_lines(ts["a_vs_uniform"], where) + _c_lines(ts["c_fastest_within_1pt"], where)
+    for backend, name in COLUMNS:
+        if backend in RECOMPUTED and (ts := h.get(backend)):
+            out += _a_lines(ts["a_vs_uniform"], f" {name}") + _c_lines(ts["c_fastest_within_1pt"], f" {name}")
     return "\n".join(out)
 
 

@@ -27,7 +27,7 @@ CL_BACKEND = "torchscript-cl"  # with --torchscript-cl: both sides frozen in cha
 
 def backends(args: argparse.Namespace) -> list[str]:
     """The backends every point is timed on: BACKENDS, plus torchscript-cl when asked."""
-    return [*BACKENDS, *([CL_BACKEND] if getattr(args, "torchscript_cl", False) else [])]
+    return [*BACKENDS, *([CL_BACKEND] if args.torchscript_cl else [])]
 
 
 def _ratio(r: Any) -> dict[str, Any]:

@@ -364,26 +364,30 @@ def worker_is_dead(trial: FrozenTrial) -> bool:
     return started is not None and now is not None and abs(now - float(started)) > 1.0  # pid reused
 
 
-def is_orphan(trial: FrozenTrial, now: datetime | None = None) -> bool:
-    """True for a RUNNING trial that no process tagged (:func:`tag_worker`) within
-    :data:`ORPHAN_GRACE_S` seconds of its start: its worker died between ``ask`` and tagging.
+def _untagged_age(trial: FrozenTrial, now: datetime | None) -> float | None:
+    """Seconds since a RUNNING trial no process has tagged (:func:`tag_worker`) started; None otherwise.
 
     ``datetime_start`` is the asking host's local clock (optuna's ``datetime.now()``), compared with
-    this host's; hosts sharing a study are assumed to keep time within the grace of each other.
+    this host's; hosts sharing a study are assumed to keep time within :data:`ORPHAN_GRACE_S` of each other.
     """
     if trial.state != TrialState.RUNNING or trial_worker(trial)[0] is not None or trial.datetime_start is None:
-        return False
-    return ((now or datetime.now()) - trial.datetime_start).total_seconds() > ORPHAN_GRACE_S
+        return None
+    return ((now or datetime.now()) - trial.datetime_start).total_seconds()
+
+
+def is_orphan(trial: FrozenTrial, now: datetime | None = None) -> bool:
+    """True for a RUNNING trial that no process tagged within :data:`ORPHAN_GRACE_S` seconds of its
+    start: its worker died between ``ask`` and tagging."""
+    age = _untagged_age(trial, now)
+    return age is not None and age > ORPHAN_GRACE_S
 
 
 def orphan_wait_s(study: optuna.Study, now: datetime | None = None) -> float:
     """Seconds until every RUNNING trial of ``study`` that no worker tagged is old enough to count as
     orphaned (:func:`is_orphan`); 0 when there is none."""
     now = now or datetime.now()
-    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    ages = [(now - t.datetime_start).total_seconds() for t in running
-            if trial_worker(t)[0] is None and t.datetime_start is not None]
-    return max([0.0, *(ORPHAN_GRACE_S - a for a in ages)])
+    ages = (_untagged_age(t, now) for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+    return max([0.0, *(ORPHAN_GRACE_S - a for a in ages if a is not None)])
 
 
 def _death(trial: FrozenTrial) -> str | None:

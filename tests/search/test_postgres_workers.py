@@ -9,11 +9,9 @@ saying why, where no PostgreSQL server binary or ``psycopg`` can be had (`.ci/ru
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
@@ -24,6 +22,7 @@ from autocompress.rundir import read_records
 from reports.tables import read_csv
 from search.backends._study import ATTR_BASELINE, open_storage, parse_storage
 from tests._postgres import postgres_server, skip_reason
+from tests.search.test_driver import _kill_when
 
 REPO = Path(__file__).resolve().parents[2]
 N = 7  # complete trials: the 4 queued baselines and 3 sampled
@@ -64,26 +63,18 @@ def _kill_mid_trial(proc: subprocess.Popen, url: str, timeout_s: float = 600) ->
     stopped, so the trial cannot finish between the check and the kill); return that trial's number."""
     worker = f"{socket.gethostname()}:{proc.pid}"
     storage = open_storage(parse_storage(url, Path(".")), heartbeat=False)
-    study = None
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise AssertionError(f"worker exited before running a trial:\n{proc.stdout.read()[-3000:]}")
-        if study is None:
+    study: list[optuna.Study] = []
+
+    def running() -> bool:
+        if not study:
             try:
-                study = optuna.load_study(study_name="s1", storage=storage)
+                study.append(optuna.load_study(study_name="s1", storage=storage))
             except KeyError:  # not created yet
-                pass
-        if study is not None and _running_of(study, worker) is not None:
-            proc.send_signal(signal.SIGSTOP)  # check again with the worker stopped: it cannot move on
-            number = _running_of(study, worker)
-            if number is not None:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
-                return number
-            proc.send_signal(signal.SIGCONT)
-        time.sleep(0.05)
-    raise AssertionError("the worker never ran a trial")
+                return False
+        return _running_of(study[0], worker) is not None
+
+    _kill_when(proc, running, timeout_s)
+    return _running_of(study[0], worker)
 
 
 def test_three_workers_one_killed_on_postgresql(tmp_path):
