@@ -212,8 +212,9 @@ def test_real_quickstart_search(tmp_path):
     info = read_run_info(tmp_path / "run")
     orig, pruned = records[0].metrics, records[2].metrics
     assert orig["flops"] == pytest.approx(info.reference["flops"])
-    # half the channels inside every block: conv1 and conv2 (its input) cost about half
-    assert 0.4 * orig["flops"] < pruned["flops"] < 0.6 * orig["flops"]
+    # half of every channel group, block-inner and residual stream: most convs keep a quarter of their cost
+    assert 0.2 * orig["flops"] < pruned["flops"] < 0.3 * orig["flops"]
     assert records[3].policy["quant"]["default"]["w"] == 8 or records[3].policy["quant"]["layers"]
     study = _study(tmp_path / "run" / "study.db")
-    assert [t.values for t in study.trials] == [[x.metrics["accuracy"], x.metrics["flops"]] for x in records]
+    started = [t for t in study.trials if t.state != TrialState.WAITING]  # queued seeds wait for a larger budget
+    assert [t.values for t in started] == [[x.metrics[m] for m in space.objectives] for x in records]
