@@ -6,6 +6,7 @@ before it last cites (``benchmarks/results/<folder>/``; a table citing another f
 folder's ``headline.json``, or ``<sub>: <point>`` for the point in ``<folder>/<sub>/headline.json`` (a
 second timing session). Every non-empty cell must be what the benchmark's own table renders for that
 point; the ``(a)``/``(b)``/``(c)`` lines right after a table must be the ones its summary renders.
+And every committed point's recipe is committed beside its ``headline.json``.
 """
 
 from __future__ import annotations
@@ -118,3 +119,26 @@ def test_readme_table_matches_its_headline_json(table):
         want = report._headline_text(result["headline"]).splitlines()
         wrong = [(have, w) for have, w in zip(summary, want) if have != w]
         assert len(summary) == len(want) and not wrong, f"README.md:{line}: (a)-(c) lines differ: {wrong}"
+
+
+RESULTS = sorted((ROOT / "benchmarks" / "results").rglob("headline.json"))
+
+
+@pytest.mark.parametrize("path", RESULTS, ids=[str(p.parent.relative_to(ROOT / "benchmarks" / "results"))
+                                                for p in RESULTS])
+def test_every_committed_point_has_its_recipe(path):
+    """A finalized point's recipe lies beside its ``headline.json``; a timing session of a folder's points
+    (``<folder>/<sub>/headline.json``) re-times the folder's own points, so their recipes are the folder's
+    and their results must be the folder's too."""
+    points = json.loads(path.read_text())["points"]
+    assert points, f"{path}: no points"
+    parent = path.parent.parent / "headline.json"
+    timed_again = {p["label"]: p for p in json.loads(parent.read_text())["points"]} if parent.is_file() else {}
+    for p in points:
+        if (path.parent / p["recipe"]).is_file():
+            continue
+        assert p["label"] in timed_again, f"{path}: {p['label']}'s recipe {p['recipe']} is not committed"
+        same = timed_again[p["label"]]
+        assert (same["final"], same["recipe"]) == (p["final"], p["recipe"]), \
+            f"{path}: {p['label']} differs from the point of {parent} whose recipe it names"
+        assert (parent.parent / p["recipe"]).is_file(), f"{parent}: {p['recipe']} is not committed"
