@@ -37,6 +37,8 @@ FAMILIES = ("searched", "seeds", "uniform", "depth", "fastnas")
 COLUMNS = (("torch", "speed-up"), ("torchscript", "TorchScript"), ("torchscript-cl", "TorchScript CL"),
            ("onnxruntime", "ORT"))
 OPTIONAL = ("torchscript-cl",)
+#: the table's columns between the point's label and its speed-ups
+FIXED_COLUMNS = ("family", "test top-1", "drop", "FLOPs", "params", "size")
 #: backends (a) and (c) are computed on again, besides eager torch
 RECOMPUTED = ("torchscript", "torchscript-cl")
 
@@ -193,15 +195,20 @@ def table(result: dict[str, Any]) -> str:
     """The points as a Markdown table, then the headline lines."""
     shown = _backends(result["points"])
     speed = [f"{name} b{b}" for backend, name in COLUMNS if backend in shown for b in (1, 128)]
-    cols = ["point", "family", "test top-1", "drop", "FLOPs", "params", "size", *speed]
+    cols = ["point", *FIXED_COLUMNS, *speed]
     lines = ["| " + " | ".join(cols) + " |\n" + "|---" * len(cols) + "|"]
     for p in result["points"]:
-        f = p["final"]
-        cells = [p["label"], p["family"], f"{_acc(p):.2f}", f"{f['reference_test_accuracy'] - _acc(p):+.2f}",
-                 f"{f['flops'] / 1e6:.1f}M", f"{f['params'] / 1e3:.0f}k", f"{f['size'] / 1e3:.0f}kB",
-                 *(_cell(p, b, be) for be in shown for b in (1, 128))]
+        cells = [p["label"], *fixed_cells(p).values(), *(_cell(p, b, be) for be in shown for b in (1, 128))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n\n" + _headline_text(result["headline"])
+
+
+def fixed_cells(p: dict[str, Any]) -> dict[str, str]:
+    """The table's cells for ``p`` before its speed-ups, by column header."""
+    f = p["final"]
+    cells = (p["family"], f"{_acc(p):.2f}", f"{f['reference_test_accuracy'] - _acc(p):+.2f}",
+             f"{f['flops'] / 1e6:.1f}M", f"{f['params'] / 1e3:.0f}k", f"{f['size'] / 1e3:.0f}kB")
+    return dict(zip(FIXED_COLUMNS, cells))
 
 
 def _cell(p: dict[str, Any], batch: int, backend: str) -> str:
