@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -186,13 +187,14 @@ class Baseline:
         return model
 
     def _weights_source(self) -> dict[str, Any]:
-        """Where the original weights come from, with the checkpoint's mtime so a changed file
-        invalidates the cached baseline and reference."""
+        """Where the original weights come from: the checkpoint's content hash, so a changed file
+        invalidates the cached baseline and reference, and the same bytes copied, moved or remounted
+        (a new mtime) keep them."""
         m = self.space.model
         if not m.checkpoint:
             return {"weights": m.weights}
         p = self.space.resolve_path(m.checkpoint)
-        return {"checkpoint": [str(p), p.stat().st_mtime if p.exists() else None]}
+        return {"checkpoint_sha256": _file_sha256(p) if p.is_file() else None}
 
     def _key(self, parts: Mapping[str, Any]) -> str:
         parts = {**parts, **self._weights_source()}
@@ -259,6 +261,21 @@ class Baseline:
             log.info("reference metrics measured in %.1f s", time.perf_counter() - t0)
             atomic_write_json(path, {"key": key, "metrics": metrics})
             return metrics
+
+
+def _file_sha256(path: Path) -> str:
+    """SHA-256 of the file at ``path`` (cached per path, size and mtime within a process)."""
+    st = path.stat()
+    return _sha256_of(str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _plain(obj: Any) -> Any:

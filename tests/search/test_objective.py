@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -200,6 +201,15 @@ def test_adapt_fine_tunes_a_checkpoint_once(objective, tmp_path, monkeypatch):
     again = Objective(space, run)
     assert all(torch.equal(a, b) for a, b in zip(again.model.state_dict().values(),
                                                  adapted.model.state_dict().values()))
+    # the same bytes with a new mtime (a remounted or copied checkpoint) keep the cache ...
+    st = ckpt.stat()
+    os.utime(ckpt, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert Objective(space, run).model is not None
+    # ... changed bytes do not
+    state = objective.model.state_dict()
+    torch.save({k: v + 1 if v.is_floating_point() else v for k, v in state.items()}, ckpt)
+    with pytest.raises(AssertionError, match="must be reused"):
+        _ = Objective(space, run).model
 
 
 def test_adapt_needs_loaded_weights():
